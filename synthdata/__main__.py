@@ -1,0 +1,5 @@
+import sys
+
+from synthdata.cli import main
+
+sys.exit(main())

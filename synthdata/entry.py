@@ -1,0 +1,19 @@
+"""Shared plumbing for entry points: error reporting and `accelerate launch path/to/file.py`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from synthdata.config import ConfigError
+
+
+def run_main(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """Run an entry point, turning user errors (bad recipe, bad data) into one clear line."""
+    from synthdata.datasets.base import DatasetError
+
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
