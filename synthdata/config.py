@@ -351,7 +351,8 @@ def recipe_from_mapping(tree: dict[str, Any], source: str = "<recipe>") -> Recip
 
 def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = "") -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix or 'recipe'} must be a mapping, got {data!r}")
+        where = f"'{prefix.rstrip('.')}' should be a mapping" if prefix else "a recipe must be a mapping"
+        raise ConfigError(f"{source}: {where}, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
