@@ -142,6 +142,8 @@ class SegModelConfig:
     arch: str = "unet"
     encoder: str = "resnet18"
     encoder_weights: str | None = None  # None, or a local weights file
+    encoder_depth: int = 5  # fewer stages: smaller, faster models (tests, tiny images)
+    decoder_channels: list[int] | None = None  # None: smp's default for the architecture
 
 
 @dataclass
