@@ -113,6 +113,10 @@ class DatasetReader:
         for i in range(len(self)):
             yield self[i]
 
+    def read_native(self, index: int) -> dict[str, Any]:
+        """Sample `index` as stored on disk: native size, labels not yet checked (for `check`)."""
+        return self._load(self.items[index])
+
     def check_labels(self, layout: np.ndarray, where: str) -> np.ndarray:
         """Labels outside `[0, C)` other than ignore: error if strict, else ignore + warning."""
         ignore = self.classes.ignore_index
