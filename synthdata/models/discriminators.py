@@ -1,0 +1,105 @@
+"""Discriminators: PatchGAN, multi-scale PatchGAN with feature outputs, and the WGAN-GP layout
+critic.
+
+PatchGAN: Isola et al. 2017 (pix2pix); multi-scale + feature matching: Wang et al. 2018
+(pix2pixHD) as used by SPADE (Park et al. 2019); critic: Gulrajani et al. 2017 (WGAN-GP).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synthdata.models.blocks import base_grid, init_weights, make_norm, maybe_spectral
+
+
+class PatchGANDiscriminator(nn.Module):
+    """x (B, Cin, H, W) -> patch predictions (B, 1, h, w), one per ~70x70 receptive field at
+    n_layers=3 (pix2pix). `features(x)` returns every layer's output, the prediction last.
+
+    The first layer has no norm; 4x4 convs, stride 2 for the first `n_layers` layers, then
+    two stride-1 layers, LeakyReLU(0.2). The stride-1 layers pad by 2 (as SPADE does), which
+    grows the map by one pixel, so small inputs (e.g. 16x32 at a coarse scale) never vanish.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3,
+                 norm: str = "instance", spectral: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Sequential(
+            maybe_spectral(nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), spectral),
+            nn.LeakyReLU(0.2, inplace=True),
+        )]
+        channels = ndf
+        for i in range(1, n_layers + 1):
+            out = ndf * 2 ** min(i, 3)
+            stride = 2 if i < n_layers else 1
+            layers.append(nn.Sequential(
+                maybe_spectral(nn.Conv2d(channels, out, 4, stride=stride, padding=3 - stride, bias=norm == "none"), spectral),
+                make_norm(norm, out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ))
+            channels = out
+        layers.append(maybe_spectral(nn.Conv2d(channels, 1, 4, stride=1, padding=2), spectral))
+        self.layers = nn.ModuleList(layers)
+        init_weights(self)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[-1]
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """`num_d` PatchGANs with spectral norm on the input downsampled by 1, 2, 4, ... (pix2pixHD).
+
+    x (B, Cin, H, W) -> list (one per scale) of lists of feature maps, the last of each being the
+    patch prediction (B, 1, h, w); the intermediate maps feed the feature-matching loss.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, num_d: int = 2,
+                 norm: str = "instance", spectral: bool = True):
+        super().__init__()
+        if num_d < 1:
+            raise ValueError(f"num_discriminators must be >= 1, got {num_d}")
+        self.scales = nn.ModuleList(
+            PatchGANDiscriminator(in_channels, ndf, n_layers, norm, spectral) for _ in range(num_d)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        outputs = []
+        for i, disc in enumerate(self.scales):
+            if i > 0:
+                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            outputs.append(disc.features(x))
+        return outputs
+
+
+class LayoutCritic(nn.Module):
+    """(B, C, H, W) one-hot (or straight-through) layouts -> (B,) WGAN critic scores.
+
+    Stride-2 4x4 convs take the map down to the base grid of `base_grid` (DCGAN discriminator),
+    a 3x3 conv makes a patch score map (PatchGAN) whose mean is the score. Layer norm instead of
+    batch norm: the WGAN-GP penalty is per sample and batch norm couples samples.
+    """
+
+    def __init__(self, *, num_classes: int, height: int, width: int, ndf: int = 64, norm: str = "layer"):
+        super().__init__()
+        _, _, k = base_grid(height, width)
+        layers: list[nn.Module] = [nn.Conv2d(num_classes, ndf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        channels = ndf
+        for i in range(k):
+            out = ndf * 2 ** min(i + 1, 3)
+            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), make_norm(norm, out), nn.LeakyReLU(0.2, inplace=True)]
+            channels = out
+        layers.append(nn.Conv2d(channels, 1, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).mean(dim=(1, 2, 3))

@@ -1,0 +1,60 @@
+"""Exponential moving average of a generator's weights, used for sampling.
+
+Averaged generators give visibly better samples (Karras et al. 2018, progressive GAN;
+Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training").
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / DataParallel (`.module`) or torch.compile (`._orig_mod`)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class EMA:
+    """`ema.module` holds `decay * ema + (1 - decay) * model` for every parameter after each
+    `update(model)`. Buffers (batch-norm statistics, spectral-norm vectors) are copied, not
+    averaged: an average of spectral-norm singular vectors is no longer a unit vector.
+
+    The copy lives in eval mode with gradients off. `state_dict()` is the averaged module's
+    state dict (what portable checkpoints store under "ema").
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(unwrap(model)).eval()
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        model = unwrap(model)
+        params = dict(model.named_parameters())
+        for name, value in self.module.named_parameters():
+            value.lerp_(params[name].detach().to(value.dtype), 1.0 - self.decay)
+        buffers = dict(model.named_buffers())
+        for name, value in self.module.named_buffers():
+            value.copy_(buffers[name])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)
+
+    def to(self, device: str | torch.device) -> EMA:
+        self.module.to(device)
+        return self

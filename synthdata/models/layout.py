@@ -1,0 +1,79 @@
+"""Layout generator (DCGAN widened to any power-of-two resolution) and the straight-through
+one-hot that the critic sees.
+
+DCGAN: Radford et al. 2016, "Unsupervised Representation Learning with Deep Convolutional GANs";
+widened by extra upsampling blocks to reach 256 px as in the layout-prediction work.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synthdata.models.blocks import Upsample2x, base_grid, init_weights
+
+
+def straight_through_onehot(
+    logits: torch.Tensor,
+    tau: float = 1.0,
+    hard: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Gumbel-softmax over the class axis (Jang et al. 2017; Maddison et al. 2017).
+
+    logits (B, C, H, W) -> (B, C, H, W). With `hard=True` the forward value is exactly one-hot
+    (the argmax of the Gumbel-perturbed logits), while gradients are those of the soft sample,
+    so a critic cannot tell generated layouts from real one-hot ones by their softness.
+    """
+    if tau <= 0:
+        raise ValueError(f"gumbel tau must be > 0, got {tau}")
+    # Sampled and normalised in float32: bf16 Gumbel noise is too coarse near 0 and 1.
+    x = logits.float()
+    dev = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=dev).to(x.device)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+    soft = torch.softmax((x + gumbel) / tau, dim=1)
+    if not hard:
+        return soft.to(logits.dtype)
+    index = soft.argmax(dim=1)
+    onehot = F.one_hot(index, x.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
+    # `soft - soft.detach()` is exactly zero in the forward pass (x - x == 0 in IEEE arithmetic),
+    # so the output stays exactly one-hot, unlike `onehot - soft.detach() + soft`.
+    return (onehot + (soft - soft.detach())).to(logits.dtype)
+
+
+class DCGANGenerator(nn.Module):
+    """z (B, z_dim) -> class logits (B, C, H, W).
+
+    A linear layer makes a (base_h, base_w) grid with `ngf * 2**min(k, 3)` channels, then k
+    upsampling blocks (`nearest` + conv, or transposed conv) each halve the channels (down to
+    `ngf`) with batch norm + ReLU as in DCGAN; a 3x3 conv gives the logits.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        height: int,
+        width: int,
+        z_dim: int = 128,
+        ngf: int = 64,
+        upsample: str = "nearest",
+    ):
+        super().__init__()
+        self.z_dim = z_dim
+        self.base_h, self.base_w, k = base_grid(height, width)
+        channels = [ngf * 2 ** min(k - i, 3) for i in range(k + 1)]
+        self.head = nn.Linear(z_dim, channels[0] * self.base_h * self.base_w)
+        self.head_norm = nn.Sequential(nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
+        blocks = []
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            blocks += [Upsample2x(c_in, c_out, upsample, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.blocks = nn.Sequential(*blocks)
+        self.to_logits = nn.Conv2d(channels[-1], num_classes, 3, padding=1)
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.head(z).view(z.shape[0], -1, self.base_h, self.base_w)
+        return self.to_logits(self.blocks(self.head_norm(x)))

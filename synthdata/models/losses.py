@@ -1,0 +1,105 @@
+"""GAN and reconstruction losses as pure functions of predictions (no modules, no state).
+
+Discriminator outputs may be a tensor or the multi-scale form `list[list[Tensor]]` of
+`MultiscaleDiscriminator` (the last map of each scale is the prediction); losses average scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Pred = torch.Tensor | Sequence[Sequence[torch.Tensor]]
+
+
+def _predictions(pred: Pred) -> list[torch.Tensor]:
+    if isinstance(pred, torch.Tensor):
+        return [pred.float()]
+    return [scale[-1].float() if isinstance(scale, (list, tuple)) else scale.float() for scale in pred]
+
+
+def _mean_over_scales(pred: Pred, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    preds = _predictions(pred)
+    return sum(fn(p) for p in preds) / len(preds)
+
+
+def hinge_d_loss(real_pred: Pred, fake_pred: Pred) -> torch.Tensor:
+    """Hinge discriminator loss (Lim & Ye 2017; used by SPADE): E[relu(1-D(x))] + E[relu(1+D(G(z)))]."""
+    return _mean_over_scales(real_pred, lambda p: F.relu(1 - p).mean()) + _mean_over_scales(
+        fake_pred, lambda p: F.relu(1 + p).mean()
+    )
+
+
+def hinge_g_loss(fake_pred: Pred) -> torch.Tensor:
+    """Hinge generator loss: -E[D(G(z))]."""
+    return _mean_over_scales(fake_pred, lambda p: -p.mean())
+
+
+def wgan_d_loss(real_score: Pred, fake_score: Pred) -> torch.Tensor:
+    """Wasserstein critic loss (Arjovsky et al. 2017): E[D(G(z))] - E[D(x)]."""
+    return _mean_over_scales(fake_score, torch.mean) - _mean_over_scales(real_score, torch.mean)
+
+
+def wgan_g_loss(fake_score: Pred) -> torch.Tensor:
+    """Wasserstein generator loss: -E[D(G(z))]."""
+    return _mean_over_scales(fake_score, lambda p: -p.mean())
+
+
+def nonsaturating_d_loss(real_pred: Pred, fake_pred: Pred) -> torch.Tensor:
+    """Logistic discriminator loss (Goodfellow et al. 2014): softplus(-D(x)) + softplus(D(G(z)))."""
+    return _mean_over_scales(real_pred, lambda p: F.softplus(-p).mean()) + _mean_over_scales(
+        fake_pred, lambda p: F.softplus(p).mean()
+    )
+
+
+def nonsaturating_g_loss(fake_pred: Pred) -> torch.Tensor:
+    """Non-saturating generator loss: softplus(-D(G(z)))."""
+    return _mean_over_scales(fake_pred, lambda p: F.softplus(-p).mean())
+
+
+def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]],
+                          fake_feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Discriminator feature matching (pix2pixHD, Wang et al. 2018; SPADE): L1 between the
+    intermediate maps for real and fake inputs (predictions excluded, real ones detached),
+    averaged over layers and summed over scales divided by the number of scales.
+    """
+    if len(real_feats) != len(fake_feats):
+        raise ValueError(f"{len(real_feats)} real scales vs {len(fake_feats)} fake scales")
+    total = fake_feats[0][-1].new_zeros((), dtype=torch.float32)
+    for real, fake in zip(real_feats, fake_feats):
+        layers = list(zip(real[:-1], fake[:-1]))
+        if not layers:
+            continue
+        total = total + sum(F.l1_loss(f.float(), r.detach().float()) for r, f in layers) / len(layers)
+    return total / len(fake_feats)
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                     fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad D(x_hat)||_2 - 1)^2] on random
+    per-sample interpolates x_hat between real and fake (B, C, H, W). Not multiplied by its
+    weight. Computed in float32 with autocast off: double backward in bf16 is too coarse.
+    """
+    b = real.shape[0]
+    dev = generator.device if generator is not None else real.device
+    alpha = torch.rand(b, *([1] * (real.dim() - 1)), generator=generator, device=dev).to(real.device)
+    x_hat = (alpha * real.detach().float() + (1 - alpha) * fake.detach().float()).requires_grad_(True)
+    with torch.autocast(device_type=real.device.type, enabled=False):
+        scores = critic(x_hat)
+        scores = _predictions(scores) if not isinstance(scores, torch.Tensor) else [scores]
+        total = sum(s.float().sum() for s in scores)
+        (grad,) = torch.autograd.grad(total, x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute error; with `mask` (broadcastable to pred, e.g. (B, 1, H, W) where depth is
+    known) the mean runs over masked pixels only, and an empty mask gives 0 (still in the graph).
+    """
+    diff = (pred.float() - target.float()).abs()
+    if mask is None:
+        return diff.mean()
+    weight = mask.to(diff.dtype).expand_as(diff)
+    return (diff * weight).sum() / weight.sum().clamp_min(1.0)
