@@ -192,6 +192,45 @@ def _markdown(title: str, metrics: dict[str, Any], names: list[str], info: dict[
     return "\n".join(lines) + "\n"
 
 
+def write_metrics_report(
+    out_dir: str | os.PathLike,
+    *,
+    title: str,
+    metrics: dict[str, Any],
+    info: dict[str, Any],
+    classes: ClassInfo | None = None,
+    images: dict[str, str | os.PathLike] | None = None,
+) -> tuple[Path, Path]:
+    """`report.json` + `report.md` for metrics that are not a confusion matrix (FID, KID,
+    layout statistics): every top-level scalar in a table, nested values in the JSON only."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures: dict[str, str] = {}
+    for caption, src in (images or {}).items():
+        src = Path(src)
+        if src.resolve().parent != out.resolve():
+            shutil.copyfile(src, out / src.name)
+        pictures[caption] = src.name
+    class_dict = classes.to_dict() if classes is not None else {"classes": [], "palette": [], "ignore_index": 255}
+    report = {"title": title, "metrics": metrics, "classes": class_dict, "info": info, "images": pictures}
+    json_path = out / "report.json"
+    json_path.write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False))
+    lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
+    for key, value in metrics.items():
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            lines.append(f"| {key} | {value:.6g} |")
+    lines.append("")
+    summary = {k: v for k, v in info.items() if not isinstance(v, (dict, list))}
+    if summary:
+        lines += ["## Run", ""] + [f"- {k}: {v}" for k, v in summary.items()] + [""]
+    for caption, name in pictures.items():
+        lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    lines.append("All numbers are in report.json.")
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
+
+
 # --------------------------------------------------------------------------------------------
 # synthdata compare REPORT... [out=DIR]
 # --------------------------------------------------------------------------------------------
