@@ -135,6 +135,11 @@ class ProduceConfig:
     fidelity_threshold: float = 0.0
     hardness_segmenter: str | None = None
     hardness_max_copies: int = 1
+    max_attempts: int = 50  # redraws of a rejected sample before the run stops with an error
+    balance_calibration: int = 256  # layouts drawn to measure the source's class distribution
+    real_hflip: bool = True  # real layouts: mirror half of them
+    copy_paste: int = 0  # real layouts: paste up to this many objects from another layout
+    copy_paste_classes: list[str] | None = None  # classes whose objects may be pasted (None: any)
 
 
 @dataclass
