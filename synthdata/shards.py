@@ -449,6 +449,8 @@ class ShardWriter:
         self.flush()
         with open(self.out_dir / ".manifest.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in self.out_dir.glob(".*.tar.*.tmp"):  # left by killed writers; all are done now
+                stale.unlink(missing_ok=True)
             shards = []
             for sidecar in sorted(self.out_dir.glob(f"*.tar{SIDECAR_SUFFIX}")):
                 record = json.loads(sidecar.read_text())
