@@ -1,0 +1,397 @@
+"""FID and KID between two sample sources, on images, coloured layouts or depth maps.
+
+FID (Heusel et al. 2017) uses pytorch-fid's TF-Inception port and Frechet distance; KID
+(Binkowski et al. 2018, "Demystifying MMD GANs") is the unbiased MMD^2 with the cubic polynomial
+kernel over random subsets. `synthdata evaluate fid real=SRC fake=SRC [modality=image|layout|depth]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from synthdata.datasets.base import ClassInfo
+from synthdata.metrics.sources import SampleSource, open_source, take
+from synthdata.palette import colorize
+
+WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+MODALITIES = ("image", "layout", "depth")
+MAX_CACHED_FEATURES = 10000  # rows kept in a statistics cache for KID (10000 x 2048 fp32 = 80 MB)
+
+# images (B, 3, H, W) float in [0, 1] -> features (B, D)
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class FIDWeightsError(RuntimeError):
+    """The Inception weights file is absent or is not pytorch-fid's FID Inception."""
+
+
+# --- the Inception feature network, built offline --------------------------------------------
+
+
+def default_weights_path() -> Path:
+    """Where torch hub would cache the file: `$TORCH_HOME/hub/checkpoints/pt_inception-...pth`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILENAME
+
+
+def resolve_weights(path: str | os.PathLike | None) -> Path:
+    """The weights file to use; stops with where to put it when absent (never downloads)."""
+    target = Path(path).expanduser() if path else default_weights_path()
+    if not target.is_file():
+        from pytorch_fid.inception import FID_WEIGHTS_URL
+
+        raise FIDWeightsError(
+            f"FID needs the Inception weights file {WEIGHTS_FILENAME}, not found at {target}. "
+            f"synthdata never downloads it: fetch it on a machine with network ({FID_WEIGHTS_URL}) "
+            f"and put it at {default_weights_path()} or pass eval.fid_weights=PATH."
+        )
+    return target
+
+
+class FIDInception(torch.nn.Module):
+    """pytorch-fid's `InceptionV3` cut at the block giving `dims` features: (B, 3, H, W) in
+    [0, 1] -> (B, dims). Inputs of any size are resized bilinearly to 299x299 (as pytorch-fid's
+    `resize_input=True`) and scaled to [-1, 1]; lower blocks are average-pooled like its
+    `get_activations`."""
+
+    def __init__(self, net: torch.nn.Module, dims: int = 2048):
+        super().__init__()
+        from pytorch_fid.inception import InceptionV3
+
+        if dims not in InceptionV3.BLOCK_INDEX_BY_DIM:
+            raise ValueError(f"eval.fid_dims must be one of {sorted(InceptionV3.BLOCK_INDEX_BY_DIM)}, got {dims}")
+        block = InceptionV3.BLOCK_INDEX_BY_DIM[dims]
+        pool = torch.nn.MaxPool2d(kernel_size=3, stride=2)
+        layers = [net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, pool]
+        if block >= 1:
+            layers += [net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, torch.nn.MaxPool2d(kernel_size=3, stride=2)]
+        if block >= 2:
+            layers += [net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a]
+            layers += [net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e]
+        if block >= 3:
+            layers += [net.Mixed_7a, net.Mixed_7b, net.Mixed_7c]
+        self.features = torch.nn.Sequential(*layers)
+        self.dims = dims
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False)
+        x = self.features(2 * x - 1)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def fid_inception_architecture() -> torch.nn.Module:
+    """The FID Inception network (pytorch-fid's `fid_inception_v3`) with no weights loaded."""
+    import torchvision
+    from pytorch_fid import inception as pf
+
+    net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
+    net.Mixed_5b = pf.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pf.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pf.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pf.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pf.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pf.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pf.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pf.FIDInceptionE_1(1280)
+    net.Mixed_7c = pf.FIDInceptionE_2(2048)
+    return net
+
+
+def load_inception(weights: str | os.PathLike | None = None, *, dims: int = 2048, device: str = "cpu") -> FIDInception:
+    """The FID feature network with weights from a local file (see `resolve_weights`)."""
+    path = resolve_weights(weights)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = fid_inception_architecture()
+        net.load_state_dict(state)
+    except Exception as e:  # corrupt file, a dict of other tensors, wrong shapes
+        detail = str(e).strip().splitlines()
+        raise FIDWeightsError(
+            f"{path} is not the pytorch-fid Inception weights ({WEIGHTS_FILENAME}): "
+            + " ".join(detail[:3])[:400]
+        ) from e
+    return FIDInception(net, dims).eval().to(device)
+
+
+def weights_id(path: Path, dims: int) -> str:
+    """Identifies the feature network in cache keys: the weights' sha256, size and `dims`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return f"inception-{dims}-{digest.hexdigest()[:16]}-{path.stat().st_size}"
+
+
+# --- samples -> network input -> features ------------------------------------------------------
+
+
+def sample_to_tensor(sample: dict[str, Any], modality: str, classes: ClassInfo | None) -> torch.Tensor:
+    """One sample as the (3, H, W) float [0, 1] picture FID sees: the image, the layout coloured
+    with the class palette, or the depth min-max normalised over its known pixels and repeated to
+    3 channels (as the depth-aware generation paper evaluates depth with FID)."""
+    if modality == "image":
+        pixels = sample["image"].astype(np.float32) / 255.0
+    elif modality == "layout":
+        if classes is None:
+            raise ValueError("colouring layouts for FID needs the source's classes")
+        pixels = colorize(np.asarray(sample["layout"]), classes.palette, classes.ignore_index) / np.float32(255.0)
+    elif modality == "depth":
+        depth = np.asarray(sample["depth"], dtype=np.float32)
+        known = np.isfinite(depth) & (depth > 0)
+        pixels = np.zeros_like(depth)
+        if known.any():
+            lo, hi = depth[known].min(), depth[known].max()
+            pixels[known] = (depth[known] - lo) / max(hi - lo, 1e-6)
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    else:
+        raise ValueError(f"unknown FID modality '{modality}'; valid: {', '.join(MODALITIES)}")
+    return torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def extract_features(
+    samples: Iterable[dict[str, Any]],
+    extractor: FeatureExtractor,
+    *,
+    modality: str = "image",
+    classes: ClassInfo | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    desc: str = "features",
+) -> np.ndarray:
+    """Features `(N, D)` float64 of every sample. Consecutive samples of one size share a batch;
+    sizes mixed within a source are allowed (the Inception resizes each to 299x299) and warned."""
+    from tqdm import tqdm
+
+    chunks: list[np.ndarray] = []
+    batch: list[torch.Tensor] = []
+    sizes: set[tuple[int, int]] = set()
+
+    def flush() -> None:
+        if batch:
+            feats = extractor(torch.stack(batch).to(device))
+            chunks.append(feats.float().reshape(len(batch), -1).cpu().numpy().astype(np.float64))
+            batch.clear()
+
+    for sample in tqdm(samples, desc=desc, unit="img", leave=False):
+        pixels = sample_to_tensor(sample, modality, classes)
+        size = tuple(pixels.shape[1:])
+        if batch and (size != tuple(batch[0].shape[1:]) or len(batch) >= batch_size):
+            flush()
+        sizes.add(size)
+        batch.append(pixels)
+    flush()
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:4])  # width x height
+        warnings.warn(
+            f"{desc}: image sizes are mixed ({shown}); each is resized bilinearly to 299x299 inside "
+            "InceptionV3 (pytorch-fid resize_input=True), so FID compares the resized pictures",
+            stacklevel=2,
+        )
+    if not chunks:
+        raise ValueError(f"{desc}: the source yielded no samples")
+    return np.concatenate(chunks)
+
+
+# --- the distances -----------------------------------------------------------------------------
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean `(D,)` and covariance `(D, D)` of features `(N, D)`, as pytorch-fid computes them."""
+    features = np.asarray(features, dtype=np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), pytorch-fid's stable implementation."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def kernel_inception_distance(
+    real: np.ndarray, fake: np.ndarray, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """KID: mean and std over `subsets` random subsets of the unbiased MMD^2 estimate with
+    k(x, y) = (x.y / D + 1)^3 (Binkowski et al. 2018). Unbiased, so ~0 (possibly < 0) for two
+    sets from one distribution even with few samples."""
+    from synthdata.seeding import numpy_rng
+
+    n, dims = min(len(real), len(fake)), real.shape[1]
+    m = min(subset_size, n)
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 samples per side, got {len(real)} real and {len(fake)} fake")
+    rng = numpy_rng(seed, m, subsets)
+    values = np.empty(subsets)
+    for i in range(subsets):
+        x = real[rng.choice(len(real), m, replace=False)]
+        y = fake[rng.choice(len(fake), m, replace=False)]
+        kxx, kyy, kxy = ((a @ b.T / dims + 1.0) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        off_diagonal = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        values[i] = off_diagonal - 2.0 * kxy.mean()
+    return float(values.mean()), float(values.std())
+
+
+# --- sources -> metrics, with a cache for the real side -----------------------------------------
+
+
+def source_features(
+    source: SampleSource,
+    extractor: FeatureExtractor,
+    *,
+    extractor_id: str | None = None,
+    modality: str = "image",
+    count: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """`{"mu", "sigma", "features", "count", "cache", "cached"}` of a source. With `cache_dir` and
+    `extractor_id`, the statistics go to an `.npz` keyed by (spec, data fingerprint, modality,
+    extractor, count), and a later call with the same key reads it instead of the data."""
+    source.require(modality)
+    cache = None
+    if cache_dir is not None and extractor_id is not None and source.fingerprint:
+        key = json.dumps([1, source.spec, source.fingerprint, modality, extractor_id, count])
+        name = "".join(c if c.isalnum() else "_" for c in source.spec)[-40:]
+        cache = Path(cache_dir) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        if cache.is_file():
+            with np.load(cache) as z:
+                return {"mu": z["mu"], "sigma": z["sigma"], "features": z["features"],
+                        "count": int(z["count"]), "cache": str(cache), "cached": True}
+    features = extract_features(
+        take(source, count), extractor, modality=modality, classes=source.classes,
+        batch_size=batch_size, device=device, desc=source.spec,
+    )
+    mu, sigma = feature_statistics(features)
+    kept = features
+    if len(features) > MAX_CACHED_FEATURES:  # enough rows for KID subsets; keeps the file small
+        kept = features[np.random.default_rng(0).choice(len(features), MAX_CACHED_FEATURES, replace=False)]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, mu=mu, sigma=sigma, features=kept.astype(np.float32), count=len(features))
+        os.replace(tmp, cache)
+    return {"mu": mu, "sigma": sigma, "features": kept, "count": len(features),
+            "cache": None if cache is None else str(cache), "cached": False}
+
+
+def compute_fid(
+    real: SampleSource,
+    fake: SampleSource,
+    extractor: FeatureExtractor,
+    *,
+    extractor_id: str | None = None,
+    modality: str = "image",
+    count: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """FID and KID of `fake` against `real` (only the real side is cached). Warns when there are
+    fewer samples than feature dimensions: the covariance is then rank-deficient and FID biased
+    upwards, so compare KID instead."""
+    common = dict(modality=modality, count=count, batch_size=batch_size, device=device)
+    r = source_features(real, extractor, extractor_id=extractor_id, cache_dir=cache_dir, **common)
+    f = source_features(fake, extractor, **common)
+    dims = r["mu"].shape[0]
+    n = min(r["count"], f["count"])
+    if n < 2:
+        raise ValueError(f"FID needs at least 2 samples per side, got {r['count']} real and {f['count']} fake")
+    if n < dims:
+        warnings.warn(
+            f"FID from {n} samples with {dims}-dimensional features: the covariance is rank-deficient "
+            "and FID is strongly biased; compare KID (reported too) or use more samples",
+            stacklevel=2,
+        )
+    kid_mean, kid_std = kernel_inception_distance(
+        r["features"], f["features"], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+    )
+    return {
+        "fid": frechet_distance(r["mu"], r["sigma"], f["mu"], f["sigma"]),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "kid_subset_size": min(kid_subset_size, len(r["features"]), len(f["features"])),
+        "num_real": r["count"],
+        "num_fake": f["count"],
+        "dims": int(dims),
+        "modality": modality,
+        "real_cache": r["cache"],
+        "real_cached": r["cached"],
+    }
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "synthdata" / "fid_stats"
+
+
+def _main(argv: list[str]) -> int:
+    from dataclasses import MISSING
+
+    from synthdata.config import ConfigError, parse_command_line
+    from synthdata.report import write_metrics_report
+
+    recipe, args = parse_command_line(argv, {
+        "real": MISSING, "fake": MISSING, "modality": "image", "count": None,
+        "out": None, "cache": None, "device": "auto",
+    })
+    modality = args["modality"]
+    if modality not in MODALITIES:
+        raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    ev = recipe.eval
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args["device"] == "auto" else args["device"]
+    weights = resolve_weights(ev.fid_weights)  # before touching any data
+    extractor = load_inception(weights, dims=ev.fid_dims, device=device)
+    real = open_source(str(args["real"]), recipe=recipe, with_depth=modality == "depth")
+    fake = open_source(str(args["fake"]), recipe=recipe, with_depth=modality == "depth")
+    cache = args["cache"]
+    cache_dir = None if cache in ("off", False) else Path(cache) if cache else default_cache_dir()
+    start = time.perf_counter()
+    metrics = compute_fid(
+        real, fake, extractor, extractor_id=weights_id(weights, ev.fid_dims), modality=modality,
+        count=args["count"], batch_size=ev.batch_size, device=device, cache_dir=cache_dir,
+        kid_subsets=ev.kid_subsets, kid_subset_size=ev.kid_subset_size, seed=recipe.seed,
+    )
+    out = Path(args["out"] or f"reports/fid-{modality}")
+    info = {"real": real.spec, "fake": fake.spec, "weights": str(weights), "device": device,
+            "resize": "bilinear to 299x299 inside InceptionV3 (pytorch-fid resize_input=True)"}
+    json_path, _ = write_metrics_report(
+        out, title=f"FID / KID ({modality})", metrics=metrics, info=info, classes=real.classes or fake.classes
+    )
+    seconds = time.perf_counter() - start
+    print(
+        f"FID {metrics['fid']:.3f}  KID {metrics['kid_mean']:.5f} +- {metrics['kid_std']:.5f}  "
+        f"({metrics['num_real']} real{' cached' if metrics['real_cached'] else ''}, "
+        f"{metrics['num_fake']} fake, {modality}, {seconds:.1f}s) -> {json_path}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from synthdata.entry import run_main
+
+    def guarded(args: list[str]) -> int:
+        try:
+            return _main(args)
+        except FIDWeightsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return run_main(guarded, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
