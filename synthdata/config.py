@@ -104,7 +104,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 250
     log_every: int = 25
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
+    mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16 (YAML reads a bare `no` as false)
     gradient_accumulation: int = 1
     diffaugment: str = "auto"  # auto (on under 1000 images) | on | off
     num_workers: int = 0
