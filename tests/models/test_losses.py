@@ -1,0 +1,134 @@
+"""GAN losses, feature matching, gradient penalty, masked L1, and short optimisation runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthdata.config import LayoutStageConfig, SpadeStageConfig
+from synthdata.models import (
+    build_conditional_discriminator,
+    build_conditional_generator,
+    build_layout_critic,
+    build_layout_generator,
+    diff_augment,
+    straight_through_onehot,
+)
+from synthdata.models.losses import (
+    feature_matching_loss,
+    gradient_penalty,
+    hinge_d_loss,
+    hinge_g_loss,
+    l1_loss,
+    nonsaturating_d_loss,
+    nonsaturating_g_loss,
+    wgan_d_loss,
+    wgan_g_loss,
+)
+
+
+def test_hinge_wgan_and_nonsaturating_values():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert hinge_d_loss(real, fake).item() == pytest.approx(0.25 + 0.5)  # relu(1-r) + relu(1+f)
+    assert hinge_g_loss(fake).item() == pytest.approx(1.0)
+    assert wgan_d_loss(real, fake).item() == pytest.approx(-1.0 - 1.25)
+    assert wgan_g_loss(fake).item() == pytest.approx(1.0)
+    sp = torch.nn.functional.softplus
+    assert nonsaturating_d_loss(real, fake).item() == pytest.approx((sp(-real).mean() + sp(fake).mean()).item())
+    assert nonsaturating_g_loss(fake).item() == pytest.approx(sp(-fake).mean().item())
+
+
+def test_losses_take_multiscale_outputs():
+    # list (scales) of lists (features); only the last map of each scale is a prediction
+    scales = [[torch.randn(2, 3, 4, 4), torch.full((2, 1, 2, 2), 3.0)], [torch.full((2, 1, 1, 1), -1.0)]]
+    assert hinge_g_loss(scales).item() == pytest.approx((-3.0 + 1.0) / 2)
+    assert hinge_d_loss(scales, scales).item() == pytest.approx((0.0 + 2.0) / 2 + (4.0 + 0.0) / 2)
+
+
+def test_feature_matching():
+    real = [[torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 2, 2)]]
+    fake = [[torch.ones(1, 2, 4, 4, requires_grad=True), torch.full((1, 1, 2, 2), 9.0)]]
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() == pytest.approx(1.0)  # prediction maps are excluded
+    loss.backward()
+    assert fake[0][0].grad is not None
+    assert feature_matching_loss(fake, fake).item() == 0.0
+    with pytest.raises(ValueError, match="scales"):
+        feature_matching_loss(real, fake + fake)
+
+
+def test_gradient_penalty_of_linear_critics():
+    real, fake = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    w = torch.randn(3, 5, 5)
+    unit = w / w.norm()
+    assert gradient_penalty(lambda x: (x * unit).sum(dim=(1, 2, 3)), real, fake).item() == pytest.approx(0.0, abs=1e-6)
+    # gradient norm 3 everywhere: (3 - 1)^2 = 4
+    assert gradient_penalty(lambda x: (x * 3 * unit).sum(dim=(1, 2, 3)), real, fake).item() == pytest.approx(4.0, rel=1e-5)
+    critic = build_layout_critic(LayoutStageConfig(ndf=4), num_classes=3, height=32, width=32)
+    gp = gradient_penalty(critic, torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32))
+    gp.backward()  # penalty is differentiable w.r.t. the critic weights (double backward)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic.parameters() if p.dim() == 4)
+
+
+def test_l1_loss_with_mask():
+    pred, target = torch.zeros(1, 1, 2, 2), torch.tensor([[[[1.0, 2.0], [3.0, 100.0]]]])
+    assert l1_loss(pred, target).item() == pytest.approx(26.5)
+    mask = torch.tensor([[[[True, True], [True, False]]]])  # depth unknown at the last pixel
+    assert l1_loss(pred, target, mask).item() == pytest.approx(2.0)
+    empty = l1_loss(pred.requires_grad_(), target, torch.zeros_like(mask))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+def _changed(before: dict, module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[n], p) for n, p in module.named_parameters())
+
+
+def test_spade_training_steps_change_weights_and_stay_finite():
+    torch.manual_seed(0)
+    cfg = SpadeStageConfig(ngf=4, ndf=4, z_dim=4, num_discriminators=2)
+    gen = build_conditional_generator(cfg, cond_channels=3, out_channels=1, height=32, width=32)
+    disc = build_conditional_discriminator(cfg, in_channels=4)
+    opt_g = torch.optim.Adam(gen.parameters(), 1e-3, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(disc.parameters(), 1e-3, betas=(0.0, 0.99))
+    cond = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 32, 32)), 3).permute(0, 3, 1, 2).float()
+    target = torch.rand(2, 1, 32, 32) * 2 - 1
+    mask = torch.rand(2, 1, 32, 32) > 0.2
+    g0 = {n: p.detach().clone() for n, p in gen.named_parameters()}
+    d0 = {n: p.detach().clone() for n, p in disc.named_parameters()}
+    for _ in range(3):
+        fake = gen(cond, torch.randn(2, 4))
+        real_in = diff_augment(torch.cat([cond, target], 1))
+        d_loss = hinge_d_loss(disc(real_in), disc(diff_augment(torch.cat([cond, fake.detach()], 1))))
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        fake_feats, real_feats = disc(torch.cat([cond, fake], 1)), disc(torch.cat([cond, target], 1))
+        g_loss = hinge_g_loss(fake_feats) + 10 * feature_matching_loss(real_feats, fake_feats) + 10 * l1_loss(fake, target, mask)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+    assert _changed(g0, gen) and _changed(d0, disc)
+
+
+def test_wgan_gp_layout_steps_change_weights_and_stay_finite():
+    torch.manual_seed(0)
+    cfg = LayoutStageConfig(z_dim=8, ngf=4, ndf=4)
+    gen = build_layout_generator(cfg, num_classes=3, height=32, width=32)
+    critic = build_layout_critic(cfg, num_classes=3, height=32, width=32)
+    opt_g = torch.optim.Adam(gen.parameters(), 1e-3, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(critic.parameters(), 1e-3, betas=(0.0, 0.99))
+    real = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 32, 32)), 3).permute(0, 3, 1, 2).float()
+    g0 = {n: p.detach().clone() for n, p in gen.named_parameters()}
+    for _ in range(3):
+        fake = straight_through_onehot(gen(torch.randn(2, 8)))
+        d_loss = wgan_d_loss(critic(real), critic(fake.detach())) + 10 * gradient_penalty(critic, real, fake)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = wgan_g_loss(critic(straight_through_onehot(gen(torch.randn(2, 8)))))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+    assert _changed(g0, gen)
