@@ -80,5 +80,5 @@ class ADE20KReader(DatasetReader):
         return {
             "image": read_rgb(image_path),
             "layout": layout,
-            "meta": {"id": image_path.stem, "path": str(image_path)},
+            "meta": {"id": image_path.stem, "path": str(image_path), "label_path": str(label_path)},
         }

@@ -102,7 +102,8 @@ class DatasetReader:
             raise IndexError(index)
         sample = self._load(self.items[index])
         check_pair(sample, str(sample["meta"].get("path", self.items[index])))
-        sample["layout"] = self.check_labels(sample["layout"], sample["meta"].get("path", ""))
+        meta = sample["meta"]
+        sample["layout"] = self.check_labels(sample["layout"], meta.get("label_path", meta.get("path", "")))
         sample = resize_sample(sample, self.cfg.height, self.cfg.width)
         sample["meta"].setdefault("dataset", self.name)
         sample["meta"].setdefault("split", self.split)

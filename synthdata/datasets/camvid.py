@@ -78,5 +78,5 @@ class CamVidReader(DatasetReader):
         return {
             "image": read_rgb(image_path),
             "layout": layout,
-            "meta": {"id": image_path.stem, "path": str(image_path)},
+            "meta": {"id": image_path.stem, "path": str(image_path), "label_path": str(label_path)},
         }

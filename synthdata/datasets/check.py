@@ -43,7 +43,7 @@ def scan(reader: DatasetReader, limit: int | None = None, progress: bool = True)
         if bad:
             pixels = int(sum(counts[found.tolist().index(v)] for v in bad))
             problems.append(
-                f"{where}: {pixels} pixels have labels {bad[:10]} outside 0..{classes.num_classes - 1} "
+                f"{sample['meta'].get('label_path', where)}: {pixels} pixels have labels {bad[:10]} outside 0..{classes.num_classes - 1} "
                 f"(ignore={classes.ignore_index})"
             )
         if sample.get("depth") is not None:

@@ -92,7 +92,7 @@ class CityscapesReader(DatasetReader):
         sample = {
             "image": read_rgb(item["image"]),
             "layout": self.lut[raw.astype(np.int64)],
-            "meta": {"id": item["id"], "path": str(item["image"])},
+            "meta": {"id": item["id"], "path": str(item["image"]), "label_path": str(item["labels"])},
         }
         sample["layout"][sample["layout"] == 255] = self.classes.ignore_index
         if "disparity" in item:

@@ -89,7 +89,7 @@ class FolderReader(DatasetReader):
         return {
             "image": read_rgb(image_path),
             "layout": layout,
-            "meta": {"id": image_path.stem, "path": str(image_path)},
+            "meta": {"id": image_path.stem, "path": str(image_path), "label_path": str(mask_path)},
         }
 
     def _colour_to_index(self, rgb: np.ndarray, path: Path) -> np.ndarray:

@@ -92,5 +92,5 @@ class ParticlesReader(DatasetReader):
         return {
             "image": np.ascontiguousarray(to_uint8(image[:keep], image_path)),
             "layout": layout,
-            "meta": {"id": image_path.stem, "path": str(image_path), "databar_rows": int(bar)},
+            "meta": {"id": image_path.stem, "path": str(image_path), "label_path": str(mask_path), "databar_rows": int(bar)},
         }

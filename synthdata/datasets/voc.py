@@ -74,5 +74,5 @@ class VOCReader(DatasetReader):
         return {
             "image": read_rgb(image_path),
             "layout": layout,
-            "meta": {"id": image_path.stem, "path": str(image_path)},
+            "meta": {"id": image_path.stem, "path": str(image_path), "label_path": str(label_path)},
         }

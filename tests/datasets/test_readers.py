@@ -268,7 +268,7 @@ def test_out_of_range_labels_warn_or_fail(tmp_path):
     fx.save_png(root / "masks" / "img0.png", labels)
     cfg = data_cfg("folder", root, classes=fx.FOLDER_CLASSES)
     reader = make_reader(cfg, "all")
-    with pytest.warns(UserWarning, match="img0.png.*outside"):
+    with pytest.warns(UserWarning, match="masks/img0.png.*outside"):
         layout = reader[0]["layout"]
     assert (layout[0, :5] == 255).all() and reader.out_of_range_pixels == 5
     cfg.strict_labels = True
