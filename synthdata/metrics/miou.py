@@ -8,6 +8,7 @@ ignore_index are excluded everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Iterable
 
@@ -142,7 +143,6 @@ def evaluate_segmenter(
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     examples: list[dict[str, np.ndarray]] = []
-    autocast = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
     batches = loader
     if progress:
         from tqdm.auto import tqdm
@@ -152,7 +152,7 @@ def evaluate_segmenter(
     for batch in batches:
         images = batch["image"].to(device, non_blocking=True)
         target = batch["layout"].to(device, non_blocking=True)
-        with autocast:
+        with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
             logits = predict_logits(model, images, num_classes=num_classes, window=window)
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
