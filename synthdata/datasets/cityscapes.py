@@ -7,7 +7,6 @@ p = 0 meaning unknown, as documented by the dataset (Cordts et al., CVPR 2016, R
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
