@@ -1,0 +1,93 @@
+"""Layout statistics: component counts, frequencies, JS divergence, shard sources and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from synthdata.datasets.base import ClassInfo
+from synthdata.metrics import layout_stats as ls
+from synthdata.palette import default_palette
+
+CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3), 255)
+
+
+def _write_shards(folder, layouts):
+    from synthdata.shards import ShardWriter
+
+    samples = [
+        {"image": np.zeros((*lay.shape, 3), np.uint8), "layout": lay, "meta": {"id": f"s{i}"}}
+        for i, lay in enumerate(layouts)
+    ]
+    with ShardWriter(folder, prefix="t", shard_size=4, classes=CLASSES, recipe={"name": "t"}, depth_scale=0.001) as w:
+        indices = list(range((len(samples) + 3) // 4))
+        for i in indices:
+            w.write_shard(i, samples[4 * i : 4 * i + 4])
+        w.finalize_manifest(indices)
+    return folder
+
+
+def test_component_counts_match_a_per_class_loop():
+    rng = np.random.default_rng(0)
+    layout = rng.integers(0, 3, (32, 64)).astype(np.uint8)
+    layout[:4] = 255
+    expected = [ndimage.label(layout == c)[1] for c in range(3)]
+    assert ls.count_components(layout, 3).tolist() == expected
+    blobs = np.zeros((8, 8), np.int64)
+    blobs[1:3, 1:3] = 1
+    blobs[5:7, 5:7] = 1
+    blobs[5, 1] = 2
+    assert ls.count_components(blobs, 4).tolist() == [1, 2, 1, 0]
+    assert ls.count_components(np.full((4, 4), 255), 3).tolist() == [0, 0, 0]
+
+
+def test_statistics_of_known_layouts():
+    a = np.zeros((4, 4), np.uint8)
+    a[:, 2:] = 1  # half road, half car
+    b = np.full((4, 4), 2, np.uint8)
+    b[0] = 255  # sky with an unlabelled row
+    stats = ls.layout_statistics([a, b], num_classes=3)
+    assert stats["num_images"] == 2 and stats["labelled_pixels"] == 28
+    np.testing.assert_allclose(stats["pixel_frequency"], [8 / 28, 8 / 28, 12 / 28])
+    np.testing.assert_allclose(stats["presence_rate"], [0.5, 0.5, 0.5])
+    assert stats["classes_per_image"] == 1.5
+    assert stats["components_per_image"] == 1.5
+    with pytest.raises(ValueError, match="no layouts"):
+        ls.layout_statistics([], num_classes=3)
+
+
+def test_js_divergence_bounds():
+    assert ls.js_divergence([1, 2, 3], [2, 4, 6]) == pytest.approx(0.0, abs=1e-12)
+    assert ls.js_divergence([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert 0 < ls.js_divergence([0.5, 0.5], [0.9, 0.1]) < 1
+    with pytest.raises(ValueError):
+        ls.js_divergence([0, 0], [1, 1])
+
+
+def test_cli_compares_shards_and_draws_a_chart(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    real = [rng.integers(0, 3, (32, 64)).astype(np.uint8) for _ in range(6)]
+    fake = [np.zeros((32, 64), np.uint8) for _ in range(5)]  # only road: a collapsed generator
+    _write_shards(tmp_path / "real", real)
+    _write_shards(tmp_path / "fake", fake)
+    out = tmp_path / "report"
+    assert ls.main([f"real={tmp_path / 'real'}", f"fake={tmp_path / 'fake'}", f"out={out}"]) == 0
+    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    assert metrics["num_real"] == 6 and metrics["num_fake"] == 5
+    assert metrics["js_pixel_frequency"] > 0.3
+    assert metrics["classes_per_image_fake"] == 1.0
+    assert metrics["fake"]["presence_rate"] == [1.0, 0.0, 0.0]
+    assert (out / "layout_stats.png").stat().st_size > 1000
+    assert "JS" in capsys.readouterr().out
+    same = tmp_path / "same"
+    assert ls.main([f"real={tmp_path / 'real'}", f"fake={tmp_path / 'real'}", f"out={same}", "count=3"]) == 0
+    metrics = json.loads((same / "report.json").read_text())["metrics"]
+    assert metrics["js_pixel_frequency"] == pytest.approx(0.0, abs=1e-12) and metrics["num_real"] == 3
+
+
+def test_cli_names_a_missing_source(tmp_path, capsys):
+    assert ls.main([f"real={tmp_path / 'nowhere'}"]) == 2
+    assert "nowhere" in capsys.readouterr().err
