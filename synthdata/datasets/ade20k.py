@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from synthdata.datasets.base import DatasetError, DatasetReader, register_reader
 from synthdata.datasets.io import as_layout, missing_files_error, read_labels, read_rgb
 
