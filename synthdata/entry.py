@@ -10,10 +10,11 @@ from synthdata.config import ConfigError
 
 def run_main(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run an entry point, turning user errors (bad recipe, bad data) into one clear line."""
+    from synthdata.checkpoint import CheckpointError
     from synthdata.datasets.base import DatasetError
 
     try:
         return main(sys.argv[1:] if argv is None else argv)
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
