@@ -124,17 +124,9 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.checkpoint import CheckpointError
     from synthdata.entry import run_main
 
-    def guarded(args: list[str]) -> int:
-        try:
-            return _main(args)
-        except CheckpointError as e:  # a missing or foreign segmenter checkpoint
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    return run_main(guarded, argv)
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from synthdata.datasets.base import ClassInfo
-from synthdata.metrics import fid
+from synthdata.metrics import fid, inception
 from synthdata.metrics.sources import open_source
 from synthdata.palette import default_palette
 
@@ -37,9 +37,9 @@ def extractor():
 def fid_weights(tmp_path):
     """The FID Inception architecture, randomly initialised, saved like the real weights file."""
     torch.manual_seed(0)
-    net = fid.fid_inception_architecture()
+    net = inception.fid_inception_architecture()
     state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    path = tmp_path / fid.WEIGHTS_FILENAME
+    path = tmp_path / inception.WEIGHTS_FILENAME
     torch.save(state, path)
     return path, net
 
@@ -142,20 +142,20 @@ def test_real_statistics_are_cached(extractor, tmp_path):
 
 def test_missing_weights_stop_with_the_file_name(tmp_path, monkeypatch, no_network, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(fid.FIDWeightsError, match=fid.WEIGHTS_FILENAME):
-        fid.load_inception(None)
+    with pytest.raises(inception.FIDWeightsError, match=inception.WEIGHTS_FILENAME):
+        inception.load_inception(None)
     code = fid.main(["real=recipe:val", "fake=recipe:val", f"out={tmp_path / 'r'}"])
     err = capsys.readouterr().err
     assert code == 2
-    assert fid.WEIGHTS_FILENAME in err and "eval.fid_weights" in err
+    assert inception.WEIGHTS_FILENAME in err and "eval.fid_weights" in err
     assert not (tmp_path / "r").exists()
 
 
 def test_wrong_weights_file_is_named(tmp_path, no_network):
     bad = tmp_path / "bad.pth"
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1)}, bad)
-    with pytest.raises(fid.FIDWeightsError, match="bad.pth"):
-        fid.load_inception(bad)
+    with pytest.raises(inception.FIDWeightsError, match="bad.pth"):
+        inception.load_inception(bad)
 
 
 def test_inception_features_match_pytorch_fid(fid_weights, monkeypatch, no_network):
@@ -164,7 +164,7 @@ def test_inception_features_match_pytorch_fid(fid_weights, monkeypatch, no_netwo
     _, net = fid_weights
     monkeypatch.setattr(pf, "fid_inception_v3", lambda: net)  # their wrapper around our weights
     reference = pf.InceptionV3([0]).eval()
-    ours = fid.FIDInception(net, dims=64).eval()
+    ours = inception.FIDInception(net, dims=64).eval()
     x = torch.rand(2, 3, 32, 64)
     with torch.no_grad():
         expected = torch.nn.functional.adaptive_avg_pool2d(reference(x)[0], 1).flatten(1)
