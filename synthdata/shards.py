@@ -155,6 +155,44 @@ def decode_sample(raw: dict[str, Any], *, depth_scale: float | None = None) -> d
 # --------------------------------------------------------------------------------------------
 
 
+_BLOCK = 512
+
+
+def _tar_members(stream: Any) -> Iterator[tuple[str, bytes]]:
+    """`(name, data)` of the regular files in a tar stream (ustar, pax and GNU long names).
+    A plain header parser: tarfile's stream mode costs ~0.1 ms per member, which shows at
+    thousands of samples per second."""
+    long_name = None
+    while True:
+        header = stream.read(_BLOCK)
+        if not header or header.count(0) == _BLOCK:  # end of archive
+            return
+        if len(header) < _BLOCK:
+            raise ShardError("truncated tar header")
+        stored = int(header[148:156].rstrip(b"\0 ").lstrip(b" ") or b"-1", 8)
+        if stored != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+            raise ShardError("bad tar header checksum")
+        size = int(header[124:136].rstrip(b"\0 ").lstrip(b" ") or b"0", 8)
+        data = stream.read(size)
+        if len(data) < size:
+            raise ShardError(f"truncated member ({len(data)} of {size} bytes)")
+        stream.read(-size % _BLOCK)
+        kind = header[156:157]
+        if kind == b"x":  # pax extended header: only the path matters here
+            for record in data.decode("utf-8").splitlines():
+                if " path=" in record:
+                    long_name = record.split(" path=", 1)[1]
+            continue
+        if kind == b"L":  # GNU long name
+            long_name = data.rstrip(b"\0").decode("utf-8")
+            continue
+        if kind in (b"0", b"\0", b"7"):
+            name = header[:100].rstrip(b"\0").decode("utf-8")
+            prefix = header[345:500].rstrip(b"\0").decode("utf-8")
+            yield long_name or (f"{prefix}/{name}" if prefix else name), data
+        long_name = None
+
+
 def iter_tar(url: str, *, expected: int | None = None) -> Iterator[dict[str, Any]]:
     """Raw samples `{"__key__", "__url__", ext: bytes}` of one shard, in order. A corrupt or
     truncated tar, or fewer samples than `expected` (from a manifest), raises `ShardError`.
@@ -167,23 +205,19 @@ def iter_tar(url: str, *, expected: int | None = None) -> Iterator[dict[str, Any
     except Exception as e:  # noqa: BLE001 - any opener failure is reported with the URL
         raise ShardError(f"cannot open shard {url}: {e}") from e
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = os.path.basename(member.name)
-                if "." not in base:
-                    continue
-                key, ext = base.split(".", 1)
-                data = tar.extractfile(member).read()
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    count += 1
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext] = data
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        for name, data in _tar_members(stream):
+            base = os.path.basename(name)
+            if "." not in base:
+                continue
+            key, ext = base.split(".", 1)
+            if current is not None and current["__key__"] != key:
+                yield current
+                count += 1
+                current = None
+            if current is None:
+                current = {"__key__": key, "__url__": url}
+            current[ext] = data
+    except (ShardError, OSError, ValueError) as e:
         raise ShardError(f"corrupt or truncated shard {url}: {e}") from e
     finally:
         stream.close()
