@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from synthdata.datasets.base import ClassInfo
+from synthdata.datasets.base import ClassInfo, DatasetError
 from synthdata.metrics.inception import load_inception, resolve_weights, weights_id
 from synthdata.metrics.sources import SampleSource, open_source, take
 from synthdata.palette import colorize
@@ -68,7 +68,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     desc: str = "features",
 ) -> np.ndarray:
-    """Features `(N, D)` float64 of every sample. Consecutive samples of one size share a batch;
+    """Features `(N, D)` float32 of every sample. Consecutive samples of one size share a batch;
     sizes mixed within a source are allowed (the Inception resizes each to 299x299) and warned."""
     from tqdm import tqdm
 
@@ -79,7 +79,7 @@ def extract_features(
     def flush() -> None:
         if batch:
             feats = extractor(torch.stack(batch).to(device))
-            chunks.append(feats.float().reshape(len(batch), -1).cpu().numpy().astype(np.float64))
+            chunks.append(feats.float().reshape(len(batch), -1).cpu().numpy())
             batch.clear()
 
     for sample in tqdm(samples, desc=desc, unit="img", leave=False):
@@ -126,6 +126,7 @@ def kernel_inception_distance(
     sets from one distribution even with few samples."""
     from synthdata.seeding import numpy_rng
 
+    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
     n, dims = min(len(real), len(fake)), real.shape[1]
     m = min(subset_size, n)
     if m < 2:
@@ -257,6 +258,8 @@ def _main(argv: list[str]) -> int:
     extractor = load_inception(weights, dims=ev.fid_dims, device=device)
     real = open_source(str(args["real"]), recipe=recipe, with_depth=modality == "depth")
     fake = open_source(str(args["fake"]), recipe=recipe, with_depth=modality == "depth")
+    if modality == "layout" and real.classes and fake.classes and not real.classes.same_as(fake.classes):
+        raise DatasetError(f"{fake.spec} has classes {list(fake.classes.names)}, {real.spec} has {list(real.classes.names)}")
     cache = args["cache"]
     cache_dir = None if cache in ("off", False) else Path(cache) if cache else default_cache_dir()
     start = time.perf_counter()

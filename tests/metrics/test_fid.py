@@ -192,3 +192,24 @@ def test_cli_with_local_weights_writes_a_report(fid_weights, tmp_path, no_networ
     assert fid.main(args) == 0
     assert "real cached" in capsys.readouterr().out
     assert "| fid |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_layout_fid_from_shards_through_the_evaluate_command(fid_weights, tmp_path, no_network):
+    from synthdata.evaluate import main as evaluate
+    from synthdata.shards import ShardWriter
+
+    classes = ClassInfo(("road", "car", "sky"), default_palette(3), 255)
+    rng = np.random.default_rng(0)
+    for name, top in (("real", 3), ("fake", 2)):  # the fake side never draws sky
+        samples = [{"image": np.zeros((32, 64, 3), np.uint8), "layout": rng.integers(0, top, (32, 64)).astype(np.uint8),
+                    "meta": {"id": f"{name}{i}"}} for i in range(4)]
+        with ShardWriter(tmp_path / name, prefix="t", shard_size=4, classes=classes, recipe={"name": "t"},
+                         depth_scale=0.001) as writer:
+            writer.write_shard(0, samples)
+            writer.finalize_manifest([0])
+    args = ["fid", f"real={tmp_path / 'real'}", f"fake={tmp_path / 'fake'}", "modality=layout", "cache=off",
+            f"eval.fid_weights={fid_weights[0]}", "eval.fid_dims=64", "eval.kid_subsets=2", f"out={tmp_path / 'r'}"]
+    with pytest.warns(UserWarning, match="KID"):
+        assert evaluate(args) == 0
+    metrics = json.loads((tmp_path / "r" / "report.json").read_text())["metrics"]
+    assert metrics["modality"] == "layout" and metrics["fid"] > 0 and metrics["real_cache"] is None

@@ -91,3 +91,25 @@ def test_cli_compares_shards_and_draws_a_chart(tmp_path, capsys):
 def test_cli_names_a_missing_source(tmp_path, capsys):
     assert ls.main([f"real={tmp_path / 'nowhere'}"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_dataset_split_source_through_the_evaluate_command(tmp_path, capsys):
+    import cv2
+
+    from synthdata.evaluate import main as evaluate
+
+    rng = np.random.default_rng(2)
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / "train" / folder).mkdir(parents=True)
+    for i in range(3):
+        layout = rng.integers(0, 3, (32, 64)).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "data" / "train" / "masks" / f"m{i}.png"), layout)
+        cv2.imwrite(str(tmp_path / "data" / "train" / "images" / f"m{i}.png"), np.zeros((32, 64, 3), np.uint8))
+    out = tmp_path / "report"
+    args = ["layouts", "real=recipe:train", f"out={out}", "data.reader=folder", f"data.root={tmp_path / 'data'}",
+            "data.classes=[road, car, sky]", "data.height=32", "data.width=64"]
+    assert evaluate(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["real"]["num_images"] == 3
+    assert report["classes"]["classes"] == ["road", "car", "sky"]
+    assert "js_pixel_frequency" not in report["metrics"]  # no generated side to compare
