@@ -69,10 +69,20 @@ def make_accelerator(*, mixed_precision: str | bool = "auto", log_dir: str | Pat
     from accelerate import Accelerator
     from accelerate.state import PartialState
 
-    device_type = PartialState().device.type
-    precision = resolve_mixed_precision(mixed_precision, device_type)
+    from accelerate.state import AcceleratorState
+
+    # Without a GPU, Accelerate forms a multi-process (gloo) group only when told cpu=True
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    precision = resolve_mixed_precision(mixed_precision, state.device.type)
+    if AcceleratorState._shared_state and state.num_processes == 1:
+        # Accelerate keeps one precision per process; in-process reruns (tests, notebooks,
+        # the demo running several stages) may ask for another one
+        if AcceleratorState().mixed_precision != precision:
+            AcceleratorState._reset_state()
     trackers = available_trackers() if log_dir is not None else []
     return Accelerator(
+        cpu=cpu,
         mixed_precision=precision,
         log_with=trackers or None,
         project_dir=str(log_dir) if log_dir is not None else None,

@@ -152,6 +152,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
     main_proc = accelerator.is_main_process
     arch = stages.stage_arch(stage, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                              max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth))
+    seed_step(recipe.seed, stages.STAGE_IDS[stage])  # reproducible initial weights
     G, D = stages.build_generator(arch), stages.build_discriminator(arch)
     ema = EMA(G, cfg.ema_decay)
     stage_cfg = getattr(recipe.stages, stage)
