@@ -258,6 +258,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
 
     `max_shards` bounds the shards this process writes in this call (chunked jobs; the manifest
     is finalized only once every shard exists)."""
+    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
     from synthdata.config import ConfigError, recipe_to_dict, recipe_to_yaml
@@ -265,13 +266,17 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     from synthdata.layout_sources import build_layout_source
     from synthdata.pipeline import load_pipeline
     from synthdata.quality_controls import build_quality_controls
-    from synthdata.runtime import make_accelerator
+    from synthdata.runtime import resolve_mixed_precision
     from synthdata.shards import ShardWriter
 
     cfg = recipe.produce
     if cfg.batch_size < 1 or cfg.max_attempts < 1:
         raise ConfigError("produce.batch_size and produce.max_attempts must be >= 1")
-    accelerator = make_accelerator(mixed_precision=cfg.mixed_precision)
+    # Not runtime.make_accelerator: its bare PartialState() ignores ACCELERATE_USE_CPU, so CPU
+    # processes started by torchrun / accelerate launch would each run alone (world size 1).
+    cpu = not torch.cuda.is_available()
+    precision = resolve_mixed_precision(cfg.mixed_precision, "cpu" if cpu else "cuda")
+    accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
     # the pipeline's autocast is bf16 (fp16 would overflow SPADE activations without scaling)
     autocast = accelerator.mixed_precision in ("bf16", "fp16")
     pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast)

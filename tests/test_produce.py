@@ -265,3 +265,24 @@ def test_produce_reports_missing_stages_and_bad_settings(tmp_path, run_dir, caps
     assert "synthdata train" in capsys.readouterr().err
     assert produce(run_dir, f"produce.out={tmp_path / 'x'}", "produce.copy_paste_classes=[zebra]") == 2
     assert "zebra" in capsys.readouterr().err
+
+
+def test_two_processes_write_the_same_bytes_as_one(run_dir, tmp_path):
+    """A real distributed run (torchrun, gloo on CPU): shards round-robin, bytes unchanged."""
+    import os
+    import subprocess
+    import sys
+
+    produce_file = Path(__file__).resolve().parents[1] / "synthdata" / "produce.py"
+    args = [f"run_dir={run_dir}", f"data.root={run_dir / 'data'}", *TINY, f"produce.out={tmp_path / 'two'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(produce_file), *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 processes" in result.stdout
+    assert produce(run_dir, f"produce.out={tmp_path / 'one'}") == 0
+    two = shard_hashes(tmp_path / "two")
+    assert len(two) == 3 and two == shard_hashes(tmp_path / "one")
+    assert read_manifest(tmp_path / "two")["num_samples"] == 10
