@@ -1,0 +1,468 @@
+"""The procedural toy street world: seeded (layout, depth, image) triplets with no download.
+
+A pinhole camera looks down a street: ground plane (road, sidewalk), facades, trees, poles, cars
+and people, z-buffered so nearer things occlude farther ones. Image colours depend on class,
+instance, sun shading and depth (fog), so depth really helps image synthesis. `python -m
+synthdata.datasets.toy --benchmark` measures triplets/s; `--grid PATH` writes a picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from synthdata.config import DataConfig
+from synthdata.datasets.base import ClassInfo, DatasetError, DatasetReader, register_reader
+
+# Cityscapes names and colours (train ids of these classes), in the toy world's index order.
+TOY_CLASSES = ("road", "sidewalk", "building", "pole", "vegetation", "sky", "person", "car")
+TOY_PALETTE = np.array(
+    [[128, 64, 128], [244, 35, 232], [70, 70, 70], [153, 153, 153],
+     [107, 142, 35], [70, 130, 180], [220, 20, 60], [0, 0, 142]], dtype=np.uint8)
+ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR = range(8)
+
+# Sky and the ground beyond it sit on a far plane rather than 0 = unknown: depth supervision
+# stays dense, and 60 m fits the uint16 depth.png at the default depth_scale (1 mm, max 65.5 m).
+FAR_DEPTH = 60.0
+NEAR = 0.5
+SPLITS = ("train", "val", "test")
+_SPLIT_SHIFT = 40  # scene seed = (split id + 1) << 40 | index: splits can never share a scene
+# Per-class texture noise amplitude: fine (per pixel) and blotchy (a coarse field upsampled).
+_FINE = np.array([0.10, 0.08, 0.08, 0.05, 0.25, 0.0, 0.06, 0.04], np.float32)
+_BLOTCH = np.array([0.12, 0.10, 0.10, 0.0, 0.55, 0.10, 0.0, 0.0], np.float32)
+_FACADES = np.array([[185, 172, 150], [150, 150, 152], [160, 92, 72], [212, 206, 196],
+                     [120, 110, 100], [195, 165, 120], [110, 125, 140]], np.float32)
+_CARS = np.array([[235, 235, 235], [30, 30, 32], [160, 162, 168], [170, 30, 30], [30, 60, 140],
+                  [80, 82, 86], [40, 90, 60], [200, 170, 60]], np.float32)
+
+Pattern = Callable[[np.ndarray, np.ndarray], tuple[Any, Any, Any]]
+
+
+def toy_classes(ignore_index: int = 255) -> ClassInfo:
+    return ClassInfo(TOY_CLASSES, TOY_PALETTE.copy(), ignore_index)
+
+
+def scene_seed(split: str, index: int) -> int:
+    """The seed of scene `index` of `split`; seed ranges of different splits are disjoint."""
+    if split not in SPLITS:
+        raise DatasetError(f"toy: unknown split '{split}'. Valid splits: {', '.join(SPLITS)}")
+    if not 0 <= index < 1 << _SPLIT_SHIFT:
+        raise DatasetError(f"toy: scene index {index} out of range")
+    return (SPLITS.index(split) + 1) << _SPLIT_SHIFT | index
+
+
+class _Canvas:
+    """Z-buffered raster of one scene: depth, class, instance colour id and a shading factor."""
+
+    def __init__(self, height: int, width: int, f: float, cx: float, vh: float, hc: float):
+        self.h, self.w, self.f, self.cx, self.vh, self.hc = height, width, f, cx, vh, hc
+        self.rows = np.arange(height, dtype=np.float32)[:, None] + 0.5  # pixel centres
+        self.cols = np.arange(width, dtype=np.float32) + 0.5
+        self.z = np.full((height, width), FAR_DEPTH, np.float32)
+        self.label = np.full((height, width), SKY, np.uint8)
+        self.inst = np.zeros((height, width), np.int32)  # row of self.colors; 0 = sky
+        self.fac = np.ones((height, width), np.float32)  # albedo pattern x lighting
+        self.colors = [np.zeros(3, np.float32)]
+
+    def color(self, rgb: np.ndarray) -> int:
+        self.colors.append(np.asarray(rgb, np.float32))
+        return len(self.colors) - 1
+
+    def _write(self, ys: slice, xs: slice, keep, depth, cls: int, rgb, fac) -> None:
+        zv = self.z[ys, xs]
+        m = depth < zv
+        if keep is not None:
+            m &= keep
+        np.copyto(zv, depth, where=m)
+        np.copyto(self.label[ys, xs], np.uint8(cls), where=m)
+        np.copyto(self.inst[ys, xs], np.int32(self.color(rgb)), where=m)
+        np.copyto(self.fac[ys, xs], fac, where=m)
+
+    def rect(self, x0: float, x1: float, y0: float, y1: float, z: float, cls: int, rgb,
+             shade: float, pattern: Pattern | None = None, min_width: bool = False) -> None:
+        """A camera-facing rectangle at depth `z`, world extent [x0, x1] x [y0, y1] metres."""
+        if z <= NEAR:
+            return
+        k = self.f / z
+        u0, u1 = self.cx + k * x0, self.cx + k * x1
+        c0, c1 = int(np.ceil(u0 - 0.5)), int(np.ceil(u1 - 0.5))
+        if min_width and c1 <= c0:  # thin poles stay at least one pixel wide
+            c0 = int(np.floor(0.5 * (u0 + u1)))
+            c1 = c0 + 1
+        r0 = int(np.ceil(self.vh + k * (self.hc - y1) - 0.5))
+        r1 = int(np.ceil(self.vh + k * (self.hc - y0) - 0.5))
+        c0, c1, r0, r1 = max(c0, 0), min(c1, self.w), max(r0, 0), min(r1, self.h)
+        if c1 <= c0 or r1 <= r0:
+            return
+        keep, fac, depth = None, shade, np.float32(z)
+        if pattern is not None:
+            s = (self.cols[None, c0:c1] - self.cx) / k
+            y = self.hc - (self.rows[r0:r1] - self.vh) / k
+            keep, pf, dz = pattern(s, y)
+            fac = shade if pf is None else shade * pf
+            depth = depth if dz is None else (z + dz).astype(np.float32)
+        self._write(slice(r0, r1), slice(c0, c1), keep, depth, cls, rgb, fac)
+
+    def side(self, xp: float, za: float, zb: float, y0: float, y1: float, cls: int, rgb,
+             shade: float, pattern: Pattern | None = None) -> None:
+        """A wall in the plane X = `xp` (parallel to the view axis), Z in [za, zb], Y in [y0, y1]."""
+        za = max(za, NEAR)
+        if zb <= za or abs(xp) < 1e-3:
+            return
+        ua, ub = self.cx + self.f * xp / za, self.cx + self.f * xp / zb
+        c0 = max(int(np.ceil(min(ua, ub) - 0.5)), 0)
+        c1 = min(int(np.ceil(max(ua, ub) - 0.5)), self.w)
+        if c1 <= c0:
+            return
+        du = self.cols[c0:c1] - self.cx
+        du = np.where(np.abs(du) < 1e-3, np.copysign(1e-3, xp), du)
+        zc = np.clip(self.f * xp / du, za, zb)[None, :]
+        top, bot = self.vh + self.f * (self.hc - y1) / zc, self.vh + self.f * (self.hc - y0) / zc
+        r0 = max(int(np.ceil(top.min() - 0.5)), 0)
+        r1 = min(int(np.ceil(bot.max() - 0.5)), self.h)
+        if r1 <= r0:
+            return
+        rows = self.rows[r0:r1]
+        keep = (rows >= top) & (rows < bot)
+        fac = shade
+        if pattern is not None:
+            pk, pf, _ = pattern(zc, self.hc - (rows - self.vh) * zc / self.f)
+            keep = keep if pk is None else keep & pk
+            fac = shade if pf is None else shade * pf
+        self._write(slice(r0, r1), slice(c0, c1), keep, zc, cls, rgb, fac)
+
+
+def _windows(rng: np.random.Generator, origin: float, top: float) -> Pattern:
+    floor, spacing = rng.uniform(2.8, 3.6), rng.uniform(2.0, 3.5)
+    wa, wb, glass = rng.uniform(0.15, 0.35), rng.uniform(0.6, 0.85), rng.uniform(0.3, 0.55)
+    shop = rng.uniform(0.6, 1.0)
+
+    def pattern(s, y):
+        a = ((s - origin) / spacing) % 1.0
+        b = (y / floor) % 1.0
+        win = (a > wa) & (a < wb) & (b > 0.3) & (b < 0.78) & (y > floor) & (y < top - 0.8)
+        fac = np.where(win, glass, 1.0)
+        return None, np.where(y < floor, shop, fac), None
+
+    return pattern
+
+
+def _car_rear(xc: float, w: float, h: float, body: float) -> Pattern:
+    def pattern(s, y):
+        d = np.abs(s - xc)
+        cabin = y > body
+        keep = ~cabin | (d < w / 2 - 0.25 * (y - body) / (h - body) - 0.05)
+        fac = np.where(cabin & (y < h - 0.08), 0.35, 1.0)
+        fac = np.where((y < 0.45) & (d > w / 2 - 0.35), 0.12, fac)
+        return keep, np.where((y > body - 0.25) & (y < body - 0.1) & (d > w / 2 - 0.35), 1.5, fac), None
+
+    return pattern
+
+
+def _car_side(z0: float, length: float, h: float, body: float) -> Pattern:
+    def pattern(s, y):
+        t = s - z0
+        cabin = y > body
+        slope = (y - body) / (h - body) * 0.5
+        keep = ~cabin | ((t > 0.22 * length + slope) & (t < 0.8 * length - slope))
+        fac = np.where(cabin & (y < h - 0.08), 0.35, 1.0)
+        wheel = np.minimum(np.abs(t - 0.75), np.abs(t - length + 0.75)) ** 2 + (y - 0.32) ** 2 < 0.1
+        return keep, np.where(wheel, 0.12, fac), None
+
+    return pattern
+
+
+def _person(xc: float, h: float, stride: float) -> Pattern:
+    def pattern(s, y):
+        d, yn = s - xc, y / h
+        torso = (yn > 0.47) & (np.abs(d) < 0.21 - 0.1 * np.clip((yn - 0.78) / 0.08, 0, 1))
+        legs = (yn <= 0.47) & (np.abs(np.abs(d) - 0.07 - stride * (0.47 - yn)) < 0.065)
+        return torso | legs, np.where(yn <= 0.47, 0.55, 1.0), None
+
+    return pattern
+
+
+def _crown(xc: float, yc: float, rx: float, ry: float, sun: tuple, ambient: float) -> Pattern:
+    def pattern(s, y):
+        nx, ny = (s - xc) / rx, (y - yc) / ry
+        rho2 = nx * nx + ny * ny
+        nz = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
+        light = ambient + (1 - ambient) * np.clip(nx * sun[0] + ny * sun[1] - nz * sun[2], 0, 1)
+        return rho2 < 1.0, light, -rx * nz
+
+    return pattern
+
+
+def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
+    """One street scene drawn from `seed`: a sample of the data contract.
+
+    Returns `{"image": uint8 (H, W, 3), "layout": uint8 (H, W) toy class indices, "depth":
+    float32 (H, W) metres along the view axis (sky = FAR_DEPTH), "meta": dict}`; the same
+    arguments always give identical arrays.
+    """
+    if seed < 0:
+        raise ValueError(f"toy: scene seed must be >= 0, got {seed}")
+    if height < 8 or width < 8:
+        raise ValueError(f"toy: resolution {height}x{width} is too small (need at least 8x8)")
+    rng = np.random.default_rng(seed)
+    f = width * rng.uniform(0.55, 0.95)
+    cv = _Canvas(height, width, f, width * rng.uniform(0.4, 0.6), height * rng.uniform(0.36, 0.52),
+                 rng.uniform(1.2, 2.2))
+    overcast = rng.random() < 0.3
+    ambient = rng.uniform(0.55, 0.75) if overcast else rng.uniform(0.3, 0.45)
+    sun = np.array([rng.uniform(-1, 1), rng.uniform(0.4, 1.0), rng.uniform(-1, 0.6)])
+    sx, sy, sz = (sun / np.linalg.norm(sun)).tolist()
+
+    def lambert(nx: float, ny: float, nz: float) -> float:
+        return ambient + (1.0 - ambient) * max(0.0, nx * sx + ny * sy + nz * sz)
+
+    front = lambert(0, 0, -1)
+    horizon = (np.array([200, 202, 205]) if overcast else np.array([205, 218, 232])) + rng.uniform(-12, 12, 3)
+    cv.colors[0] = (np.array([150, 155, 162]) if overcast else np.array([70, 125, 200])) + rng.uniform(-20, 20, 3)
+    fog_dist = rng.uniform(30.0, 120.0)
+
+    # Street cross-section (metres, camera at X = 0): road centre xr, half width hw, sidewalks.
+    hw = rng.uniform(3.0, 7.5)
+    xr = rng.uniform(-0.7, 0.15) * hw
+    curb = (xr - hw, xr + hw)
+    walk = rng.uniform(1.5, 5.0, 2)
+    street_end = rng.uniform(30.0, 90.0)
+    end = min(street_end, FAR_DEPTH - 2)
+    road_rgb = np.array([88, 88, 92]) + rng.uniform(-15, 15, 3)
+    walk_rgb = np.array([160, 155, 150]) + rng.uniform(-25, 25, 3)
+
+    # Buildings: each side is a run of blocks with their own setback, height and facade. They
+    # are planned first because their shadows fall on the ground, which is drawn before them.
+    blocks, shadows = [], []
+    for i, side in enumerate((-1, 1)):
+        z = rng.uniform(-12.0, 4.0)
+        while z < end:
+            length = rng.uniform(6.0, 25.0)
+            x = curb[i] + side * (walk[i] + rng.uniform(0.0, 2.5) * (rng.random() < 0.5))
+            zb = min(z + length, FAR_DEPTH - 1)
+            kind = rng.random()
+            if kind < 0.78:
+                hgt = rng.uniform(5.0, 30.0)
+                rgb = _FACADES[rng.integers(len(_FACADES))] + rng.uniform(-18, 18, 3)
+                blocks.append((cv.side, (x, z, zb, 0.0, hgt, BUILDING, rgb, lambert(-side, 0, 0),
+                                         _windows(rng, z, hgt))))
+                blocks.append((cv.rect, (*sorted((x, x + side * rng.uniform(8, 15))), 0.0, hgt, z,
+                                         BUILDING, rgb, front, _windows(rng, x, hgt))))
+                shadows.append((side, z, zb, x, hgt))
+            elif kind < 0.9:  # hedge / park strip
+                rgb = np.array([70, 105, 45]) + rng.uniform(-15, 15, 3)
+                blocks.append((cv.side, (x, z, zb, 0.0, rng.uniform(0.8, 2.5), VEGETATION, rgb,
+                                         lambert(-side, 0, 0))))
+            z += length + rng.uniform(0.0, 6.0) * (rng.random() < 0.3)
+    if street_end < FAR_DEPTH - 2:  # the street ends at a cross row of buildings
+        rgb = _FACADES[rng.integers(len(_FACADES))] + rng.uniform(-18, 18, 3)
+        hgt = rng.uniform(8.0, 30.0)
+        blocks.append((cv.rect, (xr - 80, xr + 80, 0.0, hgt, street_end, BUILDING, rgb, front,
+                                 _windows(rng, xr, hgt))))
+    _ground(cv, hw, xr, (sx, sy), ambient, lambert(0, 1, 0), shadows, road_rgb, walk_rgb)
+    for draw, args in blocks:
+        draw(*args)
+
+    # Street furniture on the sidewalks: poles (some with lamp arms) and trees.
+    for i, side in enumerate((-1, 1)):
+        if rng.random() < 0.8:
+            z, x = rng.uniform(2.0, 12.0), curb[i] + side * 0.4
+            grey = rng.uniform(90, 170) + rng.uniform(-10, 10, 3)
+            while z < end:
+                hgt = rng.uniform(4.0, 9.0)
+                cv.rect(x - 0.1, x + 0.1, 0.0, hgt, z, POLE, grey, front, min_width=True)
+                if rng.random() < 0.5:
+                    cv.rect(*sorted((x, x - side * rng.uniform(1.0, 2.5))), hgt - 0.18, hgt, z, POLE, grey, front)
+                z += rng.uniform(10.0, 30.0)
+        if rng.random() < 0.6:
+            z, x = rng.uniform(2.0, 10.0), curb[i] + side * rng.uniform(0.6, 1.3)
+            while z < end:
+                rx, trunk = rng.uniform(1.2, 2.6), rng.uniform(1.8, 3.0)
+                ry = rx * rng.uniform(0.8, 1.4)
+                bark = np.array([90, 70, 50]) + rng.uniform(-15, 15, 3)
+                cv.rect(x - 0.13, x + 0.13, 0.0, trunk + ry, z, VEGETATION, bark, front, min_width=True)
+                leaf = np.array([80, 120, 45]) + rng.uniform(-25, 25, 3)
+                xc = x + rng.uniform(-0.3, 0.3)
+                cv.rect(xc - rx, xc + rx, trunk, trunk + 2 * ry, z, VEGETATION, leaf, 1.0,
+                        _crown(xc, trunk + ry, rx, ry, (sx, sy, sz), ambient))
+                z += rng.uniform(6.0, 14.0)
+
+    # Cars in the lanes and parked at the curbs; a car's visible side faces the camera.
+    lanes = (xr - hw / 2, xr + hw / 2, curb[0] + 1.1, curb[1] - 1.1)
+    taken: list[tuple[int, float]] = []
+    for _ in range(rng.poisson(4.5)):
+        lane, z = int(rng.integers(4)), rng.uniform(3.0, min(street_end, 50.0))
+        length = rng.uniform(3.8, 4.8)
+        if any(ln == lane and abs(z - zz) < length + 1.5 for ln, zz in taken):
+            continue
+        taken.append((lane, z))
+        w, h = rng.uniform(1.65, 1.95), rng.uniform(1.35, 1.7)
+        xc, body = lanes[lane] + rng.uniform(-0.4, 0.4), h * rng.uniform(0.5, 0.6)
+        rgb = _CARS[rng.integers(len(_CARS))] + rng.uniform(-12, 12, 3)
+        cv.rect(xc - w / 2, xc + w / 2, 0.0, h, z, CAR, rgb, front, _car_rear(xc, w, h, body))
+        for xs in (xc - w / 2, xc + w / 2):
+            if xs * (xs - xc) < 0:  # this side faces the camera
+                cv.side(xs, z, z + length, 0.0, h, CAR, rgb, lambert(-np.sign(xs), 0, 0),
+                        _car_side(z, length, h, body))
+
+    # People walk on the sidewalks, a few cross the road.
+    for _ in range(rng.poisson(3.5)):
+        i = int(rng.integers(2))
+        if rng.random() < 0.15:
+            x = rng.uniform(curb[0], curb[1])
+        else:
+            x = curb[i] + (2 * i - 1) * rng.uniform(0.3, max(walk[i] - 0.3, 0.4))
+        z, h = rng.uniform(2.5, min(street_end, 40.0)), rng.uniform(1.5, 1.95)
+        cv.rect(x - 0.26, x + 0.26, 0.0, 0.86 * h, z, PERSON, rng.uniform(20, 220, 3), front,
+                _person(x, h, rng.uniform(0.0, 0.35)))
+        skin = np.array([225, 180, 150]) * rng.uniform(0.45, 1.0)
+        r = 0.07 * h
+        cv.rect(x - r, x + r, 0.85 * h, h, z - 0.05, PERSON, skin, 1.0,
+                _crown(x, h - r, r, r * 1.05, (sx, sy, sz), ambient))
+
+    image = _compose(cv, rng, horizon, fog_dist)
+    meta = {
+        "dataset": "toy", "seed": int(seed), "far_depth": FAR_DEPTH,
+        "camera": {"focal": float(f), "cx": float(cv.cx), "horizon": float(cv.vh), "height": float(cv.hc)},
+        "fog": {"color": [float(c) for c in horizon], "distance": float(fog_dist)},
+    }
+    return {"image": image, "layout": cv.label, "depth": cv.z, "meta": meta}
+
+
+def _ground(cv: _Canvas, hw: float, xr: float, sun: tuple[float, float], ambient: float, lit: float,
+            shadows: list, road_rgb, walk_rgb) -> None:
+    """Road and sidewalks on the plane Y = 0 below the horizon, lane marks, curbs and shadows."""
+    r0 = min(max(int(np.floor(cv.vh - 0.5)) + 1, 0), cv.h)
+    gz = np.minimum(cv.f * cv.hc / np.maximum(cv.rows[r0:] - cv.vh, 1e-4), FAR_DEPTH)  # (gh, 1)
+    x = (cv.cols[None] - cv.cx) * (gz / cv.f)  # (gh, W) lateral metres
+    ad = np.abs(x - np.float32(xr))
+    road = ad < hw
+    dashes = (gz / 9.0) % 1.0 < 0.45
+    marks = road & (((ad < 0.08) & dashes) | (np.abs(ad - np.float32(hw - 0.3)) < 0.08))
+    fac = np.where(marks, np.float32(2.6), np.where((ad >= hw) & (ad < hw + 0.25), np.float32(1.25), np.float32(1.0)))
+    # Facades on the sunny side shade the ground out to height * tan(sun zenith angle).
+    s = 1.0 if sun[0] > 0 else -1.0
+    edge = np.full(gz.shape, s * 1e9, np.float32)
+    for side, za, zb, xf, hgt in shadows:
+        if side == s:
+            edge[(gz >= za) & (gz < zb)] = xf - s * hgt * abs(sun[0]) / sun[1]
+    fac *= np.where(s * (x - edge) > 0, np.float32(ambient), np.float32(lit))
+    cv.z[r0:] = gz
+    cv.label[r0:] = np.where(road, np.uint8(ROAD), np.uint8(SIDEWALK))
+    cv.inst[r0:] = np.where(road, np.int32(cv.color(road_rgb)), np.int32(cv.color(walk_rgb)))
+    cv.fac[r0:] = fac
+
+
+def _compose(cv: _Canvas, rng: np.random.Generator, horizon: np.ndarray, fog_dist: float) -> np.ndarray:
+    """Albedo x shading x texture noise, then fog towards the horizon colour; uint8 (H, W, 3)."""
+    import cv2
+
+    h, w, lab = cv.h, cv.w, cv.label
+    fine = rng.random((h, w), dtype=np.float32) - np.float32(0.5)
+    blotch = cv2.resize(rng.random((h // 4 + 2, w // 4 + 2), dtype=np.float32), (w, h),
+                        interpolation=cv2.INTER_LINEAR) - np.float32(0.5)
+    fac = cv.fac * (1.0 + np.take(_FINE, lab) * fine + np.take(_BLOTCH, lab) * blotch)
+    haze = np.exp(cv.z * np.float32(-1.0 / fog_dist))  # atmospheric attenuation (Koschmieder)
+    # The sky blends from the horizon colour (pixel rows at the horizon) to the zenith colour.
+    t = np.clip((cv.vh - cv.rows) / max(cv.vh, 1.0), 0.0, 1.0) ** 0.6
+    np.copyto(haze, t.astype(np.float32), where=lab == SKY)
+    fac *= haze
+    img = np.take(np.stack(cv.colors).astype(np.float32), cv.inst, axis=0)
+    img *= fac[..., None]
+    img += np.multiply.outer(1.0 - haze, np.asarray(horizon, np.float32))
+    return cv2.convertScaleAbs(img)
+
+
+@register_reader("toy")
+class ToyReader(DatasetReader):
+    """Splits `train`/`val`/`test` of `data.split_sizes` scenes each, rendered at data.height x
+    data.width; a scene depends only on (split, index), never on the recipe seed."""
+
+    default_classes = TOY_CLASSES
+    default_palette = TOY_PALETTE
+    splits = SPLITS
+    has_depth = True
+    needs_root = False
+
+    def _class_info(self, cfg: DataConfig) -> ClassInfo:
+        if cfg.classes is not None and tuple(cfg.classes) != TOY_CLASSES:
+            raise DatasetError(f"toy: data.classes must be {list(TOY_CLASSES)} (the rendered classes), "
+                               f"got {cfg.classes}")
+        return super()._class_info(cfg)
+
+    def _items(self) -> list[int]:
+        if self.split not in SPLITS:
+            raise DatasetError(f"toy: unknown split '{self.split}'. Valid splits: {', '.join(SPLITS)}")
+        if self.split not in self.cfg.split_sizes:
+            raise DatasetError(f"toy: data.split_sizes has no entry for split '{self.split}'")
+        size = int(self.cfg.split_sizes[self.split])
+        if size < 0:
+            raise DatasetError(f"toy: data.split_sizes.{self.split} must be >= 0, got {size}")
+        return list(range(size))
+
+    def _load(self, item: int) -> dict[str, Any]:
+        height, width = self.cfg.height or 128, self.cfg.width or 256
+        sample = render_scene(scene_seed(self.split, item), height, width)
+        sample["meta"].update(split=self.split, index=item, id=f"toy-{self.split}-{item:06d}", source="real")
+        return sample
+
+
+def benchmark(height: int = 128, width: int = 256, n: int = 500) -> float:
+    """Triplets per second through `ToyReader` on one thread (and one core where the OS allows)."""
+    import os
+
+    import cv2
+    import torch
+    from tqdm import tqdm
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        if cores:
+            os.sched_setaffinity(0, {min(cores)})
+        reader = ToyReader(DataConfig(height=height, width=width, split_sizes={"train": n}), "train")
+        reader[0]  # warm-up: first-call allocations and imports
+        start = time.perf_counter()
+        for i in tqdm(range(n), desc=f"toy {height}x{width}", leave=False):
+            reader[i]
+        return n / (time.perf_counter() - start)
+    finally:  # leave the calling process as it was (tests call this in-process)
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m synthdata.datasets.toy", description=__doc__)
+    parser.add_argument("--benchmark", action="store_true", help="measure triplets/s on one thread")
+    parser.add_argument("--grid", help="write a PNG of --n scenes (image | layout | depth rows)")
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--n", type=int, default=None, help="scenes (default 500 / 16 for --grid)")
+    parser.add_argument("--split", default="train", choices=SPLITS)
+    args = parser.parse_args(argv)
+    if not args.benchmark and not args.grid:
+        parser.error("nothing to do: pass --benchmark and/or --grid PATH")
+    if args.benchmark:
+        n = args.n or 500
+        rate = benchmark(args.height, args.width, n)
+        print(f"toy world: {n} triplets at {args.height}x{args.width}: {rate:.0f} triplets/s (1 thread)")
+    if args.grid:
+        from synthdata.visualize import save_grid
+
+        n = args.n or 16
+        reader = ToyReader(DataConfig(height=args.height, width=args.width, split_sizes={args.split: n}),
+                           args.split)
+        path = save_grid([reader[i] for i in range(n)], reader.classes, args.grid, max_rows=n)
+        print(f"toy world: {n} {args.split} scenes at {args.height}x{args.width} -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
