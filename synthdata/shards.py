@@ -165,8 +165,10 @@ def _tar_members(stream: Any) -> Iterator[tuple[str, bytes]]:
     long_name = None
     while True:
         header = stream.read(_BLOCK)
-        if not header or header.count(0) == _BLOCK:  # end of archive
+        if header.count(0) == _BLOCK:  # end of archive
             return
+        if not header:  # every tar writer ends with zero blocks: without them, data was cut off
+            raise ShardError("ends without the end-of-archive blocks")
         if len(header) < _BLOCK:
             raise ShardError("truncated tar header")
         stored = int(header[148:156].rstrip(b"\0 ").lstrip(b" ") or b"-1", 8)
@@ -176,7 +178,8 @@ def _tar_members(stream: Any) -> Iterator[tuple[str, bytes]]:
         data = stream.read(size)
         if len(data) < size:
             raise ShardError(f"truncated member ({len(data)} of {size} bytes)")
-        stream.read(-size % _BLOCK)
+        if len(stream.read(-size % _BLOCK)) < -size % _BLOCK:
+            raise ShardError("truncated member padding")
         kind = header[156:157]
         if kind == b"x":  # pax extended header: only the path matters here
             for record in data.decode("utf-8").splitlines():
