@@ -4,6 +4,7 @@ checkpoint when the newest is damaged, and rejects bad input with clear errors."
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -184,9 +185,12 @@ def test_two_process_launch(tmp_path):
         import synthdata.datasets  # noqa: F401
     if "toy" not in READERS:
         pytest.skip("the toy world reader is not available")
+    with socket.socket() as s:  # a free port, so parallel test runs do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--mixed_precision", "no", "--main_process_port", "29533", "synthdata/train.py", "recipe=toy",
+           "--mixed_precision", "no", "--main_process_port", str(port), "synthdata/train.py", "recipe=toy",
            "stage=layout", f"run_dir={tmp_path}", "train.steps=2",
            *[t for t in TINY if not t.startswith(("data.reader", "data.split_sizes"))],
            "data.split_sizes={train: 8, val: 4, test: 4}"]
