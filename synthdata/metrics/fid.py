@@ -256,8 +256,9 @@ def _main(argv: list[str]) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args["device"] == "auto" else args["device"]
     weights = resolve_weights(ev.fid_weights)  # before touching any data
     extractor = load_inception(weights, dims=ev.fid_dims, device=device)
-    real = open_source(str(args["real"]), recipe=recipe, with_depth=modality == "depth")
-    fake = open_source(str(args["fake"]), recipe=recipe, with_depth=modality == "depth")
+    opts = dict(recipe=recipe, with_depth=modality == "depth", layouts_only=modality == "layout", batch_size=ev.batch_size)
+    real = open_source(str(args["real"]), **opts)
+    fake = open_source(str(args["fake"]), **opts)
     if modality == "layout" and real.classes and fake.classes and not real.classes.same_as(fake.classes):
         raise DatasetError(f"{fake.spec} has classes {list(fake.classes.names)}, {real.spec} has {list(real.classes.names)}")
     cache = args["cache"]

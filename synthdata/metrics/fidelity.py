@@ -101,7 +101,7 @@ def _main(argv: list[str]) -> int:
         argv, {"shards": MISSING, "segmenter": MISSING, "count": None, "out": None, "device": "auto"}
     )
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args["device"] == "auto" else args["device"]
-    source = open_source(str(args["shards"]), recipe=recipe)
+    source = open_source(str(args["shards"]), recipe=recipe, batch_size=recipe.eval.batch_size)
     source.require("layout")
     model, ckpt = load_segmenter(args["segmenter"], expected=source.classes, device=device)
     classes = source.classes

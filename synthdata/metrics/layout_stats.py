@@ -136,12 +136,12 @@ def _main(argv: list[str]) -> int:
 
     recipe, args = parse_command_line(argv, {"real": MISSING, "fake": None, "count": None, "out": None})
     start = time.perf_counter()
-    real = open_source(str(args["real"]), recipe=recipe)
+    real = open_source(str(args["real"]), recipe=recipe, layouts_only=True, batch_size=recipe.eval.batch_size)
     real.require("layout")
     classes = real.classes
     fake = None
     if args["fake"] is not None:
-        fake = open_source(str(args["fake"]), recipe=recipe)
+        fake = open_source(str(args["fake"]), recipe=recipe, layouts_only=True, batch_size=recipe.eval.batch_size)
         fake.require("layout")
         if fake.classes is not None and not fake.classes.same_as(classes):
             raise DatasetError(f"{fake.spec} has classes {list(fake.classes.names)}, {real.spec} has {list(classes.names)}")

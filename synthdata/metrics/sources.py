@@ -2,7 +2,8 @@
 
 A spec is a shard pattern or shard folder (`shards/synth-{000000..000007}.tar`, `runs/x/shards`,
 `pipe:...`), a dataset split (`recipe:val` for the command line's recipe, `NAME:split` for a
-shipped recipe or a recipe path), or a folder of images (FID on images only).
+shipped recipe or a recipe path), a folder of images (FID on images only), or `run:RUN_DIR`:
+samples drawn on the fly from a run's trained stages (needs `count=N`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from synthdata.config import ConfigError, Recipe, load_recipe, recipe_to_dict
 from synthdata.datasets.base import ClassInfo, DatasetError, DatasetReader
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# run:RUN_DIR samples use seeds (run seed, EVAL_STREAM, i): a stream no shard index reaches, so
+# evaluation samples are not copies of produced ones
+EVAL_STREAM = 0x7FFFE7A1
 
 
 @dataclass
@@ -31,11 +35,12 @@ class SampleSource:
     """
 
     spec: str
-    kind: str  # shards | split | folder | memory
+    kind: str  # shards | split | folder | run | memory
     classes: ClassInfo | None
     fingerprint: str
     _iterate: Callable[[], Iterator[dict[str, Any]]] = field(repr=False)
     modalities: tuple[str, ...] = ("image", "layout", "depth")
+    endless: bool = False  # generated on the fly: bounded only by `take(source, count)`
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._iterate()
@@ -55,12 +60,15 @@ def open_source(
     recipe: Recipe | None = None,
     with_depth: bool = False,
     classes: ClassInfo | None = None,
+    layouts_only: bool = False,
+    batch_size: int = 16,
 ) -> SampleSource:
     """Resolve a spec (see the module docstring) or wrap a reader / list of samples.
 
     `recipe` is the command line's recipe, used for `recipe:SPLIT` specs. `with_depth` asks
     shard loaders to decode depth (only needed for depth metrics). `classes` labels an
-    in-memory list of samples (never cached: its fingerprint is empty).
+    in-memory list of samples (never cached: its fingerprint is empty). For `run:` specs,
+    `layouts_only` runs only the layout stage, and `batch_size` samples are generated at a time.
     """
     if isinstance(spec, DatasetReader):
         return _reader_source(spec, f"{spec.name}:{spec.split}", _digest(recipe_dict_of(spec), spec.split))
@@ -70,6 +78,8 @@ def open_source(
     if not isinstance(spec, str) or not spec:
         raise ConfigError(f"a source must be a shard pattern, a folder or RECIPE:SPLIT, got {spec!r}")
     path = Path(spec).expanduser()
+    if spec.startswith("run:"):
+        return _run_source(spec, spec[4:], layouts_only=layouts_only, batch_size=batch_size)
     if spec.startswith("pipe:") or "{" in spec or spec.endswith(".tar"):
         return _shard_source(spec, spec, with_depth)
     if path.is_dir():
@@ -108,6 +118,8 @@ def recipe_dict_of(reader: DatasetReader) -> dict[str, Any]:
 
 def take(samples: Iterable[dict[str, Any]], limit: int | None) -> Iterator[dict[str, Any]]:
     """The first `limit` samples (all when `limit` is None)."""
+    if limit is None and getattr(samples, "endless", False):
+        raise ConfigError(f"source '{samples.spec}' generates samples on the fly; give count=N")
     for i, sample in enumerate(samples):
         if limit is not None and i >= limit:
             return
@@ -178,6 +190,40 @@ def _shard_source(spec: str, urls: str | list[str], with_depth: bool) -> SampleS
 
     modalities = ("image", "layout", "depth") if with_depth else ("image", "layout")
     return SampleSource(spec, "shards", classes, _shard_fingerprint(urls), iterate, modalities)
+
+
+def _run_source(spec: str, run_dir: str, *, layouts_only: bool, batch_size: int) -> SampleSource:
+    """Endless samples from `load_pipeline(run_dir)`: sample i comes from seed
+    `derive_seed(run seed, EVAL_STREAM, i)` only, so the stream is the same at any batch size."""
+    from synthdata.pipeline import load_pipeline
+    from synthdata.seeding import derive_seed
+
+    pipeline = load_pipeline(run_dir)
+    seed = int(pipeline.recipe.get("seed", 0))
+
+    def iterate() -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            seeds = [derive_seed(seed, EVAL_STREAM, start + i) for i in range(batch_size)]
+            if layouts_only:
+                out = {"layout": pipeline.layouts_from_seeds(seeds)}
+            else:
+                out = pipeline.sample(seeds)
+            for i, s in enumerate(seeds):
+                sample = {"layout": out["layout"][i].cpu().numpy(), "meta": {"id": f"eval{start + i}", "seed": s}}
+                if out.get("image") is not None:
+                    image = out["image"][i].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+                    sample["image"] = np.rint(image * 255.0).astype(np.uint8)
+                if out.get("depth") is not None:
+                    sample["depth"] = out["depth"][i].float().cpu().numpy()
+                yield sample
+            start += batch_size
+
+    if layouts_only:
+        modalities: tuple[str, ...] = ("layout",)
+    else:
+        modalities = ("image", "layout", "depth") if pipeline.has_depth else ("image", "layout")
+    return SampleSource(spec, "run", pipeline.classes, "", iterate, modalities, endless=True)
 
 
 def _batch_to_sample(batch: dict[str, Any], spec: str) -> dict[str, Any]:
