@@ -195,3 +195,16 @@ def test_sample_missing_layout(tmp_path):
         keys(make_loader(str(bad), batch_size=1, augment=False))
     with pytest.warns(UserWarning, match="missing layout.png"):
         assert keys(make_loader(str(bad), batch_size=1, augment=False, tolerate_errors=True)) == []
+
+
+def test_docs_loader_snippets_run_as_written(tmp_path, monkeypatch):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "loader.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 2
+    write(tmp_path / "shards" / "real", 8, tag="real")
+    write(tmp_path / "shards" / "synth", 8, tag="synth")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/loader.md", "exec"), namespace)
+    assert isinstance(namespace["loss"], torch.Tensor) and namespace["logits"].shape == (4, 3, 32, 64)
