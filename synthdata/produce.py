@@ -7,18 +7,20 @@ skipped on restart, and encoding of one shard overlaps generation of the next.
 
 from __future__ import annotations
 
-import json
+import os
 import sys
-import time
-from dataclasses import MISSING
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+if __package__ in (None, ""):  # run as a file: sibling modules (inspect.py) must not shadow stdlib
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import MISSING  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 if TYPE_CHECKING:
     from synthdata.config import Recipe
-
-if __package__ in (None, ""):  # run as a file: sibling modules (inspect.py) must not shadow stdlib
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -258,7 +260,6 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
 
     `max_shards` bounds the shards this process writes in this call (chunked jobs; the manifest
     is finalized only once every shard exists)."""
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
     from synthdata.config import ConfigError, recipe_to_dict, recipe_to_yaml
@@ -266,18 +267,14 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     from synthdata.layout_sources import build_layout_source
     from synthdata.pipeline import load_pipeline
     from synthdata.quality_controls import build_quality_controls
-    from synthdata.runtime import resolve_mixed_precision
+    from synthdata.runtime import make_accelerator
     from synthdata.shards import ShardWriter
 
     cfg = recipe.produce
     if cfg.batch_size < 1 or cfg.max_attempts < 1:
         raise ConfigError("produce.batch_size and produce.max_attempts must be >= 1")
-    # Not runtime.make_accelerator: its bare PartialState() ignores ACCELERATE_USE_CPU, so CPU
-    # processes started by torchrun / accelerate launch would each run alone (world size 1).
-    cpu = not torch.cuda.is_available()
-    precision = resolve_mixed_precision(cfg.mixed_precision, "cpu" if cpu else "cuda")
-    accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
-    # the pipeline's autocast is bf16 (fp16 would overflow SPADE activations without scaling)
+    accelerator = make_accelerator(mixed_precision=cfg.mixed_precision)
+    # the pipeline autocasts to bf16, the one reduced precision it offers
     autocast = accelerator.mixed_precision in ("bf16", "fp16")
     pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast)
     classes = pipeline.classes
@@ -359,9 +356,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from synthdata.config import parse_command_line
-
     from synthdata.checkpoint import CheckpointError
+    from synthdata.config import parse_command_line
 
     recipe, args = parse_command_line(argv, {"run_dir": MISSING, "max_shards": None})
     try:
