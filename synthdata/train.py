@@ -52,7 +52,12 @@ def _source(recipe: Recipe):
         from synthdata.data import Source, source_classes
 
         source = Source(urls=recipe.train.shards)
-        return source, source_classes(source), None
+        size = None
+        if Path(recipe.train.shards).is_dir():  # sample count for diffaugment=auto
+            from synthdata.shards import read_manifest
+
+            size = int(read_manifest(recipe.train.shards).get("num_samples", 0)) or None
+        return source, source_classes(source), size
     reader = make_reader(recipe.data, recipe.data.train_split)
     return reader, reader.classes, len(reader)
 

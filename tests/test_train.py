@@ -167,6 +167,16 @@ def test_bad_input_errors(tmp_path, capsys):
     assert resolve_mixed_precision(False, "cpu") == "no"
 
 
+def test_trains_from_real_data_shards(tmp_path):
+    from synthdata.export import main as export
+
+    assert export(TINY + ["export.shard_size=8", f"out={tmp_path / 'shards'}"]) == 0
+    summary = run(tmp_path, "depth", 2, f"train.shards={tmp_path / 'shards'}")
+    ckpt, _ = stage_checkpoint(tmp_path / "run", "depth")
+    assert summary["step"] == 2 and ckpt["classes"]["classes"] == ["sky", "road", "box"]
+    assert 49 < ckpt["arch"]["max_depth"] < 60  # 1.1 x the stub world's 50 m (1 mm steps in depth.png)
+
+
 def test_image_stage_without_depth_uses_layout_only(tmp_path):
     run(tmp_path, "image", 1, "data.has_depth=false", "stages.image.use_depth=false")
     ckpt, _ = stage_checkpoint(tmp_path / "run", "image")
