@@ -98,7 +98,7 @@ def extract_features(
             stacklevel=2,
         )
     if not chunks:
-        raise ValueError(f"{desc}: the source yielded no samples")
+        raise DatasetError(f"{desc}: the source yielded no samples")
     return np.concatenate(chunks)
 
 
@@ -113,32 +113,47 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), pytorch-fid's stable implementation."""
+    import contextlib
+    import io
+
     from pytorch_fid.fid_score import calculate_frechet_distance
 
-    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # it prints its singular-product fallback
+        distance = float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+    if printed.getvalue().strip():
+        warnings.warn(f"pytorch-fid: {printed.getvalue().strip()}", stacklevel=2)
+    return distance
 
 
 def kernel_inception_distance(
-    real: np.ndarray, fake: np.ndarray, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    real: np.ndarray,
+    fake: np.ndarray,
+    *,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
     """KID: mean and std over `subsets` random subsets of the unbiased MMD^2 estimate with
     k(x, y) = (x.y / D + 1)^3 (Binkowski et al. 2018). Unbiased, so ~0 (possibly < 0) for two
-    sets from one distribution even with few samples."""
+    sets from one distribution even with few samples. Kernels are float64 on `device`."""
     from synthdata.seeding import numpy_rng
 
-    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
     n, dims = min(len(real), len(fake)), real.shape[1]
     m = min(subset_size, n)
     if m < 2:
         raise ValueError(f"KID needs at least 2 samples per side, got {len(real)} real and {len(fake)} fake")
     rng = numpy_rng(seed, m, subsets)
+    real_t = torch.as_tensor(np.asarray(real), dtype=torch.float64, device=device)
+    fake_t = torch.as_tensor(np.asarray(fake), dtype=torch.float64, device=device)
     values = np.empty(subsets)
     for i in range(subsets):
-        x = real[rng.choice(len(real), m, replace=False)]
-        y = fake[rng.choice(len(fake), m, replace=False)]
+        x = real_t[torch.from_numpy(rng.choice(len(real), m, replace=False)).to(device)]
+        y = fake_t[torch.from_numpy(rng.choice(len(fake), m, replace=False)).to(device)]
         kxx, kyy, kxy = ((a @ b.T / dims + 1.0) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-        off_diagonal = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-        values[i] = off_diagonal - 2.0 * kxy.mean()
+        off_diagonal = (kxx.sum() - kxx.trace() + kyy.sum() - kyy.trace()) / (m * (m - 1))
+        values[i] = float(off_diagonal - 2.0 * kxy.mean())
     return float(values.mean()), float(values.std())
 
 
@@ -210,7 +225,7 @@ def compute_fid(
     dims = r["mu"].shape[0]
     n = min(r["count"], f["count"])
     if n < 2:
-        raise ValueError(f"FID needs at least 2 samples per side, got {r['count']} real and {f['count']} fake")
+        raise DatasetError(f"FID needs at least 2 samples per side, got {r['count']} real and {f['count']} fake")
     if n < dims:
         warnings.warn(
             f"FID from {n} samples with {dims}-dimensional features: the covariance is rank-deficient "
@@ -218,7 +233,7 @@ def compute_fid(
             stacklevel=2,
         )
     kid_mean, kid_std = kernel_inception_distance(
-        r["features"], f["features"], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+        r["features"], f["features"], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed, device=device
     )
     return {
         "fid": frechet_distance(r["mu"], r["sigma"], f["mu"], f["sigma"]),
