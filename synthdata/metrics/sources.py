@@ -11,13 +11,13 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from synthdata.config import ConfigError, Recipe, load_recipe, recipe_to_dict
+from synthdata.config import ConfigError, Recipe, load_recipe
 from synthdata.datasets.base import ClassInfo, DatasetError, DatasetReader
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -71,12 +71,12 @@ def open_source(
     `layouts_only` runs only the layout stage, and `batch_size` samples are generated at a time.
     """
     if isinstance(spec, DatasetReader):
-        return _reader_source(spec, f"{spec.name}:{spec.split}", _digest(recipe_dict_of(spec), spec.split))
+        return _reader_source(spec, f"{spec.name}:{spec.split}", _digest(asdict(spec.cfg), spec.split))
     if isinstance(spec, list):
         samples = spec
         return SampleSource("<memory>", "memory", classes, "", lambda: iter(samples))
     if not isinstance(spec, str) or not spec:
-        raise ConfigError(f"a source must be a shard pattern, a folder or RECIPE:SPLIT, got {spec!r}")
+        raise ConfigError(f"a source must be shards, a folder, RECIPE:SPLIT or run:RUN_DIR, got {spec!r}")
     path = Path(spec).expanduser()
     if spec.startswith("run:"):
         return _run_source(spec, spec[4:], layouts_only=layouts_only, batch_size=batch_size)
@@ -103,17 +103,11 @@ def open_source(
         from synthdata.datasets.base import make_reader
 
         reader = make_reader(split_recipe.data, split)
-        return _reader_source(reader, spec, _digest(recipe_to_dict(split_recipe)["data"], split))
+        return _reader_source(reader, spec, _digest(asdict(split_recipe.data), split))
     raise DatasetError(
-        f"source '{spec}' is neither an existing folder, a shard pattern (.tar, {{..}}, pipe:) "
-        "nor RECIPE:SPLIT (e.g. recipe:val, toy:val)"
+        f"source '{spec}' is neither an existing folder, a shard pattern (.tar, {{..}}, pipe:), "
+        "RECIPE:SPLIT (e.g. recipe:val, toy:val) nor run:RUN_DIR"
     )
-
-
-def recipe_dict_of(reader: DatasetReader) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(reader.cfg)
 
 
 def take(samples: Iterable[dict[str, Any]], limit: int | None) -> Iterator[dict[str, Any]]:
