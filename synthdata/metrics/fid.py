@@ -95,7 +95,7 @@ def extract_features(
         warnings.warn(
             f"{desc}: image sizes are mixed ({shown}); each is resized bilinearly to 299x299 inside "
             "InceptionV3 (pytorch-fid resize_input=True), so FID compares the resized pictures",
-            stacklevel=2,
+            stacklevel=3,  # past torch.no_grad's wrapper, to the caller
         )
     if not chunks:
         raise DatasetError(f"{desc}: the source yielded no samples")
