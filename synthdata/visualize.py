@@ -46,11 +46,11 @@ def _colormap_lut(name: str) -> np.ndarray:
     return (matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 
 
-def depth_to_rgb(depth: Any, cmap: str = "magma", low: float = 2.0, high: float = 98.0) -> np.ndarray:
+def depth_to_rgb(depth: Any, cmap: str = "plasma", low: float = 2.0, high: float = 98.0) -> np.ndarray:
     """Depth `(H, W)` (or `(1, H, W)`) -> uint8 `(H, W, 3)`: near bright, far dark, unknown black.
 
-    Colours follow inverse depth between its `low` and `high` percentiles over the known
-    pixels, so a few outliers or a far sky plane do not wash out the scene.
+    Colours follow log depth between its `low` and `high` percentiles over the known pixels,
+    so near and far structure both show and a few outliers do not wash out the scene.
     """
     d = _numpy(depth).astype(np.float32)
     if d.ndim == 3 and d.shape[0] == 1:
@@ -62,7 +62,7 @@ def depth_to_rgb(depth: Any, cmap: str = "magma", low: float = 2.0, high: float 
     if not known.any():
         return out
     inv = np.zeros_like(d)
-    inv[known] = 1.0 / d[known]
+    inv[known] = -np.log(d[known])  # larger = nearer
     lo, hi = np.percentile(inv[known], [low, high])
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     t = np.clip((inv - lo) * scale, 0.0, 1.0) if scale else np.full_like(inv, 0.5)
