@@ -12,9 +12,10 @@ import os
 import random
 import warnings
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -149,6 +150,7 @@ class SampleStream(IterableDataset):
         self.shuffle_buffer, self.crop, self.ignore_index = shuffle_buffer, crop, ignore_index
         self.epoch = 0
         self.errors = 0
+        self._live: Iterator[dict[str, Any]] | None = None  # the endless training stream
 
     def batches_per_process(self) -> int:
         return max(1, self.epoch_length // self.batch_size) if self.epoch_length else 0
@@ -222,14 +224,19 @@ class SampleStream(IterableDataset):
 
     # -- decode, augment, batch -------------------------------------------------------------
     def _shuffled(self, items: Iterator[Any], rng: random.Random) -> Iterator[Any]:
+        """A shuffle buffer that starts emitting after a few items and grows to its full size
+        by reading two items per item emitted (as webdataset's shuffle does)."""
         buffer: list[Any] = []
+        start = min(self.shuffle_buffer, 16)
+        items = iter(items)
         for item in items:
+            buffer.append(item)
             if len(buffer) < self.shuffle_buffer:
-                buffer.append(item)
-                continue
-            j = rng.randrange(len(buffer))
-            buffer[j], item = item, buffer[j]
-            yield item
+                buffer.extend(islice(items, 1))
+            if len(buffer) >= start:
+                j = rng.randrange(len(buffer))
+                buffer[j], buffer[-1] = buffer[-1], buffer[j]
+                yield buffer.pop()
         rng.shuffle(buffer)
         yield from buffer
 
@@ -254,69 +261,84 @@ class SampleStream(IterableDataset):
         sample["meta"]["source"] = src.name
         return sample
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        wid, workers = (info.id, info.num_workers) if info else (0, 1)
+    def _batches(self, wid: int, workers: int) -> Iterator[dict[str, Any]]:
         gid, total = self.rank * workers + wid, self.world_size * workers
-        self.errors = 0
         if self.epoch_length:
             items: Iterator[Any] = self._mixed(wid)
-            count = len(range(wid, self.batches_per_process(), workers)) * self.batch_size
         else:
             items = chain.from_iterable(self._finite(k, s, gid, total) for k, s in enumerate(self.sources))
-            count = None
         if self.shuffle:
             items = self._shuffled(items, random.Random(derive_seed(self.seed, 99, self.rank, wid, self.epoch)))
         transform = SampleTransform(augment=self.augment, crop=self.crop, with_depth=self.with_depth,
                                     seed=derive_seed(self.seed, 7, self.rank, wid, self.epoch))
         batch: list[dict[str, Any]] = []
-        produced = 0
         for k, raw in items:
-            if count is not None and produced >= count:
-                break
             try:
                 sample = transform(self._decode(k, raw))
             except ShardError as e:
                 self._skip(e)
                 continue
             batch.append(sample)
-            produced += 1
             if len(batch) == self.batch_size:
                 yield collate(batch, self.with_depth)
                 batch = []
         if batch:
             yield collate(batch, self.with_depth)
 
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:
+            cv2.setNumThreads(1)  # workers are the parallelism; OpenCV threads would oversubscribe
+        if not self.epoch_length:
+            yield from self._batches(wid, workers)
+            return
+        # a training stream is endless: each pass takes this worker's share of batches from the
+        # same generator (kept alive by persistent workers), so shuffle buffers are not refilled
+        if self._live is None:
+            self._live = self._batches(wid, workers)
+        for _ in range(len(range(wid, self.batches_per_process(), workers))):
+            yield next(self._live)
+
 
 def collate(samples: list[dict[str, Any]], with_depth: bool) -> dict[str, Any]:
-    """Samples -> a batch of compact tensors: image uint8 (B, H, W, 3), layout uint8/int32
-    (B, H, W), depth float32 (B, 1, H, W). ShardLoader turns them into the public batch."""
+    """Samples -> the public batch: image float32 (B, 3, H, W) in [0, 1], layout int64
+    (B, H, W), depth float32 (B, 1, H, W). In a DataLoader worker the tensors are made
+    directly in shared memory, as torch's default_collate does, to save a copy."""
     shapes = {s["image"].shape for s in samples}
     if len(shapes) > 1:
         keys = [s["meta"].get("key") for s in samples[:4]]
         raise ShardError(f"samples of different sizes {sorted(shapes)} in one batch (e.g. {keys}); "
                          "pass crop=(H, W) or resize the sources to one resolution")
-    layouts = np.stack([s["layout"] for s in samples])
-    layouts = layouts.astype(np.uint8 if layouts.max(initial=0) <= 255 else np.int32, copy=False)
-    batch = {
-        "image": torch.from_numpy(np.stack([s["image"] for s in samples])),
-        "layout": torch.from_numpy(layouts),
-        "source": [s["meta"]["source"] for s in samples],
-        "key": [str(s["meta"].get("key")) for s in samples],
-    }
+    shared = get_worker_info() is not None
+    count, (height, width, _) = len(samples), shapes.pop()
+
+    def empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+        out = torch.empty(shape, dtype=dtype)
+        return out.share_memory_() if shared else out
+
+    images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2)
+    image = torch.div(images, 255.0, out=empty(count, 3, height, width, dtype=torch.float32))
+    layout = empty(count, height, width, dtype=torch.int64)
+    layout.copy_(torch.from_numpy(np.stack([s["layout"] for s in samples])))
+    batch = {"image": image, "layout": layout, "source": [s["meta"]["source"] for s in samples],
+             "key": [str(s["meta"].get("key")) for s in samples]}
     if with_depth:
-        batch["depth"] = torch.from_numpy(np.stack([s["depth"] for s in samples])[:, None])
+        depth = empty(count, 1, height, width, dtype=torch.float32)
+        depth.copy_(torch.from_numpy(np.stack([s["depth"] for s in samples]))[:, None])
+        batch["depth"] = depth
     return batch
 
 
 class ShardLoader(DataLoader):
-    """A DataLoader over a SampleStream that counts epochs (reshuffling each pass) and turns
-    worker batches into the public format: image float32 (B, 3, H, W) in [0, 1], layout int64
-    (B, H, W), depth float32 (B, 1, H, W); or `(image, layout)` with `as_tuple`."""
+    """A DataLoader over a SampleStream. Evaluation streams count epochs (reshuffling each pass);
+    training streams keep their workers (persistent) and continue one endless stream."""
 
     def __init__(self, stream: SampleStream, *, num_workers: int, as_tuple: bool, classes: ClassInfo | None):
+        endless = bool(stream.epoch_length)
         super().__init__(stream, batch_size=None, num_workers=num_workers,
-                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                         persistent_workers=endless and num_workers > 0,
+                         prefetch_factor=2 if num_workers else None)
         self.stream, self.as_tuple, self.classes = stream, as_tuple, classes
         self._epoch = 0
 
@@ -324,11 +346,9 @@ class ShardLoader(DataLoader):
         self._epoch = epoch
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        self.stream.epoch = self._epoch  # workers get a fresh copy with this epoch
+        self.stream.epoch = self._epoch  # non-persistent workers get a fresh copy with this epoch
         self._epoch += 1
         for batch in super().__iter__():
-            batch["image"] = batch["image"].permute(0, 3, 1, 2).float().div_(255).contiguous()
-            batch["layout"] = batch["layout"].long()
             yield (batch["image"], batch["layout"]) if self.as_tuple else batch
 
 

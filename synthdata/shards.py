@@ -114,6 +114,9 @@ def encode_sample(
     return out
 
 
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
 def _imdecode(data: bytes, flags: int, what: str) -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if array is None:
@@ -137,7 +140,10 @@ def decode_sample(raw: dict[str, Any], *, depth_scale: float | None = None) -> d
         meta = meta_raw if isinstance(meta_raw, dict) else json.loads(meta_raw or b"{}")
     except json.JSONDecodeError as e:
         raise ShardError(f"{where}: malformed json meta ({e})") from e
-    image = _imdecode(image_bytes, cv2.IMREAD_COLOR, f"{where} image")[..., ::-1]
+    if _IMREAD_RGB is not None:  # OpenCV >= 4.11 decodes straight to RGB (saves a copy)
+        image = _imdecode(image_bytes, _IMREAD_RGB, f"{where} image")
+    else:
+        image = _imdecode(image_bytes, cv2.IMREAD_COLOR, f"{where} image")[..., ::-1]
     layout = _imdecode(raw["layout.png"], cv2.IMREAD_UNCHANGED, f"{where} layout")
     if layout.ndim != 2 or layout.shape != image.shape[:2]:
         raise ShardError(f"{where}: layout {layout.shape} does not match image {image.shape[:2]}")

@@ -1,0 +1,172 @@
+"""Loader benchmark: the same samples as WebDataset shards vs a folder of PNG files.
+
+    python tools/bench_loader.py [--num 512] [--height 256] [--width 512] [--workers 2]
+
+Both loaders decode the same PNG bytes, apply the same augmentation (synthdata.data's
+SampleTransform) and return the same batch format; the folder loader is a plain torch Dataset
+(three files per sample, float tensors made in the workers) as a typical trainer would write it.
+Prints samples/s of each, their ratio and the peak RSS of each loader (main + workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from synthdata.data import SampleTransform, make_loader
+from synthdata.seeding import numpy_rng
+from synthdata.shards import ShardWriter, encode_sample
+
+
+def make_samples(num: int, height: int, width: int) -> list[dict]:
+    """Toy-world scenes (random arrays if the toy module is unavailable)."""
+    try:
+        from synthdata.datasets.toy import render_scene
+    except ImportError:
+        render_scene = None
+    samples = []
+    for i in range(num):
+        if render_scene is not None:
+            sample = render_scene(i, height, width)
+        else:
+            rng = numpy_rng(i)
+            sample = {"image": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                      "layout": rng.integers(0, 19, (height, width)).astype(np.uint8),
+                      "depth": rng.uniform(1, 80, (height, width)).astype(np.float32)}
+        sample["meta"] = {"id": f"scene-{i:06d}"}
+        samples.append(sample)
+    return samples
+
+
+def write_shards(samples: list[dict], out: Path, shard_size: int) -> None:
+    from synthdata.datasets.toy import toy_classes
+
+    with ShardWriter(out, prefix="bench", shard_size=shard_size, classes=toy_classes(), recipe={"name": "bench"},
+                     depth_scale=0.001) as writer:
+        for start in range(0, len(samples), shard_size):
+            writer.write_shard(start // shard_size, samples[start : start + shard_size])
+    writer.finalize_manifest()
+
+
+def write_folder(samples: list[dict], out: Path) -> None:
+    """The same encoded PNG bytes as the shards, one file per member."""
+    for sub in ("images", "layouts", "depth"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for sample in samples:
+        encoded = encode_sample(sample, depth_scale=0.001)
+        key = encoded["__key__"]
+        (out / "images" / f"{key}.png").write_bytes(encoded["image.png"])
+        (out / "layouts" / f"{key}.png").write_bytes(encoded["layout.png"])
+        (out / "depth" / f"{key}.png").write_bytes(encoded["depth.png"])
+
+
+class FolderDataset(Dataset):
+    """A plain map-style dataset: read three PNG files, augment, make tensors."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.keys = sorted(p.stem for p in (root / "images").glob("*.png"))
+        self.transform = SampleTransform(augment=True, crop=None, with_depth=True, seed=0)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> dict:
+        key = self.keys[i]
+        image = cv2.cvtColor(cv2.imread(str(self.root / "images" / f"{key}.png")), cv2.COLOR_BGR2RGB)
+        layout = cv2.imread(str(self.root / "layouts" / f"{key}.png"), cv2.IMREAD_UNCHANGED)
+        depth = cv2.imread(str(self.root / "depth" / f"{key}.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) * 0.001
+        s = self.transform({"image": image, "layout": layout, "depth": depth, "meta": {}})
+        return {"image": torch.from_numpy(s["image"]).permute(2, 0, 1).float().div(255),
+                "layout": torch.from_numpy(s["layout"].astype(np.int64)),
+                "depth": torch.from_numpy(s["depth"])[None], "key": key}
+
+
+class PeakRSS:
+    """Peak resident memory of this process and its children (DataLoader workers), polled."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = me.memory_info().rss
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(loader, passes: int) -> tuple[float, int]:
+    """Samples/s over `passes` epochs after a first warm-up epoch (page cache, worker start)."""
+    for _ in loader:
+        pass
+    with PeakRSS() as rss:
+        start, count = time.perf_counter(), 0
+        for _ in range(passes):
+            for batch in loader:
+                count += len(batch["key"])
+        seconds = time.perf_counter() - start
+    return count / seconds, rss.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num", type=int, default=512)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate the loaders; best round counts")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        samples = make_samples(args.num, args.height, args.width)
+        write_shards(samples, root / "shards", args.shard_size)
+        write_folder(samples, root / "folder")
+        del samples
+        shards = make_loader(str(root / "shards"), batch_size=args.batch_size, augment=True, with_depth=True,
+                             epoch_length=args.num, num_workers=args.workers, seed=0)
+        folder = DataLoader(FolderDataset(root / "folder"), batch_size=args.batch_size, shuffle=True,
+                            num_workers=args.workers, drop_last=True)
+        best = {"shards": (0.0, 0), "folder": (0.0, 0)}
+        for _ in range(args.rounds):
+            for name, loader in (("shards", shards), ("folder", folder)):
+                rate, peak = measure(loader, args.passes)
+                print(f"  {name}: {rate:.1f} samples/s, peak RSS {peak / 2**20:.0f} MiB")
+                best[name] = max(best[name], (rate, peak))
+    (s_rate, s_rss), (f_rate, f_rss) = best["shards"], best["folder"]
+    print(f"loader benchmark: {args.num} samples {args.height}x{args.width}, {args.workers} workers, "
+          f"batch {args.batch_size}, {os.cpu_count()} CPUs: shards {s_rate:.1f} samples/s "
+          f"(peak RSS {s_rss / 2**20:.0f} MiB), folder {f_rate:.1f} samples/s (peak RSS {f_rss / 2**20:.0f} MiB), "
+          f"ratio {s_rate / f_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
