@@ -204,6 +204,8 @@ class RefineConfig:
     lr: float = 1.0e-4
     batch_size: int = 4
     pretrain_steps: int = 500
+    checkpoint_every: int = 250
+    mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
 
 
 @dataclass
@@ -218,6 +220,10 @@ class TranslateConfig:
     ngf: int = 64
     ndf: int = 64
     pool_size: int = 50
+    crop_height: int | None = None  # training crops (None: seg.crop_height, else the full sample)
+    crop_width: int | None = None
+    checkpoint_every: int = 250
+    mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
 
 
 @dataclass
