@@ -140,6 +140,26 @@ class _Canvas:
             fac = shade if pf is None else shade * pf
         self._write(slice(r0, r1), slice(c0, c1), keep, zc, cls, rgb, fac)
 
+    def top(self, y: float, x0: float, x1: float, za: float, zb: float, cls: int, rgb,
+            shade: float) -> None:
+        """A horizontal rectangle at height `y` below the camera (car lid, roof), X in [x0, x1],
+        Z in [za, zb]: each pixel row sees it at one depth."""
+        dh, za = self.hc - y, max(za, NEAR)
+        if dh <= 0 or zb <= za:
+            return
+        r0 = max(math.ceil(self.vh + self.f * dh / zb - 0.5), 0)
+        r1 = min(math.ceil(self.vh + self.f * dh / za - 0.5), self.h)
+        if r1 <= r0:
+            return
+        zr = np.minimum(np.maximum(self.f * dh / (self.rows[r0:r1] - self.vh), za), zb)  # (n, 1)
+        left, right = self.cx + self.f * x0 / zr, self.cx + self.f * x1 / zr
+        c0 = max(math.ceil(float(left.min()) - 0.5), 0)
+        c1 = min(math.ceil(float(right.max()) - 0.5), self.w)
+        if c1 <= c0:
+            return
+        cols = self.cols[None, c0:c1]
+        self._write(slice(r0, r1), slice(c0, c1), (cols >= left) & (cols < right), zr, cls, rgb, shade)
+
 
 def _windows(rng: np.random.Generator, origin: float, top: float) -> Pattern:
     """Facade pattern: a ground-floor shop band, then rows of dark windows per floor."""
@@ -158,29 +178,41 @@ def _windows(rng: np.random.Generator, origin: float, top: float) -> Pattern:
     return pattern
 
 
-def _car_rear(xc: float, w: float, h: float, body: float) -> Pattern:
-    def pattern(s, y):
-        d = np.abs(s - xc)
-        cabin = y > body
-        keep = ~cabin | (d < w / 2 - 0.25 * (y - body) / (h - body) - 0.05)
-        fac = np.where(cabin & (y < h - 0.08), _GLASS, _ONE)
-        fac = np.where((y < 0.45) & (d > w / 2 - 0.35), _TYRE, fac)
-        return keep, np.where((y > body - 0.25) & (y < body - 0.1) & (d > w / 2 - 0.35), _LAMP, fac), None
+def _car(cv: _Canvas, xc: float, z: float, w: float, h: float, length: float, rgb,
+         lambert: Callable[[float, float, float], float]) -> None:
+    """A car facing away: body box (rear, visible side, lid) with a narrower glazed cabin."""
+    body, inset = 0.55 * h, 0.12
+    back, up = lambert(0, 0, -1), lambert(0, 1, 0)
 
-    return pattern
+    def rear(s, y):
+        edge = np.abs(s - xc) > w / 2 - 0.35
+        fac = np.where(edge & (y < 0.45), _TYRE, _ONE)
+        return None, np.where(edge & (y > body - 0.25) & (y < body - 0.1), _LAMP, fac), None
 
+    def wheels(s, y):
+        t = s - z
+        hub = np.minimum(np.abs(t - 0.75), np.abs(t - length + 0.75)) ** 2 + (y - 0.32) ** 2 < 0.1
+        return None, np.where(hub, _TYRE, _ONE), None
 
-def _car_side(z0: float, length: float, h: float, body: float) -> Pattern:
-    def pattern(s, y):
-        t = s - z0
-        cabin = y > body
-        slope = (y - body) * (0.5 / (h - body))
-        keep = ~cabin | ((t > 0.22 * length + slope) & (t < 0.8 * length - slope))
-        fac = np.where(cabin & (y < h - 0.08), _GLASS, _ONE)
-        wheel = np.minimum(np.abs(t - 0.75), np.abs(t - length + 0.75)) ** 2 + (y - 0.32) ** 2 < 0.1
-        return keep, np.where(wheel, _TYRE, fac), None
+    za, zb, wc = z + 0.22 * length, z + 0.8 * length, w / 2 - inset
 
-    return pattern
+    def cabin_back(s, y):
+        return None, np.where((np.abs(s - xc) < wc - 0.06) & (y < h - 0.06), _GLASS, _ONE), None
+
+    def cabin_side(s, y):
+        t = s - za
+        pane = (y < h - 0.06) & (t > 0.1) & (t < zb - za - 0.1) & (np.abs(t - (zb - za) / 2) > 0.05)
+        return None, np.where(pane, _GLASS, _ONE), None
+
+    cv.rect(xc - w / 2, xc + w / 2, 0.0, body, z, CAR, rgb, back, rear)
+    cv.top(body, xc - w / 2, xc + w / 2, z, z + length, CAR, rgb, up)
+    cv.rect(xc - wc, xc + wc, body, h, za, CAR, rgb, back, cabin_back)
+    cv.top(h, xc - wc, xc + wc, za, zb, CAR, rgb, up)
+    for xs, xcab in ((xc - w / 2, xc - wc), (xc + w / 2, xc + wc)):
+        if xs * (xs - xc) < 0:  # this side faces the camera
+            shade = lambert(-float(np.sign(xs)), 0, 0)
+            cv.side(xs, z, z + length, 0.0, body, CAR, rgb, shade, wheels)
+            cv.side(xcab, za, zb, body, h, CAR, rgb, shade, cabin_side)
 
 
 def _person(xc: float, h: float, stride: float) -> Pattern:
@@ -311,13 +343,9 @@ def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
             continue
         taken.append((lane, z))
         w, h = rng.uniform(1.65, 1.95), rng.uniform(1.35, 1.7)
-        xc, body = lanes[lane] + rng.uniform(-0.4, 0.4), h * rng.uniform(0.5, 0.6)
+        xc = lanes[lane] + rng.uniform(-0.4, 0.4)
         rgb = _CARS[rng.integers(len(_CARS))] + rng.uniform(-12, 12, 3)
-        cv.rect(xc - w / 2, xc + w / 2, 0.0, h, z, CAR, rgb, front, _car_rear(xc, w, h, body))
-        for xs in (xc - w / 2, xc + w / 2):
-            if xs * (xs - xc) < 0:  # this side faces the camera
-                cv.side(xs, z, z + length, 0.0, h, CAR, rgb, lambert(-np.sign(xs), 0, 0),
-                        _car_side(z, length, h, body))
+        _car(cv, xc, z, w, h, length, rgb, lambert)
 
     # People walk on the sidewalks, a few cross the road.
     for _ in range(rng.poisson(3.5)):
