@@ -266,6 +266,7 @@ def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
     horizon = (np.array([200, 202, 205]) if overcast else np.array([205, 218, 232])) + rng.uniform(-12, 12, 3)
     cv.colors[0] = (np.array([150, 155, 162]) if overcast else np.array([70, 125, 200])) + rng.uniform(-20, 20, 3)
     fog_dist = rng.uniform(30.0, 120.0)
+    tint = 1.0 + rng.uniform(-0.06, 0.06, 3)  # colour of the light (time of day, weather)
 
     # Street cross-section (metres, camera at X = 0): road centre xr, half width hw, sidewalks.
     hw = rng.uniform(3.0, 7.5)
@@ -364,7 +365,7 @@ def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
 
     index = cv.inst.astype(np.uint8) if len(cv.classes) <= 256 else cv.inst
     layout = _lookup(index, np.array(cv.classes, np.uint8))
-    image = _compose(cv, index, layout, rng, horizon, fog_dist)
+    image = _compose(cv, index, layout, rng, horizon, fog_dist, tint)
     meta = {
         "dataset": "toy", "seed": int(seed), "far_depth": FAR_DEPTH,
         "camera": {"focal": float(f), "cx": float(cv.cx), "horizon": float(cv.vh), "height": float(cv.hc)},
@@ -406,7 +407,7 @@ def _lookup(index: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 def _compose(cv: _Canvas, index: np.ndarray, layout: np.ndarray, rng: np.random.Generator,
-             horizon: np.ndarray, fog_dist: float) -> np.ndarray:
+             horizon: np.ndarray, fog_dist: float, tint: np.ndarray) -> np.ndarray:
     """Albedo x shading x texture noise, then fog towards the horizon colour; uint8 (H, W, 3)."""
     h, w = cv.h, cv.w
     code = layout << 5
@@ -421,6 +422,7 @@ def _compose(cv: _Canvas, index: np.ndarray, layout: np.ndarray, rng: np.random.
     fac *= haze
     fog = 1.0 - haze
     table = np.array(cv.colors, np.float32).T.copy()
+    table[:, 1:] *= tint[:, None].astype(np.float32)  # lit surfaces, not the sky (instance 0)
     # Channel planes, merged once: much faster than broadcasting over a trailing RGB axis.
     planes = [_lookup(index, table[c]) * fac + np.float32(horizon[c]) * fog for c in range(3)]
     return cv2.convertScaleAbs(cv2.merge(planes))

@@ -110,3 +110,12 @@ def test_command_line_benchmark_and_grid(tmp_path, capsys):
     import cv2
 
     assert cv2.imread(str(path)).shape == (2 * 32 + 2, 3 * 64, 3)
+
+
+def test_tiny_resolutions_render_and_bad_arguments_are_refused():
+    sample = render_scene(3, 8, 8)
+    assert sample["image"].shape == (8, 8, 3) and sample["layout"].max() < len(TOY_CLASSES)
+    with pytest.raises(ValueError, match="too small"):
+        render_scene(0, 4, 64)
+    with pytest.raises(ValueError, match=">= 0"):
+        render_scene(-1, 32, 64)
