@@ -151,8 +151,13 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
         raise ConfigError(f"seg.model.encoder_weights: {file} does not hold a state_dict")
     state = {k.removeprefix("encoder."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if missing:
+    # computed here: some smp encoders override load_state_dict and return nothing
+    expected = set(encoder.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if not missing:
+        encoder.load_state_dict(state, strict=False)
+    else:
         raise ConfigError(
             f"seg.model.encoder_weights: {file} lacks {len(missing)} encoder weights "
             f"(e.g. {missing[:3]}); is it for another encoder? Unexpected keys: {unexpected[:3]}"
