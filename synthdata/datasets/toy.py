@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import cv2
@@ -178,11 +179,10 @@ def _windows(rng: np.random.Generator, origin: float, top: float) -> Pattern:
     return pattern
 
 
-def _car(cv: _Canvas, xc: float, z: float, w: float, h: float, length: float, rgb,
-         lambert: Callable[[float, float, float], float]) -> None:
+def _car(cv: _Canvas, xc: float, z: float, w: float, h: float, length: float, rgb, light: _Light) -> None:
     """A car facing away: body box (rear, visible side, lid) with a narrower glazed cabin."""
     body, inset = 0.55 * h, 0.12
-    back, up = lambert(0, 0, -1), lambert(0, 1, 0)
+    back, up = light.lambert(0, 0, -1), light.lambert(0, 1, 0)
 
     def rear(s, y):
         edge = np.abs(s - xc) > w / 2 - 0.35
@@ -210,7 +210,7 @@ def _car(cv: _Canvas, xc: float, z: float, w: float, h: float, length: float, rg
     cv.top(h, xc - wc, xc + wc, za, zb, CAR, rgb, up)
     for xs, xcab in ((xc - w / 2, xc - wc), (xc + w / 2, xc + wc)):
         if xs * (xs - xc) < 0:  # this side faces the camera
-            shade = lambert(-float(np.sign(xs)), 0, 0)
+            shade = light.lambert(-float(np.sign(xs)), 0, 0)
             cv.side(xs, z, z + length, 0.0, body, CAR, rgb, shade, wheels)
             cv.side(xcab, za, zb, body, h, CAR, rgb, shade, cabin_side)
 
@@ -226,17 +226,49 @@ def _person(xc: float, h: float, stride: float) -> Pattern:
     return pattern
 
 
-def _crown(xc: float, yc: float, rx: float, ry: float, sun: tuple, ambient: float) -> Pattern:
+def _crown(xc: float, yc: float, rx: float, ry: float, light: _Light) -> Pattern:
     """An ellipsoid (tree crown, head) bulging towards the camera, lit by its own normals."""
+
+    (sx, sy, sz), ambient = light.sun, light.ambient
 
     def pattern(s, y):
         nx, ny = (s - xc) / rx, (y - yc) / ry
         rho2 = nx * nx + ny * ny
         nz = np.sqrt(np.maximum(1.0 - rho2, 0.0))
-        light = ambient + (1 - ambient) * np.maximum(nx * sun[0] + ny * sun[1] - nz * sun[2], 0)
-        return rho2 < 1.0, light, -rx * nz
+        lit = ambient + (1 - ambient) * np.maximum(nx * sx + ny * sy - nz * sz, 0)
+        return rho2 < 1.0, lit, -rx * nz
 
     return pattern
+
+
+@dataclass(frozen=True)
+class _Light:
+    """Sun direction (unit vector towards the sun; X right, Y up, Z forward) and ambient share."""
+
+    sun: tuple[float, float, float]
+    ambient: float
+
+    def lambert(self, nx: float, ny: float, nz: float) -> float:
+        sx, sy, sz = self.sun
+        return self.ambient + (1.0 - self.ambient) * max(0.0, nx * sx + ny * sy + nz * sz)
+
+
+@dataclass(frozen=True)
+class _Street:
+    """Cross-section in metres (camera at X = 0): road centre, half width, sidewalk widths."""
+
+    xr: float
+    hw: float
+    walk: tuple[float, float]
+    length: float  # where a cross row of buildings closes the street (beyond FAR_DEPTH: open)
+
+    @property
+    def curb(self) -> tuple[float, float]:
+        return self.xr - self.hw, self.xr + self.hw
+
+    @property
+    def end(self) -> float:  # objects stand closer than this
+        return min(self.length, FAR_DEPTH - 2)
 
 
 def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
@@ -257,111 +289,23 @@ def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
     overcast = rng.random() < 0.3
     ambient = rng.uniform(0.55, 0.75) if overcast else rng.uniform(0.3, 0.45)
     sun = np.array([rng.uniform(-1, 1), rng.uniform(0.4, 1.0), rng.uniform(-1, 0.6)])
-    sx, sy, sz = (sun / np.linalg.norm(sun)).tolist()
-
-    def lambert(nx: float, ny: float, nz: float) -> float:
-        return ambient + (1.0 - ambient) * max(0.0, nx * sx + ny * sy + nz * sz)
-
-    front = lambert(0, 0, -1)
+    light = _Light(tuple((sun / np.linalg.norm(sun)).tolist()), ambient)
     horizon = (np.array([200, 202, 205]) if overcast else np.array([205, 218, 232])) + rng.uniform(-12, 12, 3)
     cv.colors[0] = (np.array([150, 155, 162]) if overcast else np.array([70, 125, 200])) + rng.uniform(-20, 20, 3)
     fog_dist = rng.uniform(30.0, 120.0)
     tint = 1.0 + rng.uniform(-0.06, 0.06, 3)  # colour of the light (time of day, weather)
-
-    # Street cross-section (metres, camera at X = 0): road centre xr, half width hw, sidewalks.
     hw = rng.uniform(3.0, 7.5)
-    xr = rng.uniform(-0.7, 0.15) * hw
-    curb = (xr - hw, xr + hw)
-    walk = rng.uniform(1.5, 5.0, 2)
-    street_end = rng.uniform(30.0, 90.0)
-    end = min(street_end, FAR_DEPTH - 2)
+    st = _Street(rng.uniform(-0.7, 0.15) * hw, hw, tuple(rng.uniform(1.5, 5.0, 2)), rng.uniform(30.0, 90.0))
     road_rgb = np.array([88, 88, 92]) + rng.uniform(-15, 15, 3)
     walk_rgb = np.array([160, 155, 150]) + rng.uniform(-25, 25, 3)
 
-    # Buildings: each side is a run of blocks with their own setback, height and facade. They
-    # are planned first because their shadows fall on the ground, which is drawn before them.
-    blocks, shadows = [], []
-    for i, side in enumerate((-1, 1)):
-        z = rng.uniform(-12.0, 4.0)
-        while z < end:
-            length = rng.uniform(6.0, 25.0)
-            x = curb[i] + side * (walk[i] + rng.uniform(0.0, 2.5) * (rng.random() < 0.5))
-            zb = min(z + length, FAR_DEPTH - 1)
-            kind = rng.random()
-            if kind < 0.78:
-                hgt = rng.uniform(5.0, 30.0)
-                rgb = _FACADES[rng.integers(len(_FACADES))] + rng.uniform(-18, 18, 3)
-                blocks.append((cv.side, (x, z, zb, 0.0, hgt, BUILDING, rgb, lambert(-side, 0, 0),
-                                         _windows(rng, z, hgt))))
-                blocks.append((cv.rect, (*sorted((x, x + side * rng.uniform(8, 15))), 0.0, hgt, z,
-                                         BUILDING, rgb, front, _windows(rng, x, hgt))))
-                shadows.append((side, z, zb, x, hgt))
-            elif kind < 0.9:  # hedge / park strip
-                rgb = np.array([70, 105, 45]) + rng.uniform(-15, 15, 3)
-                blocks.append((cv.side, (x, z, zb, 0.0, rng.uniform(0.8, 2.5), VEGETATION, rgb,
-                                         lambert(-side, 0, 0))))
-            z += length + rng.uniform(0.0, 6.0) * (rng.random() < 0.3)
-    if street_end < FAR_DEPTH - 2:  # the street ends at a cross row of buildings
-        rgb = _FACADES[rng.integers(len(_FACADES))] + rng.uniform(-18, 18, 3)
-        hgt = rng.uniform(8.0, 30.0)
-        blocks.append((cv.rect, (xr - 80, xr + 80, 0.0, hgt, street_end, BUILDING, rgb, front,
-                                 _windows(rng, xr, hgt))))
-    _ground(cv, hw, xr, (sx, sy), ambient, lambert(0, 1, 0), shadows, road_rgb, walk_rgb)
+    # Buildings are planned before the ground is drawn because their shadows fall on it.
+    blocks, shadows = _buildings(cv, rng, st, light)
+    _ground(cv, st, light, shadows, road_rgb, walk_rgb)
     for draw, args in blocks:
         draw(*args)
-
-    # Street furniture on the sidewalks: poles (some with lamp arms) and trees.
-    for i, side in enumerate((-1, 1)):
-        if rng.random() < 0.8:
-            z, x = rng.uniform(2.0, 12.0), curb[i] + side * 0.4
-            grey = rng.uniform(90, 170) + rng.uniform(-10, 10, 3)
-            while z < end:
-                hgt = rng.uniform(4.0, 9.0)
-                cv.rect(x - 0.1, x + 0.1, 0.0, hgt, z, POLE, grey, front, min_width=True)
-                if rng.random() < 0.5:
-                    cv.rect(*sorted((x, x - side * rng.uniform(1.0, 2.5))), hgt - 0.18, hgt, z, POLE, grey, front)
-                z += rng.uniform(10.0, 30.0)
-        if rng.random() < 0.6:
-            z, x = rng.uniform(2.0, 10.0), curb[i] + side * rng.uniform(0.6, 1.3)
-            while z < end:
-                rx, trunk = rng.uniform(1.2, 2.6), rng.uniform(1.8, 3.0)
-                ry = rx * rng.uniform(0.8, 1.4)
-                bark = np.array([90, 70, 50]) + rng.uniform(-15, 15, 3)
-                cv.rect(x - 0.13, x + 0.13, 0.0, trunk + ry, z, VEGETATION, bark, front, min_width=True)
-                leaf = np.array([80, 120, 45]) + rng.uniform(-25, 25, 3)
-                xc = x + rng.uniform(-0.3, 0.3)
-                cv.rect(xc - rx, xc + rx, trunk, trunk + 2 * ry, z, VEGETATION, leaf, 1.0,
-                        _crown(xc, trunk + ry, rx, ry, (sx, sy, sz), ambient))
-                z += rng.uniform(6.0, 14.0)
-
-    # Cars in the lanes and parked at the curbs; a car's visible side faces the camera.
-    lanes = (xr - hw / 2, xr + hw / 2, curb[0] + 1.1, curb[1] - 1.1)
-    taken: list[tuple[int, float]] = []
-    for _ in range(rng.poisson(4.5)):
-        lane, z = int(rng.integers(4)), rng.uniform(3.0, min(street_end, 50.0))
-        length = rng.uniform(3.8, 4.8)
-        if any(ln == lane and abs(z - zz) < length + 1.5 for ln, zz in taken):
-            continue
-        taken.append((lane, z))
-        w, h = rng.uniform(1.65, 1.95), rng.uniform(1.35, 1.7)
-        xc = lanes[lane] + rng.uniform(-0.4, 0.4)
-        rgb = _CARS[rng.integers(len(_CARS))] + rng.uniform(-12, 12, 3)
-        _car(cv, xc, z, w, h, length, rgb, lambert)
-
-    # People walk on the sidewalks, a few cross the road.
-    for _ in range(rng.poisson(3.5)):
-        i = int(rng.integers(2))
-        if rng.random() < 0.15:
-            x = rng.uniform(curb[0], curb[1])
-        else:
-            x = curb[i] + (2 * i - 1) * rng.uniform(0.3, max(walk[i] - 0.3, 0.4))
-        z, h = rng.uniform(2.5, min(street_end, 40.0)), rng.uniform(1.5, 1.95)
-        cv.rect(x - 0.26, x + 0.26, 0.0, 0.86 * h, z, PERSON, rng.uniform(20, 220, 3), front,
-                _person(x, h, rng.uniform(0.0, 0.35)))
-        skin = np.array([225, 180, 150]) * rng.uniform(0.45, 1.0)
-        r = 0.07 * h
-        cv.rect(x - r, x + r, 0.85 * h, h, z - 0.05, PERSON, skin, 1.0,
-                _crown(x, h - r, r, r * 1.05, (sx, sy, sz), ambient))
+    _furniture(cv, rng, st, light)
+    _traffic(cv, rng, st, light)
 
     index = cv.inst.astype(np.uint8) if len(cv.classes) <= 256 else cv.inst
     layout = _lookup(index, np.array(cv.classes, np.uint8))
@@ -374,24 +318,114 @@ def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
     return {"image": image, "layout": layout, "depth": cv.z, "meta": meta}
 
 
-def _ground(cv: _Canvas, hw: float, xr: float, sun: tuple[float, float], ambient: float, lit: float,
-            shadows: list, road_rgb, walk_rgb) -> None:
+def _buildings(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) -> tuple[list, list]:
+    """Each side of the street is a run of blocks (own setback, height, facade) with gaps and
+    hedges. Returns the deferred draw calls and `(side, za, zb, facade x, height)` per block."""
+    blocks, shadows = [], []
+    front = light.lambert(0, 0, -1)
+    for i, side in enumerate((-1, 1)):
+        z = rng.uniform(-12.0, 4.0)
+        while z < st.end:
+            length = rng.uniform(6.0, 25.0)
+            x = st.curb[i] + side * (st.walk[i] + rng.uniform(0.0, 2.5) * (rng.random() < 0.5))
+            zb = min(z + length, FAR_DEPTH - 1)
+            kind = rng.random()
+            if kind < 0.78:
+                hgt = rng.uniform(5.0, 30.0)
+                rgb = _FACADES[rng.integers(len(_FACADES))] + rng.uniform(-18, 18, 3)
+                blocks.append((cv.side, (x, z, zb, 0.0, hgt, BUILDING, rgb, light.lambert(-side, 0, 0),
+                                         _windows(rng, z, hgt))))
+                blocks.append((cv.rect, (*sorted((x, x + side * rng.uniform(8, 15))), 0.0, hgt, z,
+                                         BUILDING, rgb, front, _windows(rng, x, hgt))))
+                shadows.append((side, z, zb, x, hgt))
+            elif kind < 0.9:  # hedge / park strip
+                rgb = np.array([70, 105, 45]) + rng.uniform(-15, 15, 3)
+                blocks.append((cv.side, (x, z, zb, 0.0, rng.uniform(0.8, 2.5), VEGETATION, rgb,
+                                         light.lambert(-side, 0, 0))))
+            z += length + rng.uniform(0.0, 6.0) * (rng.random() < 0.3)
+    if st.length < FAR_DEPTH - 2:  # the street ends at a cross row of buildings
+        rgb = _FACADES[rng.integers(len(_FACADES))] + rng.uniform(-18, 18, 3)
+        hgt = rng.uniform(8.0, 30.0)
+        blocks.append((cv.rect, (st.xr - 80, st.xr + 80, 0.0, hgt, st.length, BUILDING, rgb, front,
+                                 _windows(rng, st.xr, hgt))))
+    return blocks, shadows
+
+
+def _furniture(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) -> None:
+    """Poles (some with lamp arms) near the curbs and rows of trees on the sidewalks."""
+    front = light.lambert(0, 0, -1)
+    for i, side in enumerate((-1, 1)):
+        if rng.random() < 0.8:
+            z, x = rng.uniform(2.0, 12.0), st.curb[i] + side * 0.4
+            grey = rng.uniform(90, 170) + rng.uniform(-10, 10, 3)
+            while z < st.end:
+                hgt = rng.uniform(4.0, 9.0)
+                cv.rect(x - 0.1, x + 0.1, 0.0, hgt, z, POLE, grey, front, min_width=True)
+                if rng.random() < 0.5:
+                    cv.rect(*sorted((x, x - side * rng.uniform(1.0, 2.5))), hgt - 0.18, hgt, z, POLE, grey, front)
+                z += rng.uniform(10.0, 30.0)
+        if rng.random() < 0.6:
+            z, x = rng.uniform(2.0, 10.0), st.curb[i] + side * rng.uniform(0.6, 1.3)
+            while z < st.end:
+                rx, trunk = rng.uniform(1.2, 2.6), rng.uniform(1.8, 3.0)
+                ry = rx * rng.uniform(0.8, 1.4)
+                bark = np.array([90, 70, 50]) + rng.uniform(-15, 15, 3)
+                cv.rect(x - 0.13, x + 0.13, 0.0, trunk + ry, z, VEGETATION, bark, front, min_width=True)
+                leaf = np.array([80, 120, 45]) + rng.uniform(-25, 25, 3)
+                xc = x + rng.uniform(-0.3, 0.3)
+                cv.rect(xc - rx, xc + rx, trunk, trunk + 2 * ry, z, VEGETATION, leaf, 1.0,
+                        _crown(xc, trunk + ry, rx, ry, light))
+                z += rng.uniform(6.0, 14.0)
+
+
+def _traffic(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) -> None:
+    """Cars in two lanes and parked at both curbs; people on the sidewalks, a few crossing."""
+    curb = st.curb
+    lanes = (st.xr - st.hw / 2, st.xr + st.hw / 2, curb[0] + 1.1, curb[1] - 1.1)
+    taken: list[tuple[int, float]] = []
+    for _ in range(rng.poisson(4.5)):
+        lane, z = int(rng.integers(4)), rng.uniform(3.0, min(st.length, 50.0))
+        length = rng.uniform(3.8, 4.8)
+        if any(ln == lane and abs(z - zz) < length + 1.5 for ln, zz in taken):
+            continue
+        taken.append((lane, z))
+        w, h = rng.uniform(1.65, 1.95), rng.uniform(1.35, 1.7)
+        xc = lanes[lane] + rng.uniform(-0.4, 0.4)
+        rgb = _CARS[rng.integers(len(_CARS))] + rng.uniform(-12, 12, 3)
+        _car(cv, xc, z, w, h, length, rgb, light)
+    front = light.lambert(0, 0, -1)
+    for _ in range(rng.poisson(3.5)):
+        i = int(rng.integers(2))
+        if rng.random() < 0.15:
+            x = rng.uniform(curb[0], curb[1])
+        else:
+            x = curb[i] + (2 * i - 1) * rng.uniform(0.3, max(st.walk[i] - 0.3, 0.4))
+        z, h = rng.uniform(2.5, min(st.length, 40.0)), rng.uniform(1.5, 1.95)
+        cv.rect(x - 0.26, x + 0.26, 0.0, 0.86 * h, z, PERSON, rng.uniform(20, 220, 3), front,
+                _person(x, h, rng.uniform(0.0, 0.35)))
+        skin = np.array([225, 180, 150]) * rng.uniform(0.45, 1.0)
+        r = 0.07 * h
+        cv.rect(x - r, x + r, 0.85 * h, h, z - 0.05, PERSON, skin, 1.0, _crown(x, h - r, r, r * 1.05, light))
+
+
+def _ground(cv: _Canvas, st: _Street, light: _Light, shadows: list, road_rgb, walk_rgb) -> None:
     """Road and sidewalks on the plane Y = 0 below the horizon, lane marks, curbs and shadows."""
     r0 = min(max(int(np.floor(cv.vh - 0.5)) + 1, 0), cv.h)
     gz = np.minimum(cv.f * cv.hc / np.maximum(cv.rows[r0:] - cv.vh, 1e-4), FAR_DEPTH)  # (gh, 1)
     x = (cv.cols[None] - cv.cx) * (gz / cv.f)  # (gh, W) lateral metres
-    ad = np.abs(x - np.float32(xr))
+    hw, (sx, sy, _) = st.hw, light.sun
+    ad = np.abs(x - np.float32(st.xr))
     road = ad < hw
     dashes = (gz / 9.0) % 1.0 < 0.45
     marks = road & (((ad < 0.08) & dashes) | (np.abs(ad - np.float32(hw - 0.3)) < 0.08))
     fac = np.where(marks, np.float32(2.6), np.where((ad >= hw) & (ad < hw + 0.25), np.float32(1.25), np.float32(1.0)))
     # Facades on the sunny side shade the ground out to height * tan(sun zenith angle).
-    s = 1.0 if sun[0] > 0 else -1.0
+    s = 1.0 if sx > 0 else -1.0
     edge = np.full(gz.shape, s * 1e9, np.float32)
     for side, za, zb, xf, hgt in shadows:
         if side == s:
-            edge[(gz >= za) & (gz < zb)] = xf - s * hgt * abs(sun[0]) / sun[1]
-    fac *= np.where(s * (x - edge) > 0, np.float32(ambient), np.float32(lit))
+            edge[(gz >= za) & (gz < zb)] = xf - s * hgt * abs(sx) / sy
+    fac *= np.where(s * (x - edge) > 0, np.float32(light.ambient), np.float32(light.lambert(0, 1, 0)))
     cv.z[r0:] = gz
     cv.inst[r0:] = np.where(road, np.int32(cv.instance(ROAD, road_rgb)), np.int32(cv.instance(SIDEWALK, walk_rgb)))
     cv.fac[r0:] = fac
