@@ -300,11 +300,11 @@ def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
     walk_rgb = np.array([160, 155, 150]) + rng.uniform(-25, 25, 3)
 
     # Buildings are planned before the ground is drawn because their shadows fall on it.
-    blocks, shadows = _buildings(cv, rng, st, light)
-    _ground(cv, st, light, shadows, road_rgb, walk_rgb)
+    blocks, shadows, crossings = _buildings(cv, rng, st, light)
+    _ground(cv, st, light, shadows, crossings, road_rgb, walk_rgb)
     for draw, args in blocks:
         draw(*args)
-    _furniture(cv, rng, st, light)
+    _furniture(cv, rng, st, light, crossings)
     _traffic(cv, rng, st, light)
 
     index = cv.inst.astype(np.uint8) if len(cv.classes) <= 256 else cv.inst
@@ -318,10 +318,11 @@ def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
     return {"image": image, "layout": layout, "depth": cv.z, "meta": meta}
 
 
-def _buildings(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) -> tuple[list, list]:
-    """Each side of the street is a run of blocks (own setback, height, facade) with gaps and
-    hedges. Returns the deferred draw calls and `(side, za, zb, facade x, height)` per block."""
-    blocks, shadows = [], []
+def _buildings(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) -> tuple[list, list, list]:
+    """Each side of the street is a run of blocks (own setback, height, facade) with hedges,
+    gaps and side streets. Returns the deferred draw calls, `(side, za, zb, facade x, height)`
+    per block (for shadows) and `(side, za, zb)` per side street."""
+    blocks, shadows, crossings = [], [], []
     front = light.lambert(0, 0, -1)
     for i, side in enumerate((-1, 1)):
         z = rng.uniform(-12.0, 4.0)
@@ -342,27 +343,33 @@ def _buildings(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light
                 rgb = np.array([70, 105, 45]) + rng.uniform(-15, 15, 3)
                 blocks.append((cv.side, (x, z, zb, 0.0, rng.uniform(0.8, 2.5), VEGETATION, rgb,
                                          light.lambert(-side, 0, 0))))
+            elif rng.random() < 0.7:  # a side street opens between the blocks
+                length = max(length, rng.uniform(7.0, 12.0) + 1.0)
+                crossings.append((side, z + 0.5, z + length - 0.5))
             z += length + rng.uniform(0.0, 6.0) * (rng.random() < 0.3)
     if st.length < FAR_DEPTH - 2:  # the street ends at a cross row of buildings
         rgb = _FACADES[rng.integers(len(_FACADES))] + rng.uniform(-18, 18, 3)
         hgt = rng.uniform(8.0, 30.0)
         blocks.append((cv.rect, (st.xr - 80, st.xr + 80, 0.0, hgt, st.length, BUILDING, rgb, front,
                                  _windows(rng, st.xr, hgt))))
-    return blocks, shadows
+    return blocks, shadows, crossings
 
 
-def _furniture(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) -> None:
-    """Poles (some with lamp arms) near the curbs and rows of trees on the sidewalks."""
+def _furniture(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light, crossings: list) -> None:
+    """Poles (some with lamp arms) near the curbs and rows of trees on the sidewalks, but not in
+    the mouths of side streets."""
     front = light.lambert(0, 0, -1)
     for i, side in enumerate((-1, 1)):
+        gaps = [(za - 1.0, zb + 1.0) for s, za, zb in crossings if s == side]
         if rng.random() < 0.8:
             z, x = rng.uniform(2.0, 12.0), st.curb[i] + side * 0.4
             grey = rng.uniform(90, 170) + rng.uniform(-10, 10, 3)
             while z < st.end:
-                hgt = rng.uniform(4.0, 9.0)
-                cv.rect(x - 0.1, x + 0.1, 0.0, hgt, z, POLE, grey, front, min_width=True)
-                if rng.random() < 0.5:
-                    cv.rect(*sorted((x, x - side * rng.uniform(1.0, 2.5))), hgt - 0.18, hgt, z, POLE, grey, front)
+                hgt, arm = rng.uniform(4.0, 9.0), rng.uniform(1.0, 2.5) * (rng.random() < 0.5)
+                if not any(za < z < zb for za, zb in gaps):
+                    cv.rect(x - 0.1, x + 0.1, 0.0, hgt, z, POLE, grey, front, min_width=True)
+                    if arm:  # a street lamp reaching over the road
+                        cv.rect(*sorted((x, x - side * arm)), hgt - 0.18, hgt, z, POLE, grey, front)
                 z += rng.uniform(10.0, 30.0)
         if rng.random() < 0.6:
             z, x = rng.uniform(2.0, 10.0), st.curb[i] + side * rng.uniform(0.6, 1.3)
@@ -370,11 +377,12 @@ def _furniture(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light
                 rx, trunk = rng.uniform(1.2, 2.6), rng.uniform(1.8, 3.0)
                 ry = rx * rng.uniform(0.8, 1.4)
                 bark = np.array([90, 70, 50]) + rng.uniform(-15, 15, 3)
-                cv.rect(x - 0.13, x + 0.13, 0.0, trunk + ry, z, VEGETATION, bark, front, min_width=True)
                 leaf = np.array([80, 120, 45]) + rng.uniform(-25, 25, 3)
                 xc = x + rng.uniform(-0.3, 0.3)
-                cv.rect(xc - rx, xc + rx, trunk, trunk + 2 * ry, z, VEGETATION, leaf, 1.0,
-                        _crown(xc, trunk + ry, rx, ry, light))
+                if not any(za - rx < z < zb + rx for za, zb in gaps):
+                    cv.rect(x - 0.13, x + 0.13, 0.0, trunk + ry, z, VEGETATION, bark, front, min_width=True)
+                    cv.rect(xc - rx, xc + rx, trunk, trunk + 2 * ry, z, VEGETATION, leaf, 1.0,
+                            _crown(xc, trunk + ry, rx, ry, light))
                 z += rng.uniform(6.0, 14.0)
 
 
@@ -408,7 +416,8 @@ def _traffic(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) 
         cv.rect(x - r, x + r, 0.85 * h, h, z - 0.05, PERSON, skin, 1.0, _crown(x, h - r, r, r * 1.05, light))
 
 
-def _ground(cv: _Canvas, st: _Street, light: _Light, shadows: list, road_rgb, walk_rgb) -> None:
+def _ground(cv: _Canvas, st: _Street, light: _Light, shadows: list, crossings: list, road_rgb,
+            walk_rgb) -> None:
     """Road and sidewalks on the plane Y = 0 below the horizon, lane marks, curbs and shadows."""
     r0 = min(max(int(np.floor(cv.vh - 0.5)) + 1, 0), cv.h)
     gz = np.minimum(cv.f * cv.hc / np.maximum(cv.rows[r0:] - cv.vh, 1e-4), FAR_DEPTH)  # (gh, 1)
@@ -416,6 +425,8 @@ def _ground(cv: _Canvas, st: _Street, light: _Light, shadows: list, road_rgb, wa
     hw, (sx, sy, _) = st.hw, light.sun
     ad = np.abs(x - np.float32(st.xr))
     road = ad < hw
+    for side, za, zb in crossings:
+        road |= ((gz >= za) & (gz < zb)) & (side * (x - np.float32(st.xr)) > 0)
     dashes = (gz / 9.0) % 1.0 < 0.45
     marks = road & (((ad < 0.08) & dashes) | (np.abs(ad - np.float32(hw - 0.3)) < 0.08))
     fac = np.where(marks, np.float32(2.6), np.where((ad >= hw) & (ad < hw + 0.25), np.float32(1.25), np.float32(1.0)))
