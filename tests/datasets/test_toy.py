@@ -103,8 +103,15 @@ def test_fog_makes_far_road_closer_to_the_fog_colour(scenes):
 
 
 def test_command_line_benchmark_and_grid(tmp_path, capsys):
+    import os
+
+    import torch
+
+    affinity = getattr(os, "sched_getaffinity", lambda pid: None)
+    cores, threads = affinity(0), torch.get_num_threads()
     assert main(["--benchmark", "--n", "3", "--height", "32", "--width", "64"]) == 0
     assert "triplets/s" in capsys.readouterr().out
+    assert affinity(0) == cores and torch.get_num_threads() == threads  # restored
     path = tmp_path / "grid.png"
     assert main(["--grid", str(path), "--n", "2", "--height", "32", "--width", "64"]) == 0
     import cv2
