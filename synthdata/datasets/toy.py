@@ -62,6 +62,36 @@ def scene_seed(split: str, index: int) -> int:
     return (SPLITS.index(split) + 1) << _SPLIT_SHIFT | index
 
 
+@dataclass(frozen=True)
+class _Light:
+    """Sun direction (unit vector towards the sun; X right, Y up, Z forward) and ambient share."""
+
+    sun: tuple[float, float, float]
+    ambient: float
+
+    def lambert(self, nx: float, ny: float, nz: float) -> float:
+        sx, sy, sz = self.sun
+        return self.ambient + (1.0 - self.ambient) * max(0.0, nx * sx + ny * sy + nz * sz)
+
+
+@dataclass(frozen=True)
+class _Street:
+    """Cross-section in metres (camera at X = 0): road centre, half width, sidewalk widths."""
+
+    xr: float
+    hw: float
+    walk: tuple[float, float]
+    length: float  # where a cross row of buildings closes the street (beyond FAR_DEPTH: open)
+
+    @property
+    def curb(self) -> tuple[float, float]:
+        return self.xr - self.hw, self.xr + self.hw
+
+    @property
+    def end(self) -> float:  # objects stand closer than this
+        return min(self.length, FAR_DEPTH - 2)
+
+
 class _Canvas:
     """Z-buffered raster of one scene: depth, an instance id per pixel (each instance has a class
     and a colour) and a factor for albedo pattern x lighting."""
@@ -239,36 +269,6 @@ def _crown(xc: float, yc: float, rx: float, ry: float, light: _Light) -> Pattern
         return rho2 < 1.0, lit, -rx * nz
 
     return pattern
-
-
-@dataclass(frozen=True)
-class _Light:
-    """Sun direction (unit vector towards the sun; X right, Y up, Z forward) and ambient share."""
-
-    sun: tuple[float, float, float]
-    ambient: float
-
-    def lambert(self, nx: float, ny: float, nz: float) -> float:
-        sx, sy, sz = self.sun
-        return self.ambient + (1.0 - self.ambient) * max(0.0, nx * sx + ny * sy + nz * sz)
-
-
-@dataclass(frozen=True)
-class _Street:
-    """Cross-section in metres (camera at X = 0): road centre, half width, sidewalk widths."""
-
-    xr: float
-    hw: float
-    walk: tuple[float, float]
-    length: float  # where a cross row of buildings closes the street (beyond FAR_DEPTH: open)
-
-    @property
-    def curb(self) -> tuple[float, float]:
-        return self.xr - self.hw, self.xr + self.hw
-
-    @property
-    def end(self) -> float:  # objects stand closer than this
-        return min(self.length, FAR_DEPTH - 2)
 
 
 def render_scene(seed: int, height: int, width: int) -> dict[str, Any]:
