@@ -302,9 +302,10 @@ class SampleStream(IterableDataset):
 
 
 def collate(samples: list[dict[str, Any]], with_depth: bool) -> dict[str, Any]:
-    """Samples -> the public batch: image float32 (B, 3, H, W) in [0, 1], layout int64
-    (B, H, W), depth float32 (B, 1, H, W). In a DataLoader worker the tensors are made
-    directly in shared memory, as torch's default_collate does, to save a copy."""
+    """Samples -> a compact batch: image uint8 (B, 3, H, W), layout uint8 or int32 (B, H, W),
+    depth float32 (B, 1, H, W). In a DataLoader worker the arrays are stacked straight into
+    shared memory; `finish_batch` makes the public dtypes in the main process (sending uint8
+    instead of float32 and int64 moves ~4x fewer bytes between processes)."""
     shapes = {s["image"].shape for s in samples}
     if len(shapes) > 1:
         keys = [s["meta"].get("key") for s in samples[:4]]
@@ -313,21 +314,31 @@ def collate(samples: list[dict[str, Any]], with_depth: bool) -> dict[str, Any]:
     shared = get_worker_info() is not None
     count, (height, width, _) = len(samples), shapes.pop()
 
-    def empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
-        out = torch.empty(shape, dtype=dtype)
-        return out.share_memory_() if shared else out
+    def stack(arrays: list[np.ndarray], dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        out = torch.empty((count, *shape), dtype=dtype)
+        if shared:
+            out.share_memory_()
+        target = out.numpy()
+        for i, array in enumerate(arrays):
+            np.copyto(target[i], array, casting="unsafe")
+        return out
 
-    images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2)
-    image = torch.div(images, 255.0, out=empty(count, 3, height, width, dtype=torch.float32))
-    layout = empty(count, height, width, dtype=torch.int64)
-    layout.copy_(torch.from_numpy(np.stack([s["layout"] for s in samples])))
-    batch = {"image": image, "layout": layout, "source": [s["meta"]["source"] for s in samples],
-             "key": [str(s["meta"].get("key")) for s in samples]}
+    wide = any(s["layout"].dtype != np.uint8 and s["layout"].max(initial=0) > 255 for s in samples)
+    batch = {
+        "image": stack([s["image"].transpose(2, 0, 1) for s in samples], torch.uint8, (3, height, width)),
+        "layout": stack([s["layout"] for s in samples], torch.int32 if wide else torch.uint8, (height, width)),
+        "source": [s["meta"]["source"] for s in samples],
+        "key": [str(s["meta"].get("key")) for s in samples],
+    }
     if with_depth:
-        depth = empty(count, 1, height, width, dtype=torch.float32)
-        depth.copy_(torch.from_numpy(np.stack([s["depth"] for s in samples]))[:, None])
-        batch["depth"] = depth
+        batch["depth"] = stack([s["depth"][None] for s in samples], torch.float32, (1, height, width))
     return batch
+
+
+def finish_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """Compact batch -> image float32 (B, 3, H, W) in [0, 1], layout int64 (B, H, W)."""
+    # contiguous uint8 -> float is a fast vectorised pass; the channel transpose was done in the worker
+    return dict(batch, image=batch["image"].float().div_(255.0), layout=batch["layout"].long())
 
 
 class ShardLoader(DataLoader):
@@ -349,6 +360,7 @@ class ShardLoader(DataLoader):
         self.stream.epoch = self._epoch  # non-persistent workers get a fresh copy with this epoch
         self._epoch += 1
         for batch in super().__iter__():
+            batch = finish_batch(batch)
             yield (batch["image"], batch["layout"]) if self.as_tuple else batch
 
 
