@@ -120,8 +120,9 @@ class _Canvas:
         np.copyto(self.fac[ys, xs], fac, where=m)
 
     def rect(self, x0: float, x1: float, y0: float, y1: float, z: float, cls: int, rgb,
-             shade: float, pattern: Pattern | None = None, min_width: bool = False) -> None:
-        """A camera-facing rectangle at depth `z`, world extent [x0, x1] x [y0, y1] metres."""
+             shade: float, pattern: Pattern | None = None, min_width: bool = False, bulge: float = 0.0) -> None:
+        """A camera-facing rectangle at depth `z`, world extent [x0, x1] x [y0, y1] metres;
+        `bulge` bounds how far the pattern's depth offsets come towards the camera."""
         if z <= NEAR:
             return
         k = self.f / z
@@ -134,6 +135,8 @@ class _Canvas:
         r1 = math.ceil(self.vh + k * (self.hc - y0) - 0.5)
         c0, c1, r0, r1 = max(c0, 0), min(c1, self.w), max(r0, 0), min(r1, self.h)
         if c1 <= c0 or r1 <= r0:
+            return
+        if self.z[r0:r1, c0:c1].max() <= z - bulge:  # hidden behind nearer things: skip the pattern
             return
         keep, fac, depth = None, shade, np.float32(z)
         if pattern is not None:
@@ -382,7 +385,7 @@ def _furniture(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light
                 if not any(za - rx < z < zb + rx for za, zb in gaps):
                     cv.rect(x - 0.13, x + 0.13, 0.0, trunk + ry, z, VEGETATION, bark, front, min_width=True)
                     cv.rect(xc - rx, xc + rx, trunk, trunk + 2 * ry, z, VEGETATION, leaf, 1.0,
-                            _crown(xc, trunk + ry, rx, ry, light))
+                            _crown(xc, trunk + ry, rx, ry, light), bulge=rx)
                 z += rng.uniform(6.0, 14.0)
 
 
@@ -413,7 +416,7 @@ def _traffic(cv: _Canvas, rng: np.random.Generator, st: _Street, light: _Light) 
                 _person(x, h, rng.uniform(0.0, 0.35)))
         skin = np.array([225, 180, 150]) * rng.uniform(0.45, 1.0)
         r = 0.07 * h
-        cv.rect(x - r, x + r, 0.85 * h, h, z - 0.05, PERSON, skin, 1.0, _crown(x, h - r, r, r * 1.05, light))
+        cv.rect(x - r, x + r, 0.85 * h, h, z - 0.05, PERSON, skin, 1.0, _crown(x, h - r, r, r * 1.05, light), bulge=r)
 
 
 def _ground(cv: _Canvas, st: _Street, light: _Light, shadows: list, crossings: list, road_rgb,
