@@ -1,9 +1,8 @@
-"""The procedural toy street world: seeded (layout, depth, image) triplets with no download.
+"""The procedural toy street world (recipe=toy): seeded (layout, depth, image) triplets, no download.
 
-A pinhole camera looks down a street: ground plane (road, sidewalk), facades, trees, poles, cars
-and people, z-buffered so nearer things occlude farther ones. Image colours depend on class,
-instance, sun shading and depth (fog), so depth really helps image synthesis. `python -m
-synthdata.datasets.toy --benchmark` measures triplets/s; `--grid PATH` writes a picture.
+A pinhole camera looks down a street of z-buffered road, sidewalks, facades, poles, trees, cars and
+people; colours depend on class, instance, sun shading and fog, so depth helps image synthesis.
+`python -m synthdata.datasets.toy --benchmark` measures triplets/s, `--grid PATH` draws scenes.
 """
 
 from __future__ import annotations
