@@ -95,27 +95,37 @@ def _config(cls: type, arch: dict) -> Any:
     return cls(**{k: v for k, v in arch.items() if k in names})
 
 
+def _checked_build(arch: dict, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """Model errors (unknown arch, a size the architecture cannot make) as recipe errors."""
+    try:
+        return build()
+    except ValueError as e:
+        raise ConfigError(f"stages.{arch['stage']} (arch={arch.get('arch')!r}, "
+                          f"{arch['height']}x{arch['width']}): {e}") from e
+
+
 def build_generator(arch: dict) -> torch.nn.Module:
+    """The stage's generator, rebuilt from an architecture record (see `stage_arch`)."""
     from synthdata import models
 
     if arch["stage"] == "layout":
-        return models.build_layout_generator(
+        return _checked_build(arch, lambda: models.build_layout_generator(
             _config(LayoutStageConfig, arch), num_classes=arch["num_classes"],
-            height=arch["height"], width=arch["width"])
-    return models.build_conditional_generator(
+            height=arch["height"], width=arch["width"]))
+    return _checked_build(arch, lambda: models.build_conditional_generator(
         _config(SpadeStageConfig, arch), cond_channels=arch["cond_channels"],
-        out_channels=arch["out_channels"], height=arch["height"], width=arch["width"])
+        out_channels=arch["out_channels"], height=arch["height"], width=arch["width"]))
 
 
 def build_discriminator(arch: dict) -> torch.nn.Module:
     from synthdata import models
 
     if arch["stage"] == "layout":
-        return models.build_layout_critic(
+        return _checked_build(arch, lambda: models.build_layout_critic(
             _config(LayoutStageConfig, arch), num_classes=arch["num_classes"],
-            height=arch["height"], width=arch["width"])
-    return models.build_conditional_discriminator(
-        _config(SpadeStageConfig, arch), in_channels=arch["cond_channels"] + arch["out_channels"])
+            height=arch["height"], width=arch["width"]))
+    return _checked_build(arch, lambda: models.build_conditional_discriminator(
+        _config(SpadeStageConfig, arch), in_channels=arch["cond_channels"] + arch["out_channels"]))
 
 
 # --------------------------------------------------------------------------------------------

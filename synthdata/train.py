@@ -7,15 +7,16 @@ rerunning the same command resumes from the newest complete checkpoint.
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: sibling modules (inspect.py) must not shadow stdlib
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import dataclasses
 import shutil
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch

@@ -19,7 +19,7 @@ from synthdata.config import ConfigError, load_recipe
 from synthdata.datasets.base import READERS, DatasetReader, register_reader
 from synthdata.pipeline import stage_checkpoint
 from synthdata.runtime import resolve_mixed_precision
-from synthdata.train import main, train_stage
+from synthdata.train import _diffaugment, main, train_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,8 +160,10 @@ def test_bad_input_errors(tmp_path, capsys):
     assert "no depth stage" in capsys.readouterr().err
     assert main(base + ["stage=image", "data.has_depth=false"]) == 2
     assert "stages.image.use_depth=false" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="unknown layout generator arch"):
-        run(tmp_path, "layout", 1, "stages.layout.arch=gan9000")
+    assert main(base + ["stage=layout", "stages.layout.arch=gan9000"]) == 2
+    assert "unknown layout generator arch 'gan9000'; valid: dcgan, style" in capsys.readouterr().err
+    assert main(base + ["stage=image", "data.height=33"]) == 2
+    assert "stages.image" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         resolve_mixed_precision("fp16", "cpu")
     assert resolve_mixed_precision(False, "cpu") == "no"
@@ -175,6 +177,18 @@ def test_trains_from_real_data_shards(tmp_path):
     ckpt, _ = stage_checkpoint(tmp_path / "run", "depth")
     assert summary["step"] == 2 and ckpt["classes"]["classes"] == ["sky", "road", "box"]
     assert 49 < ckpt["arch"]["max_depth"] < 60  # 1.1 x the stub world's 50 m (1 mm steps in depth.png)
+
+
+def test_depth_normalisation_round_trip_and_diffaugment_setting():
+    depth = torch.tensor([[[[0.0, 0.5, 10.0, 80.0, float("nan")]]]])
+    norm, mask = stages.normalize_depth(depth, 80.0)
+    assert mask.tolist() == [[[[0, 1, 1, 1, 0]]]] and norm.min() >= -1 and norm.max() <= 1
+    back = stages.denormalize_depth(norm, 80.0)
+    torch.testing.assert_close(back[mask.bool()], depth[mask.bool()], rtol=1e-5, atol=1e-5)
+    assert _diffaugment("auto", 16) and not _diffaugment("auto", 5000) and not _diffaugment("auto", None)
+    assert _diffaugment("on", None) and not _diffaugment("off", 16)
+    with pytest.raises(ConfigError, match="auto, on or off"):
+        _diffaugment("sometimes", 16)
 
 
 def test_image_stage_without_depth_uses_layout_only(tmp_path):
