@@ -1,0 +1,112 @@
+"""Production throughput: generation alone, generation + shard writing with and without overlap,
+in fp32 and bf16 autocast.
+
+    python tools/bench_produce.py [run_dir=DIR] [num_samples=256] [batch_size=32] [shard_size=64]
+        [precisions=no,bf16] [encode_workers=2] [recipe=toy] [key.sub=value ...]
+
+Without `run_dir`, stages with random weights at the recipe's size are used (speed does not
+depend on the weights). Prints one line per configuration and the best overlap speed-up.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from synthdata.config import Recipe, parse_command_line, recipe_to_dict  # noqa: E402
+from synthdata.layout_sources import GeneratedLayouts  # noqa: E402
+from synthdata.produce import ShardGenerator, produce_shards, shard_sizes  # noqa: E402
+from synthdata.quality_controls import QualityControls  # noqa: E402
+
+ARGUMENTS = {"run_dir": None, "num_samples": 256, "batch_size": 32, "shard_size": 64,
+             "precisions": "no,bf16", "encode_workers": 2}
+
+
+def random_run_dir(recipe: Recipe, folder: Path) -> Path:
+    """Stage checkpoints with random weights, so the benchmark needs no training."""
+    from synthdata import stages
+    from synthdata.checkpoint import portable_checkpoint, save_atomic
+    from synthdata.datasets.base import ClassInfo
+    from synthdata.palette import default_palette
+
+    names = tuple(recipe.data.classes or [f"class{i}" for i in range(8)])
+    classes = ClassInfo(names, default_palette(len(names)), recipe.data.ignore_index)
+    torch.manual_seed(0)
+    for stage in stages.STAGES:
+        arch = stages.stage_arch(stage, recipe, num_classes=len(names), use_depth=True, max_depth=80.0)
+        model = stages.build_generator(arch)
+        save_atomic(
+            portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=0,
+                                recipe=recipe_to_dict(recipe), classes=classes, arch=arch),
+            folder / "checkpoints" / stage / "latest.pt",
+        )
+    return folder
+
+
+class NullWriter:
+    """Accepts shards and drops them: measures generation alone."""
+
+    def is_complete(self, index: int) -> bool:
+        return False
+
+    def write_shard(self, index: int, samples: list) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+
+def measure(pipeline, recipe: Recipe, sizes: list[int], batch_size: int, writer, overlap: bool) -> float:
+    generator = ShardGenerator(
+        pipeline, GeneratedLayouts(pipeline), QualityControls(num_classes=pipeline.classes.num_classes),
+        seed=recipe.seed, prefix="bench", batch_size=batch_size, device=pipeline.device,
+    )
+    generator.generate(0, min(batch_size, sizes[0]))  # warm-up: lazy init, allocator, kernels
+    start = time.perf_counter()
+    stats = produce_shards(generator, writer, list(enumerate(sizes)), overlap=overlap, progress=False)
+    return stats["samples"] / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from synthdata.pipeline import load_pipeline
+    from synthdata.shards import ShardWriter
+
+    recipe, args = parse_command_line(sys.argv[1:] if argv is None else argv, ARGUMENTS)
+    sizes = shard_sizes(int(args["num_samples"]), int(args["shard_size"]))
+    batch_size = int(args["batch_size"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"bench_produce: {recipe.data.height}x{recipe.data.width}, {sum(sizes)} samples in {len(sizes)} shards, "
+          f"batch {batch_size}, device {device}, torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(args["run_dir"]) if args["run_dir"] else random_run_dir(recipe, Path(tmp) / "run")
+        results = {}
+        for precision in str(args["precisions"]).split(","):
+            pipeline = load_pipeline(run_dir, device=device, autocast=precision == "bf16")
+            rows = {"generate only": (NullWriter(), True), "write, serial": (None, False),
+                    "write, overlapped": (None, True)}
+            for name, (writer, overlap) in rows.items():
+                out = Path(tmp) / f"shards-{precision}-{overlap}-{name[:5]}"
+                if writer is None:
+                    writer = ShardWriter(out, prefix="bench", shard_size=int(args["shard_size"]),
+                                         classes=pipeline.classes, recipe=recipe_to_dict(recipe),
+                                         depth_scale=pipeline.depth_scale,
+                                         encode_workers=int(args["encode_workers"]))
+                rate = measure(pipeline, recipe, sizes, batch_size, writer, overlap)
+                if hasattr(writer, "close"):
+                    writer.close()
+                results[(precision, name)] = rate
+                print(f"  {precision:>4}  {name:<18} {rate:8.1f} samples/s")
+        for precision in str(args["precisions"]).split(","):
+            gain = results[(precision, "write, overlapped")] / results[(precision, "write, serial")]
+            print(f"  {precision}: overlapped writing is {gain:.2f}x the serial rate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
