@@ -144,7 +144,9 @@ class ShardGenerator:
                 out["image"][c].float(),
                 out["layout"][c],
                 None if out.get("depth") is None else out["depth"][c].float(),
-                {**meta, "seed": seeds[c], "copy_of": sample_key(self.prefix, shard, position)},
+                # the variant's own image was not re-segmented: no fidelity score for it
+                {**{k: v for k, v in meta.items() if k != "fidelity"}, "seed": seeds[c],
+                 "copy_of": sample_key(self.prefix, shard, position)},
             )
             for c in range(count)
         ]

@@ -286,3 +286,42 @@ def test_two_processes_write_the_same_bytes_as_one(run_dir, tmp_path):
     two = shard_hashes(tmp_path / "two")
     assert len(two) == 3 and two == shard_hashes(tmp_path / "one")
     assert read_manifest(tmp_path / "two")["num_samples"] == 10
+
+
+def test_produce_with_segmenter_fidelity_and_hardness(run_dir, tmp_path):
+    """`load_segmenter` wiring: fidelity scores recorded and thresholded, hard layouts copied."""
+    import webdataset as wds
+
+    from synthdata.checkpoint import portable_checkpoint, save_atomic
+    from synthdata.config import SegModelConfig
+    from synthdata.segmenters import build_segmenter, segmenter_arch
+
+    cfg = SegModelConfig(arch="unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
+    torch.manual_seed(0)
+    model = build_segmenter(cfg, num_classes=C)
+    path = save_atomic(
+        portable_checkpoint(kind="segmenter", model=model.state_dict(), step=1, recipe={}, classes=CLASSES,
+                            arch=segmenter_arch(cfg)),
+        tmp_path / "segmenter.pt",
+    )
+    out = tmp_path / "scored"
+    code = produce(run_dir, f"produce.out={out}", "produce.num_samples=4", f"produce.fidelity_segmenter={path}",
+                   "produce.fidelity_threshold=0.01", f"produce.hardness_segmenter={path}",
+                   "produce.hardness_max_copies=2")
+    assert code == 0
+    samples = list(wds.WebDataset(str(out / "synth-000000.tar"), shardshuffle=False))
+    metas = [json.loads(s["json"]) for s in samples]
+    originals = [m for m in metas if "copy_of" not in m]
+    assert len(originals) == 4 and all(m["fidelity"] >= 0.01 and 0 <= m["hardness"] <= 1 for m in originals)
+    # a random segmenter errs on most pixels: hardness > 0.5 gives every layout a second image
+    copies = [m for m in metas if "copy_of" in m]
+    assert len(copies) == sum(m["hardness"] >= 0.5 for m in originals)
+    assert all("fidelity" not in m for m in copies)
+    assert read_manifest(out)["num_samples"] == len(samples)
+
+
+def test_console_script_runs_produce(tmp_path, capsys):
+    from synthdata.cli import main as cli
+
+    assert cli(["produce", f"run_dir={tmp_path}"]) == 2
+    assert "stage=layout" in capsys.readouterr().err
