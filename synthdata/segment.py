@@ -7,20 +7,24 @@ resumable checkpoints under RUN_DIR/checkpoints/segmenter; the run ends with RUN
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
-import time
-from dataclasses import MISSING
-from pathlib import Path
-from typing import Any
 
 if __name__ == "__main__" and not __package__:
     # `accelerate launch synthdata/segment.py` puts synthdata/ first on sys.path, where our
-    # module names (config, data, ...) would shadow others; import the package from its root.
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
+    # module names (inspect, config, data, ...) would shadow the standard library's; import the
+    # package from its root instead, before anything else is imported.
+    import os.path
+
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from dataclasses import MISSING  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -210,7 +214,14 @@ def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     progress = load_training_state(accelerator, ckpt_dir) or {}
     start = int(progress.get("step", 0))
     history: list[dict[str, Any]] = progress.get("history", [])
-    counts: dict[str, int] = progress.get("source_counts", {})
+    # samples seen per source, summed over processes when saved: only one process carries them on
+    counts: dict[str, int] = dict(progress.get("source_counts", {})) if accelerator.is_main_process else {}
+
+    def total_counts() -> dict[str, int]:
+        names = [s.name for s in sources]
+        local = torch.tensor([counts.get(n, 0) for n in names], dtype=torch.int64, device=device)
+        summed = accelerator.reduce(local, "sum") if accelerator.num_processes > 1 else local
+        return {n: int(v) for n, v in zip(names, summed.tolist()) if v}
 
     loss_filter = None
     if seg.synthetic_filter == "loss":
@@ -235,7 +246,7 @@ def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
 
     def checkpoint(step: int) -> Path:
         path = ckpt_dir / "latest.pt"
-        state = {"step": step, "history": history, "source_counts": counts}
+        state = {"step": step, "history": history, "source_counts": total_counts()}
         save_training_state(accelerator, ckpt_dir, state)
         if accelerator.is_main_process:
             weights = accelerator.unwrap_model(model).state_dict()
@@ -288,7 +299,7 @@ def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     if loss_filter is not None:
         data_info["synthetic"]["filter"] = loss_filter.summary(classes, accelerator)
     return {"metrics": metrics, "classes": classes, "checkpoint": path, "steps": step, "start": start,
-            "seconds": seconds, "history": history, "source_counts": counts, "data": data_info,
+            "seconds": seconds, "history": history, "source_counts": total_counts(), "data": data_info,
             "window": window, "val_images": len(val),
             "final_loss": float(last["loss"].item()) if last else None}
 

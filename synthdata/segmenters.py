@@ -124,7 +124,29 @@ def build_segmenter(cfg: SegModelConfig, *, num_classes: int) -> Segmenter:
         raise ConfigError(f"cannot build seg.model {arch}/{cfg.encoder} with {kwargs}: {e}") from e
     if cfg.encoder_weights is not None:
         load_encoder_weights(model.encoder, cfg.encoder_weights)
-    return Segmenter(model, num_classes=num_classes)
+    segmenter = Segmenter(model, num_classes=num_classes)
+    freeze_unused(segmenter)
+    return segmenter
+
+
+def freeze_unused(model: nn.Module) -> list[str]:
+    """Stop gradients to parameters the forward pass never uses (e.g. resnet stages beyond
+    `encoder_depth`, which smp keeps): DistributedDataParallel fails on them otherwise."""
+    size = 2 * getattr(model, "multiple", 32)
+    was_training = model.training
+    model.eval()  # batch-norm statistics stay untouched by the probe
+    try:
+        model(torch.rand(2, 3, size, size)).sum().backward()
+    except (RuntimeError, ValueError):  # models that need other input sizes: leave them alone
+        return []
+    finally:
+        model.train(was_training)
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in model.named_parameters():
+        p.grad = None
+        if name in unused:
+            p.requires_grad_(False)
+    return unused
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
