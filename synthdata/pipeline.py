@@ -70,6 +70,14 @@ class Pipeline:
             )
         return self.generators[stage]
 
+    def generator(self, stage: str) -> tuple[torch.nn.Module, dict]:
+        """(generator in eval mode, its arch record) of a trained stage; untrained raises."""
+        return self._stage(stage)
+
+    def noise(self, stage: str, seeds: list[int]) -> torch.Tensor | None:
+        """The noise (B, z_dim) that `stage` draws for `seeds` (None: the stage takes none)."""
+        return self._noise(self._stage(stage)[1], list(seeds))
+
     def _noise(self, arch: dict, seeds: list[int]) -> torch.Tensor | None:
         z_dim = int(arch.get("z_dim") or 0)
         if not z_dim:
@@ -78,9 +86,11 @@ class Pipeline:
         z = [torch.randn(z_dim, generator=torch_generator(int(s), sid)) for s in seeds]
         return torch.stack(z).to(self.device)
 
-    def _run(self, stage: str, cond: torch.Tensor | None, seeds: list[int]) -> torch.Tensor:
+    def _run(self, stage: str, cond: torch.Tensor | None, seeds: list[int],
+             z: torch.Tensor | None = None) -> torch.Tensor:
         G, arch = self._stage(stage)
-        inp = stages.StageInputs(cond, cond, None, self._noise(arch, seeds))
+        z = self._noise(arch, seeds) if z is None else z.to(self.device, torch.float32)
+        inp = stages.StageInputs(cond, cond, None, z)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = stages.generate(arch, G, inp)
         return decode_output(arch, out.float())
@@ -91,17 +101,24 @@ class Pipeline:
         return self._run("layout", None, list(seeds))
 
     @torch.inference_mode()
-    def from_layouts(self, layouts: torch.Tensor, seeds: list[int]) -> dict[str, torch.Tensor | None]:
+    def layouts_from_z(self, z: torch.Tensor) -> torch.Tensor:
+        """Given layout noise z (B, z_dim) -> layouts (B, H, W) int64 (interpolation, inversion)."""
+        return self._run("layout", None, [0] * len(z), z)
+
+    @torch.inference_mode()
+    def from_layouts(self, layouts: torch.Tensor, seeds: list[int],
+                     noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor | None]:
         """Layouts (B, H, W) long -> {"layout", "depth": (B, H, W) float32 metres or None,
-        "image": (B, 3, H, W) float32 in [0, 1]}, tensors on the pipeline's device."""
-        seeds = list(seeds)
+        "image": (B, 3, H, W) float32 in [0, 1]}, tensors on the pipeline's device. `noise` may
+        give a stage's z (B, z_dim) ("depth", "image") instead of drawing it from the seeds."""
+        seeds, noise = list(seeds), dict(noise or {})
         layouts = torch.as_tensor(layouts).to(self.device).long()
         if layouts.dim() != 3 or layouts.shape[0] != len(seeds):
             raise ValueError(f"layouts must be (B, H, W) with B = len(seeds) = {len(seeds)}, got {tuple(layouts.shape)}")
         if tuple(layouts.shape[1:]) != (self.height, self.width):
             raise ValueError(f"layouts are {tuple(layouts.shape[1:])}, the generators make {(self.height, self.width)}")
         onehot = stages.one_hot(layouts, self.classes.num_classes)
-        depth = self._run("depth", onehot, seeds) if self.has_depth else None
+        depth = self._run("depth", onehot, seeds, noise.get("depth")) if self.has_depth else None
         _, image_arch = self._stage("image")
         cond = onehot
         if image_arch.get("use_depth"):
@@ -109,7 +126,7 @@ class Pipeline:
                 self._stage("depth")  # raises, naming the command
             norm, _ = stages.normalize_depth(depth[:, None], image_arch["max_depth"])
             cond = torch.cat([onehot, norm], 1)
-        image = self._run("image", cond, seeds)
+        image = self._run("image", cond, seeds, noise.get("image"))
         return {"layout": layouts, "depth": depth, "image": image}
 
     def sample(self, seeds: list[int]) -> dict[str, torch.Tensor | None]:
