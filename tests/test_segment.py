@@ -218,3 +218,15 @@ def test_evaluating_a_checkpoint_for_other_classes_fails(tmp_path, tiny_toy_over
                        tmp_path / "seg.pt")
     code = miou_cli.main(["recipe=toy", *tiny_toy_overrides, f"checkpoint={path}"])
     assert code == 2 and "trained for classes ['a', 'b', 'c']" in capsys.readouterr().err
+
+
+def test_real_data_from_shards(tmp_path, tiny_toy_overrides, synthetic_shards, capsys):
+    shards, _, _ = synthetic_shards
+    run = tmp_path / "real-shards"
+    base = ["recipe=toy", *tiny_toy_overrides, *TINY_SEG, "seg.val_every=0", "seg.checkpoint_every=0",
+            f"run_dir={run}", "seg.steps=2", f"seg.real={shards}"]
+    assert segment_main(base) == 0
+    info = json.loads((run / "report" / "report.json").read_text())["info"]
+    assert info["source_counts"] == {"real": 8} and info["data_sources"]["real"] == {"shards": shards}
+    assert segment_main(base + ["seg.real_fraction=0.5"]) == 2  # subsets select from the reader
+    assert "seg.real_fraction" in capsys.readouterr().err
