@@ -255,8 +255,11 @@ class SampleStream(IterableDataset):
         sample["layout"] = layout
         if self.with_depth:
             depth = sample.get("depth")
-            depth = np.zeros(layout.shape, np.float32) if depth is None else np.nan_to_num(
-                np.asarray(depth, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            if depth is None:
+                depth = np.zeros(layout.shape, np.float32)
+            elif src.reader is not None:  # shard depth comes from uint16: always finite
+                depth = np.asarray(depth, np.float32)
+                depth = np.where(np.isfinite(depth), depth, np.float32(0))  # unknown is 0 in batches
             sample["depth"] = depth
         sample["meta"]["source"] = src.name
         return sample

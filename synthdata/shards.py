@@ -151,7 +151,7 @@ def decode_sample(raw: dict[str, Any], *, depth_scale: float | None = None) -> d
     if raw.get("depth.png") is not None:
         scale = depth_scale if depth_scale is not None else float(meta.get("depth_scale", 0.001))
         steps = _imdecode(raw["depth.png"], cv2.IMREAD_UNCHANGED, f"{where} depth")
-        sample["depth"] = steps.astype(np.float32) * np.float32(scale)
+        sample["depth"] = np.multiply(steps, np.float32(scale), dtype=np.float32)
     sample["meta"].update(key=key, url=url)
     return sample
 

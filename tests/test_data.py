@@ -9,6 +9,7 @@ import re
 import tarfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -208,3 +209,19 @@ def test_docs_loader_snippets_run_as_written(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "docs/loader.md", "exec"), namespace)
     assert isinstance(namespace["loss"], torch.Tensor) and namespace["logits"].shape == (4, 3, 32, 64)
+
+
+def test_loader_benchmark_runs(monkeypatch, capsys):
+    import runpy
+    import sys
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_loader.py"
+    monkeypatch.setattr(sys, "argv", [str(tool), "--num", "8", "--height", "32", "--width", "64", "--workers", "0",
+                                      "--batch-size", "4", "--shard-size", "4", "--passes", "1", "--rounds", "1"])
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        runpy.run_path(str(tool), run_name="__main__")
+    finally:  # the tool pins threads for itself; give them back to the other tests
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+    assert re.search(r"loader benchmark: 8 samples 32x64.*shards [\d.]+ samples/s.*ratio [\d.]+x", capsys.readouterr().out)

@@ -6,12 +6,13 @@ Both loaders decode the same PNG bytes, apply the same augmentation (synthdata.d
 SampleTransform) and return the same batch format; the folder loader is a plain torch Dataset
 (three files per sample, float tensors made in the workers, persistent workers) as a typical
 trainer would write it.
-Prints samples/s of each, their ratio and the peak RSS of each loader (main + workers).
+Prints samples/s and CPU ms per sample of each, their ratio, and peak memory (PSS, main + workers).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import tempfile
 import threading
@@ -93,25 +94,34 @@ class FolderDataset(Dataset):
                 "depth": torch.from_numpy(s["depth"])[None], "key": key}
 
 
-class PeakRSS:
-    """Peak resident memory of this process and its children (DataLoader workers), polled."""
+def _pss(process: psutil.Process) -> int:
+    """Proportional set size: forked workers share pages with the parent, so summing RSS would
+    count the shared pages once per process."""
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return process.memory_info().rss
 
-    def __init__(self, interval: float = 0.05):
+
+class PeakMemory:
+    """Peak memory (PSS) of this process and its children (DataLoader workers), polled."""
+
+    def __init__(self, interval: float = 0.1):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
 
     def _poll(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = me.memory_info().rss
+            total = _pss(me)
             for child in me.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
+                    total += _pss(child)
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> "PeakMemory":
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
         return self
@@ -134,11 +144,11 @@ def cpu_seconds() -> float:
 
 
 def measure(loader, passes: int) -> tuple[float, int, float]:
-    """(samples/s, peak RSS, CPU ms per sample) over `passes` epochs after a warm-up epoch
+    """(samples/s, peak PSS, CPU ms per sample) over `passes` epochs after a warm-up epoch
     (page cache, worker start). CPU time per sample is robust to other jobs on the machine."""
     for _ in loader:
         pass
-    with PeakRSS() as rss:
+    with PeakMemory() as rss:
         start, cpu, count = time.perf_counter(), cpu_seconds(), 0
         for _ in range(passes):
             for batch in loader:
@@ -167,23 +177,29 @@ def main() -> None:
         write_shards(samples, root / "shards", args.shard_size)
         write_folder(samples, root / "folder")
         del samples
-        shards = make_loader(str(root / "shards"), batch_size=args.batch_size, augment=True, with_depth=True,
-                             epoch_length=args.num, num_workers=args.workers, seed=0)
-        folder = DataLoader(FolderDataset(root / "folder"), batch_size=args.batch_size, shuffle=True,
-                            num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
+        loaders = {
+            "shards": lambda: make_loader(str(root / "shards"), batch_size=args.batch_size, augment=True,
+                                          with_depth=True, epoch_length=args.num, num_workers=args.workers, seed=0),
+            "folder": lambda: DataLoader(FolderDataset(root / "folder"), batch_size=args.batch_size, shuffle=True,
+                                         num_workers=args.workers, drop_last=True,
+                                         persistent_workers=args.workers > 0),
+        }
         results: dict[str, list[tuple[float, int, float]]] = {"shards": [], "folder": []}
         for _ in range(args.rounds):
-            for name, loader in (("shards", shards), ("folder", folder)):
+            for name, build in loaders.items():
+                loader = build()
                 rate, peak, cpu = measure(loader, args.passes)
-                print(f"  {name}: {rate:.1f} samples/s, {cpu:.2f} CPU ms/sample, peak RSS {peak / 2**20:.0f} MiB")
+                del loader  # stops its persistent workers, so the next memory and CPU counts are its own
+                gc.collect()
+                print(f"  {name}: {rate:.1f} samples/s, {cpu:.2f} CPU ms/sample, peak PSS {peak / 2**20:.0f} MiB")
                 results[name].append((rate, peak, cpu))
     best = {name: max(runs) for name, runs in results.items()}  # the least disturbed round
     cpu = {name: min(r[2] for r in runs) for name, runs in results.items()}
     (s_rate, s_rss, _), (f_rate, f_rss, _) = best["shards"], best["folder"]
     print(f"loader benchmark: {args.num} samples {args.height}x{args.width}, {args.workers} workers, "
           f"batch {args.batch_size}, {os.cpu_count()} CPUs (load avg {os.getloadavg()[0]:.1f}): "
-          f"shards {s_rate:.1f} samples/s ({cpu['shards']:.2f} CPU ms/sample, peak RSS {s_rss / 2**20:.0f} MiB), "
-          f"folder {f_rate:.1f} samples/s ({cpu['folder']:.2f} CPU ms/sample, peak RSS {f_rss / 2**20:.0f} MiB), "
+          f"shards {s_rate:.1f} samples/s ({cpu['shards']:.2f} CPU ms/sample, peak PSS {s_rss / 2**20:.0f} MiB), "
+          f"folder {f_rate:.1f} samples/s ({cpu['folder']:.2f} CPU ms/sample, peak PSS {f_rss / 2**20:.0f} MiB), "
           f"ratio {s_rate / f_rate:.2f}x (CPU per sample {cpu['folder'] / cpu['shards']:.2f}x)")
 
 if __name__ == "__main__":
