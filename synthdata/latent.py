@@ -134,7 +134,7 @@ def invert_layouts(generator: torch.nn.Module, targets: torch.Tensor, *, z_dim: 
     if starts < 1 or steps < 0:
         raise ValueError(f"need starts >= 1 and steps >= 0, got starts={starts}, steps={steps}")
     device = next(generator.parameters()).device
-    targets = targets.to(device).long()
+    targets = targets.to(device).long().clone()  # a normal tensor even if made in inference mode
     chunk = max(1, min(chunk or starts, starts))
     was_training = generator.training
     flags = [p.requires_grad for p in generator.parameters()]
