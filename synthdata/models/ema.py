@@ -44,10 +44,10 @@ class EMA:
         model = unwrap(model)
         params = dict(model.named_parameters())
         for name, value in self.module.named_parameters():
-            value.lerp_(params[name].detach().to(value.dtype), 1.0 - self.decay)
+            value.lerp_(params[name].detach().to(value.device, value.dtype), 1.0 - self.decay)
         buffers = dict(model.named_buffers())
         for name, value in self.module.named_buffers():
-            value.copy_(buffers[name])
+            value.copy_(buffers[name])  # copy_ also moves across devices
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
