@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONDITIONAL_DISCRIMINATORS", "CONDITIONAL_GENERATORS", "EMA", "LAYOUT_CRITICS",
-    "LAYOUT_GENERATORS", "build_conditional_discriminator", "build_conditional_generator",
-    "build_layout_critic", "build_layout_generator", "base_grid", "diff_augment",
-    "nearest_valid_sizes", "straight_through_onehot",
+    "LAYOUT_GENERATORS", "DCGANGenerator", "LayoutCritic", "MultiscaleDiscriminator",
+    "PatchGANDiscriminator", "SPADEGenerator", "StyleLayoutGenerator", "UNetGenerator",
+    "base_grid", "build_conditional_discriminator", "build_conditional_generator",
+    "build_layout_critic", "build_layout_generator", "diff_augment", "nearest_valid_sizes",
+    "straight_through_onehot",
 ]
 
 

@@ -37,7 +37,7 @@ def straight_through_onehot(
     if not hard:
         return soft.to(logits.dtype)
     index = soft.argmax(dim=1)
-    onehot = F.one_hot(index, x.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
+    onehot = F.one_hot(index, x.shape[1]).movedim(-1, 1).to(soft.dtype)
     # `soft - soft.detach()` is exactly zero in the forward pass (x - x == 0 in IEEE arithmetic),
     # so the output stays exactly one-hot, unlike `onehot - soft.detach() + soft`.
     return (onehot + (soft - soft.detach())).to(logits.dtype)
