@@ -10,16 +10,18 @@ discriminator's adversarial loss on it. Reports before and after, plus their com
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import MISSING
 from pathlib import Path
-from typing import Any
 
 if __name__ == "__main__" and not __package__:
-    # `accelerate launch synthdata/refine.py`: import the package from its root, not siblings
+    # `accelerate launch synthdata/refine.py` puts synthdata/ first on sys.path, where sibling
+    # modules (inspect.py, ...) would shadow the standard library: import from the root instead
     _here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
+
+import time
+from dataclasses import MISSING
+from typing import Any
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
