@@ -160,13 +160,13 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
                              max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth))
     seed_step(recipe.seed, stages.STAGE_IDS[stage])  # reproducible initial weights
     G, D = stages.build_generator(arch), stages.build_discriminator(arch)
-    ema = EMA(G, cfg.ema_decay)
     stage_cfg = getattr(recipe.stages, stage)
     opt_g = torch.optim.Adam(G.parameters(), lr=stage_cfg.lr_g, betas=tuple(stage_cfg.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=stage_cfg.lr_d, betas=tuple(stage_cfg.betas))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
-    accelerator.register_for_checkpointing(ema)
     G_plain, D_plain = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
+    ema = EMA(G_plain, cfg.ema_decay)  # after prepare: the average lives on the training device
+    accelerator.register_for_checkpointing(ema)
     if main_proc:
         print(f"{stage}: generator {type(G_plain).__name__} {format_count(count_parameters(G_plain))} params, "
               f"critic {type(D_plain).__name__} {format_count(count_parameters(D_plain))} params, "
