@@ -52,6 +52,10 @@ def _fmt(value: Any, scale: float = 100.0) -> str:
     return f"{value * scale:.1f}"
 
 
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> Path:
     """Row-normalised confusion matrix (rows: ground truth) as a PNG."""
     plt = _plt()
@@ -184,8 +188,13 @@ def _markdown(title: str, metrics: dict[str, Any], names: list[str], info: dict[
     if protocol:
         lines += ["## Protocol", ""] + [f"- {k}: {v}" for k, v in protocol.items()] + [""]
     summary = {k: v for k, v in info.items() if k != "protocol" and not isinstance(v, (dict, list))}
-    if summary:
-        lines += ["## Run", ""] + [f"- {k}: {v}" for k, v in summary.items()] + [""]
+    # flat mappings (versions, samples per source, filtered fractions) read well as one line
+    flat = {k: v for k, v in info.items() if k != "protocol" and isinstance(v, dict) and v
+            and not any(isinstance(x, (dict, list)) for x in v.values())}
+    if summary or flat:
+        lines += ["## Run", ""] + [f"- {k}: {v}" for k, v in summary.items()]
+        lines += [f"- {k}: " + ", ".join(f"{a}={_short(b)}" for a, b in v.items()) for k, v in flat.items()]
+        lines.append("")
     for caption, name in pictures.items():
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
     lines.append("All numbers, the recipe and versions are in report.json.")

@@ -31,6 +31,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from synthdata.config import ConfigError, Recipe, SegConfig  # noqa: E402
 from synthdata.datasets.base import ClassInfo, DatasetError, DatasetReader  # noqa: E402
+from synthdata.metrics.miou_cli import eval_reader, eval_window  # noqa: E402
 from synthdata.seeding import derive_seed, numpy_rng  # noqa: E402
 
 
@@ -113,28 +114,6 @@ def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[st
     return [real, synth], info
 
 
-def eval_reader(recipe: Recipe, split: str) -> DatasetReader:
-    """`split` of the recipe's dataset at the evaluation resolution (eval.height/width)."""
-    from synthdata.datasets.base import make_reader
-
-    data = dataclasses.replace(recipe.data, height=recipe.eval.height or recipe.data.height,
-                               width=recipe.eval.width or recipe.data.width)
-    reader = make_reader(data, split)
-    if len(reader) == 0:
-        raise DatasetError(f"{recipe.data.reader}: evaluation split '{split}' is empty")
-    return reader
-
-
-def eval_window(recipe: Recipe) -> tuple[int, int] | None:
-    if not recipe.eval.sliding_window:
-        return None
-    window = recipe.eval.window or ([recipe.seg.crop_height, recipe.seg.crop_width]
-                                    if recipe.seg.crop_height and recipe.seg.crop_width else None)
-    if not window or len(window) != 2:
-        raise ConfigError("eval.sliding_window needs eval.window=[H, W] (or seg.crop_height/width)")
-    return int(window[0]), int(window[1])
-
-
 # --------------------------------------------------------------------------------------------
 # Optimisation
 # --------------------------------------------------------------------------------------------
@@ -178,130 +157,161 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_inde
 # --------------------------------------------------------------------------------------------
 
 
-def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
-    """Train (or resume) the segmenter of `recipe` in `run_dir`; returns the final report's data."""
-    from tqdm.auto import tqdm
+class SegmentationRun:
+    """One segmenter training run in `run_dir`: model, optimiser, data, checkpoints, validation.
 
-    from synthdata.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.config import recipe_to_dict, recipe_to_yaml
-    from synthdata.data import Source, make_loader
-    from synthdata.metrics.miou import evaluate_segmenter
-    from synthdata.runtime import load_training_state, save_training_state, seed_step
-    from synthdata.segmenters import LossFilter, build_segmenter, class_mean_loss, load_segmenter, segmenter_arch
+    `run()` trains (or resumes) to `seg.steps` and returns what the final report needs.
+    """
 
-    seg, device = recipe.seg, accelerator.device
-    val = eval_reader(recipe, recipe.data.val_split)  # checked first: an empty split stops early
-    classes, ignore = val.classes, val.classes.ignore_index
-    sources, data_info = data_sources(recipe, classes)
-    window = eval_window(recipe)
-    crop = (seg.crop_height, seg.crop_width) if seg.crop_height and seg.crop_width else None
-    ckpt_dir = run_dir / "checkpoints" / "segmenter"
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "segment_recipe.yaml").write_text(recipe_to_yaml(recipe))
+    def __init__(self, recipe: Recipe, run_dir: Path, accelerator):
+        from synthdata.runtime import load_training_state
+        from synthdata.segmenters import build_segmenter
 
-    model = build_segmenter(seg.model, num_classes=classes.num_classes)
-    optimizer = make_optimizer(model.parameters(), seg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(seg.schedule, s, seg.steps))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)  # not prepared: it must step once per step
-    dice = None
-    if seg.dice:
-        from segmentation_models_pytorch.losses import DiceLoss
+        self.recipe, self.seg, self.accelerator, self.device = recipe, recipe.seg, accelerator, accelerator.device
+        self.val = eval_reader(recipe, recipe.data.val_split)  # first: an empty split stops early
+        self.classes, self.ignore = self.val.classes, self.val.classes.ignore_index
+        self.sources, self.data_info = data_sources(recipe, self.classes)
+        self.window = eval_window(recipe)
+        seg = self.seg
+        self.crop = (seg.crop_height, seg.crop_width) if seg.crop_height and seg.crop_width else None
+        self.run_dir, self.ckpt_dir = run_dir, run_dir / "checkpoints" / "segmenter"
+        model = build_segmenter(seg.model, num_classes=self.classes.num_classes)
+        optimizer = make_optimizer(model.parameters(), seg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(seg.schedule, s, seg.steps))
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)  # not prepared: one step per step
+        self.dice = None
+        if seg.dice:
+            from segmentation_models_pytorch.losses import DiceLoss
 
-        dice = DiceLoss("multiclass", from_logits=True, ignore_index=ignore)
+            self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=self.ignore)
+        progress = load_training_state(accelerator, self.ckpt_dir) or {}
+        self.start = int(progress.get("step", 0))
+        self.history: list[dict[str, Any]] = progress.get("history", [])
+        # samples per source, summed over processes when saved: one process carries them on
+        self.counts: dict[str, int] = dict(progress.get("source_counts", {})) if accelerator.is_main_process else {}
+        self.loss_filter = self._loss_filter()
 
-    progress = load_training_state(accelerator, ckpt_dir) or {}
-    start = int(progress.get("step", 0))
-    history: list[dict[str, Any]] = progress.get("history", [])
-    # samples seen per source, summed over processes when saved: only one process carries them on
-    counts: dict[str, int] = dict(progress.get("source_counts", {})) if accelerator.is_main_process else {}
+    def _loss_filter(self):
+        from synthdata.data import make_loader
+        from synthdata.segmenters import LossFilter, class_mean_loss, load_segmenter
 
-    def total_counts() -> dict[str, int]:
-        names = [s.name for s in sources]
-        local = torch.tensor([counts.get(n, 0) for n in names], dtype=torch.int64, device=device)
-        summed = accelerator.reduce(local, "sum") if accelerator.num_processes > 1 else local
+        seg = self.seg
+        if seg.synthetic_filter == "none":
+            return None
+        if seg.synthetic_filter != "loss":
+            raise ConfigError(f"seg.synthetic_filter must be none or loss, got {seg.synthetic_filter!r}")
+        if not seg.filter_segmenter or "synthetic" not in self.data_info:
+            raise ConfigError("seg.synthetic_filter=loss needs seg.filter_segmenter=CKPT and seg.synthetic")
+        judge, _ = load_segmenter(seg.filter_segmenter, expected=self.classes, device=self.device)
+        real = make_loader(dataclasses.replace(self.sources[0], weight=1.0), batch_size=seg.batch_size,
+                           augment=False, shuffle=False, crop=self.crop)
+        means = class_mean_loss(judge, real, num_classes=self.classes.num_classes, ignore_index=self.ignore,
+                                accelerator=self.accelerator)
+        return LossFilter(judge, means, k=seg.filter_k, ignore_index=self.ignore)
+
+    def total_counts(self) -> dict[str, int]:
+        names = [s.name for s in self.sources]
+        local = torch.tensor([self.counts.get(n, 0) for n in names], dtype=torch.int64, device=self.device)
+        summed = self.accelerator.reduce(local, "sum") if self.accelerator.num_processes > 1 else local
         return {n: int(v) for n, v in zip(names, summed.tolist()) if v}
 
-    loss_filter = None
-    if seg.synthetic_filter == "loss":
-        if not seg.filter_segmenter or "synthetic" not in data_info:
-            raise ConfigError("seg.synthetic_filter=loss needs seg.filter_segmenter=CKPT and seg.synthetic")
-        judge, _ = load_segmenter(seg.filter_segmenter, expected=classes, device=device)
-        real_eval = make_loader(dataclasses.replace(sources[0], weight=1.0), batch_size=seg.batch_size,
-                                augment=False, shuffle=False, crop=crop)
-        means = class_mean_loss(judge, real_eval, num_classes=classes.num_classes, ignore_index=ignore,
-                                accelerator=accelerator)
-        loss_filter = LossFilter(judge, means, k=seg.filter_k, ignore_index=ignore)
-    elif seg.synthetic_filter != "none":
-        raise ConfigError(f"seg.synthetic_filter must be none or loss, got {seg.synthetic_filter!r}")
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One optimiser step on a loader batch; returns the losses (detached)."""
+        images = batch["image"].to(self.device, non_blocking=True)
+        target = batch["layout"].to(self.device, non_blocking=True)
+        for name in batch["source"]:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        if self.loss_filter is not None:
+            synthetic = torch.tensor([s == "synthetic" for s in batch["source"]], device=self.device)
+            target = self.loss_filter(images, target, synthetic)
+        with self.accelerator.autocast():
+            logits = self.model(images)
+        losses = segmentation_loss(logits, target, ignore_index=self.ignore, dice=self.dice)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(losses["loss"])
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: v.detach() for k, v in losses.items()}
 
-    def validate(step: int, keep: int = 0) -> dict[str, Any]:
-        loader = make_loader(Source(reader=val, name="val"), batch_size=recipe.eval.batch_size,
+    def validate(self, step: int, keep: int = 0) -> dict[str, Any]:
+        from synthdata.data import Source, make_loader
+        from synthdata.metrics.miou import evaluate_segmenter
+
+        loader = make_loader(Source(reader=self.val, name="val"), batch_size=self.recipe.eval.batch_size,
                              augment=False, shuffle=False)
-        out = evaluate_segmenter(model, loader, num_classes=classes.num_classes, ignore_index=ignore,
-                                 accelerator=accelerator, window=window, keep_examples=keep)
-        history.append({"step": step, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"]})
+        out = evaluate_segmenter(self.model, loader, num_classes=self.classes.num_classes, ignore_index=self.ignore,
+                                 accelerator=self.accelerator, window=self.window, keep_examples=keep)
+        self.history.append({"step": step, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"]})
         return out
 
-    def checkpoint(step: int) -> Path:
-        path = ckpt_dir / "latest.pt"
-        state = {"step": step, "history": history, "source_counts": total_counts()}
-        save_training_state(accelerator, ckpt_dir, state)
-        if accelerator.is_main_process:
-            weights = accelerator.unwrap_model(model).state_dict()
+    def checkpoint(self, step: int) -> Path:
+        """Accelerate state (resume) + portable latest.pt (sampling, evaluation), both atomic."""
+        from synthdata.checkpoint import portable_checkpoint, save_atomic
+        from synthdata.config import recipe_to_dict
+        from synthdata.runtime import save_training_state
+        from synthdata.segmenters import segmenter_arch
+
+        path = self.ckpt_dir / "latest.pt"
+        save_training_state(self.accelerator, self.ckpt_dir,
+                            {"step": step, "history": self.history, "source_counts": self.total_counts()})
+        if self.accelerator.is_main_process:
+            weights = self.accelerator.unwrap_model(self.model).state_dict()
             save_atomic(portable_checkpoint(kind="segmenter", model=weights, step=step,
-                                            recipe=recipe_to_dict(recipe), classes=classes,
-                                            arch=segmenter_arch(seg.model)), path)
-        accelerator.wait_for_everyone()
+                                            recipe=recipe_to_dict(self.recipe), classes=self.classes,
+                                            arch=segmenter_arch(self.seg.model)), path)
+        self.accelerator.wait_for_everyone()
         return path
 
-    started, step, last = time.time(), start, {}
-    if start < seg.steps:
-        loader = make_loader(sources, batch_size=seg.batch_size, augment=True, shuffle=True,
-                             epoch_length=(seg.steps - start) * seg.batch_size, num_workers=seg.num_workers,
-                             seed=derive_seed(recipe.seed, start), crop=crop)
-        bar = tqdm(total=seg.steps, initial=start, desc="segment", unit="step",
-                   disable=not accelerator.is_main_process)
-        model.train()
-        for batch in loader:
-            seed_step(recipe.seed, step)
-            images = batch["image"].to(device, non_blocking=True)
-            target = batch["layout"].to(device, non_blocking=True)
-            for name in batch["source"]:
-                counts[name] = counts.get(name, 0) + 1
-            if loss_filter is not None:
-                synthetic = torch.tensor([s == "synthetic" for s in batch["source"]], device=device)
-                target = loss_filter(images, target, synthetic)
-            with accelerator.autocast():
-                logits = model(images)
-            last = segmentation_loss(logits, target, ignore_index=ignore, dice=dice)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(last["loss"])
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss'].item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-            if seg.val_every and step % seg.val_every == 0 and step < seg.steps:
-                bar.write(f"step {step}: val mIoU {100 * validate(step)['miou']:.1f}%")
-                model.train()
-            if seg.checkpoint_every and step % seg.checkpoint_every == 0 and step < seg.steps:
-                checkpoint(step)
-            if step >= seg.steps:
-                break
-        bar.close()
+    def run(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        from synthdata.config import recipe_to_yaml
+        from synthdata.data import make_loader
+        from synthdata.runtime import seed_step
+
+        seg, accelerator = self.seg, self.accelerator
+        if accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "segment_recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+        started, step, last = time.time(), self.start, {}
         if step < seg.steps:
-            raise DatasetError(f"the training stream ended after {step} of {seg.steps} steps")
-    seconds = time.time() - started
-    metrics = validate(step, keep=8)  # before the checkpoint, so its history includes this one
-    path = checkpoint(step)
-    if loss_filter is not None:
-        data_info["synthetic"]["filter"] = loss_filter.summary(classes, accelerator)
-    return {"metrics": metrics, "classes": classes, "checkpoint": path, "steps": step, "start": start,
-            "seconds": seconds, "history": history, "source_counts": total_counts(), "data": data_info,
-            "window": window, "val_images": len(val),
-            "final_loss": float(last["loss"].item()) if last else None}
+            loader = make_loader(self.sources, batch_size=seg.batch_size, augment=True, shuffle=True,
+                                 epoch_length=(seg.steps - step) * seg.batch_size, num_workers=seg.num_workers,
+                                 seed=derive_seed(self.recipe.seed, step), crop=self.crop)
+            bar = tqdm(total=seg.steps, initial=step, desc="segment", unit="step",
+                       disable=not accelerator.is_main_process)
+            self.model.train()
+            for batch in loader:
+                seed_step(self.recipe.seed, step)
+                last = self.train_step(batch)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss'].item():.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
+                if seg.val_every and step % seg.val_every == 0 and step < seg.steps:
+                    bar.write(f"step {step}: val mIoU {100 * self.validate(step)['miou']:.1f}%")
+                    self.model.train()
+                if seg.checkpoint_every and step % seg.checkpoint_every == 0 and step < seg.steps:
+                    self.checkpoint(step)
+                if step >= seg.steps:
+                    break
+            bar.close()
+            if step < seg.steps:
+                raise DatasetError(f"the training stream ended after {step} of {seg.steps} steps")
+        seconds = time.time() - started
+        metrics = self.validate(step, keep=8)  # before the checkpoint, so its history has it
+        path = self.checkpoint(step)
+        if self.loss_filter is not None:
+            self.data_info["synthetic"]["filter"] = self.loss_filter.summary(self.classes, accelerator)
+        return {"metrics": metrics, "classes": self.classes, "checkpoint": path, "steps": step,
+                "start": self.start, "seconds": seconds, "history": self.history,
+                "source_counts": self.total_counts(), "data": self.data_info, "window": self.window,
+                "final_loss": float(last["loss"].item()) if last else None}
+
+
+def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
+    """Train (or resume) the segmenter of `recipe` in `run_dir`; returns the final report's data."""
+    return SegmentationRun(recipe, run_dir, accelerator).run()
 
 
 def write_segment_report(recipe: Recipe, run_dir: Path, result: dict[str, Any], accelerator) -> Path:
@@ -316,6 +326,9 @@ def write_segment_report(recipe: Recipe, run_dir: Path, result: dict[str, Any], 
                  "train_seconds": round(result["seconds"], 1), "final_loss": result["final_loss"],
                  "batch_size": seg.batch_size, "source_counts": result["source_counts"],
                  "data_sources": result["data"], "history": result["history"]})
+    synthetic = result["data"].get("synthetic") or {}
+    if "filter" in synthetic:  # FreeMask: the share of synthetic pixels ignored, per class
+        info["synthetic_ignored_fraction"] = synthetic["filter"]["ignored_fraction"]
     kind = "real + synthetic" if seg.synthetic_ratio > 0 else "real only"
     title = f"{recipe.name}: {seg.model.arch}-{seg.model.encoder}, {kind}, {result['steps']} steps"
     json_path, _ = write_report(run_dir / "report", title=title, metrics=result["metrics"],

@@ -171,6 +171,8 @@ def test_mixing_ratio_and_loss_filter(tmp_path, tiny_toy_overrides, synthetic_sh
     assert filt["k"] == 1.0 and set(filt["class_mean_loss"]) == set(classes.names)
     # with k = 1 some synthetic pixels are above their class mean and get ignored, never all
     assert 0.0 < filt["ignored_fraction_total"] < 1.0
+    md = (run / "report" / "report.md").read_text()
+    assert "synthetic_ignored_fraction: road=" in md and "source_counts: real=" in md
 
 
 def test_synthetic_only_stream(tmp_path, tiny_toy_overrides, synthetic_shards):

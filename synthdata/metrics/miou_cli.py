@@ -6,13 +6,15 @@ image or sliding window), across all processes, and writes report.json / report.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
-from synthdata.config import Recipe
+from synthdata.config import ConfigError, Recipe
+from synthdata.datasets.base import DatasetError, DatasetReader
 
 
 def sha256_file(path: str | Path) -> str:
@@ -32,6 +34,28 @@ def versions() -> dict[str, str]:
 
     return {"synthdata": synthdata.__version__, "torch": torch.__version__, "smp": smp.__version__,
             "accelerate": accelerate.__version__}
+
+
+def eval_reader(recipe: Recipe, split: str) -> DatasetReader:
+    """`split` of the recipe's dataset at the evaluation resolution (eval.height/width)."""
+    from synthdata.datasets.base import make_reader
+
+    data = dataclasses.replace(recipe.data, height=recipe.eval.height or recipe.data.height,
+                               width=recipe.eval.width or recipe.data.width)
+    reader = make_reader(data, split)
+    if len(reader) == 0:
+        raise DatasetError(f"{recipe.data.reader}: evaluation split '{split}' is empty")
+    return reader
+
+
+def eval_window(recipe: Recipe) -> tuple[int, int] | None:
+    if not recipe.eval.sliding_window:
+        return None
+    window = recipe.eval.window or ([recipe.seg.crop_height, recipe.seg.crop_width]
+                                    if recipe.seg.crop_height and recipe.seg.crop_width else None)
+    if not window or len(window) != 2:
+        raise ConfigError("eval.sliding_window needs eval.window=[H, W] (or seg.crop_height/width)")
+    return int(window[0]), int(window[1])
 
 
 def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: int,
@@ -71,7 +95,6 @@ def _main(argv: list[str]) -> int:
     from synthdata.metrics.miou import evaluate_segmenter
     from synthdata.report import write_report
     from synthdata.runtime import make_accelerator
-    from synthdata.segment import eval_reader, eval_window
     from synthdata.segmenters import load_segmenter
 
     recipe, args = parse_command_line(argv, {"checkpoint": MISSING, "split": None, "out": None})
