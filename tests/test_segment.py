@@ -98,6 +98,20 @@ def test_real_fraction_subset_is_fixed_and_deterministic(tiny_toy_overrides):
     assert subset_reader(reader, fraction=0.25, seed=4).items != a.items
 
 
+def test_real_subset_file_lists_sample_ids(tmp_path, tiny_toy_overrides):
+    from synthdata.datasets.base import DatasetError
+
+    reader = make_reader(load_recipe("toy", tiny_toy_overrides).data, "train")
+    ids = [reader[i]["meta"]["id"] for i in (5, 2)]
+    listing = tmp_path / "ids.txt"
+    listing.write_text("\n".join(ids) + "\n")
+    sub = subset_reader(reader, ids_file=str(listing))
+    assert [sub[i]["meta"]["id"] for i in range(len(sub))] == sorted(ids)
+    listing.write_text("no-such-sample\n")
+    with pytest.raises(DatasetError, match="no-such-sample"):
+        subset_reader(reader, ids_file=str(listing))
+
+
 def write_shards(out, classes: ClassInfo, samples) -> str:
     from synthdata.shards import ShardWriter
 
