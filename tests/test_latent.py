@@ -40,15 +40,15 @@ def calibrate(G: torch.nn.Module, z_dim: int, logit_scale: float = 50.0) -> None
         G.to_logits.weight.mul_(logit_scale)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A run dir with all three stages (toy classes, so real toy layouts can be inverted)."""
-    run = tmp_path_factory.mktemp("run")
-    recipe = load_recipe("toy", TINY)
+def write_run(run: Path, use_depth: bool = True) -> Path:
+    """A run dir with the stages as train.py saves them (toy classes, so real toy layouts can be
+    inverted); without depth: layout and image stages only."""
+    extra = [] if use_depth else ["data.has_depth=false", "stages.image.use_depth=false"]
+    recipe = load_recipe("toy", TINY + extra)
     classes = toy_classes()
-    for name in stages.STAGES:
+    for name in stages.STAGES if use_depth else ("layout", "image"):
         torch.manual_seed(stages.STAGE_IDS[name])
-        arch = stages.stage_arch(name, recipe, num_classes=classes.num_classes, use_depth=True,
+        arch = stages.stage_arch(name, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                                  max_depth=None if name == "layout" else 80.0)
         G = stages.build_generator(arch)
         if name == "layout":
@@ -58,6 +58,11 @@ def run_dir(tmp_path_factory) -> Path:
         save_atomic(ckpt, run / "checkpoints" / name / "latest.pt")
     (run / "recipe.yaml").write_text(recipe_to_yaml(recipe))  # the tool reads the run's recipe
     return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return write_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +168,14 @@ def test_tool_walks_a_path_through_several_seeds(tool, run_dir, tmp_path):
     assert tool.main([f"run_dir={run_dir}", "seeds=1,2,3", "steps=3", "mode=lerp", f"out={tmp_path}"]) == 0
     with Image.open(tmp_path / "seeds-1-2-3-lerp.gif") as gif:
         assert gif.n_frames == 5  # 3 + 3 frames, the shared middle once
+
+
+def test_tool_on_a_run_without_depth_leaves_depth_out(tool, tmp_path):
+    run = write_run(tmp_path / "run", use_depth=False)
+    assert tool.main([f"run_dir={run}", "seeds=0,1", "steps=3", f"out={tmp_path}"]) == 0
+    assert np.asarray(Image.open(tmp_path / "seeds-0-1-slerp.png")).shape == (2 * 32 + 2, 3 * 64 + 2 * 2, 3)
+    with Image.open(tmp_path / "seeds-0-1-slerp.gif") as gif:
+        assert gif.n_frames == 3 and gif.size == (2 * 64 + 2, 32 + 3)  # image | layout
 
 
 @pytest.mark.parametrize("arg, message", [("seeds=3", "at least two seeds"), ("mode=cubic", "Valid modes"),

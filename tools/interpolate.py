@@ -30,7 +30,7 @@ from synthdata.entry import run_main  # noqa: E402
 from synthdata.imageops import resize_labels  # noqa: E402
 from synthdata.latent import INTERPOLATIONS, chain_codes, interpolate_chain, invert_layouts  # noqa: E402
 from synthdata.palette import colorize  # noqa: E402
-from synthdata.visualize import BLANK_GREY, depth_to_rgb, image_grid, write_png  # noqa: E402
+from synthdata.visualize import depth_to_rgb, image_grid, write_png  # noqa: E402
 
 ARGUMENTS = {"run_dir": dataclasses.MISSING, "seeds": None, "steps": 8, "mode": "slerp", "invert": None,
              "out": None, "starts": 64, "invert_steps": 100, "lr": 0.01, "duration_ms": 150,
@@ -100,16 +100,14 @@ def walk(pipe, codes: dict[str, torch.Tensor], *, steps: int, mode: str) -> dict
 
 
 def frame_panels(frames: dict[str, torch.Tensor | None], classes: ClassInfo) -> dict[str, list[np.ndarray]]:
-    """uint8 (H, W, 3) pictures per frame: {"layout", "depth", "image"}. Depth colours share one
+    """uint8 (H, W, 3) pictures per frame: {"layout", "image", "depth" (if any)}. Depth colours share one
     scale over all frames (per-frame scaling would make the colours flicker along the walk)."""
     layouts = frames["layout"].cpu().numpy()
     images = (frames["image"].float().cpu().permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
     panels = {"layout": [colorize(v, classes.palette, classes.ignore_index) for v in layouts],
               "image": list(images)}
     n, w = len(layouts), layouts.shape[2]
-    if frames.get("depth") is None:
-        panels["depth"] = [np.full_like(images[0], BLANK_GREY)] * n
-    else:
+    if frames.get("depth") is not None:
         wide = depth_to_rgb(np.concatenate(list(frames["depth"].float().cpu().numpy()), axis=1))
         panels["depth"] = [wide[:, i * w:(i + 1) * w] for i in range(n)]
     return panels
@@ -118,16 +116,17 @@ def frame_panels(frames: dict[str, torch.Tensor | None], classes: ClassInfo) -> 
 def write_walk(frames: dict[str, torch.Tensor | None], classes: ClassInfo, out: Path, stem: str,
                duration_ms: int) -> tuple[Path, Path]:
     """`stem.png` (rows layout / depth / image, a column per frame) and `stem.gif` (one frame per
-    step: image | layout | depth above a progress bar)."""
+    step: image | layout | depth above a progress bar); runs without depth leave depth out."""
     from PIL import Image
 
     panels = frame_panels(frames, classes)
-    rows = ("layout", "depth", "image") if frames.get("depth") is not None else ("layout", "image")
+    has_depth = frames.get("depth") is not None
+    rows = ("layout", "depth", "image") if has_depth else ("layout", "image")
     n = len(panels["image"])
     png = write_png(image_grid([p for r in rows for p in panels[r]], ncols=n, pad=GAP), out / f"{stem}.png")
     gif_frames = []
     for i in range(n):
-        row = image_grid([panels["image"][i], panels["layout"][i], panels["depth"][i]], ncols=3, pad=GAP)
+        row = image_grid([panels[k][i] for k in ("image", "layout", "depth")[: 2 + has_depth]], ncols=3, pad=GAP)
         bar = np.full((BAR, row.shape[1], 3), 255, np.uint8)
         bar[:, : round(row.shape[1] * i / max(n - 1, 1))] = (40, 40, 40)
         gif_frames.append(Image.fromarray(np.concatenate([row, bar])))
