@@ -138,16 +138,15 @@ def _distributed() -> tuple[int, int]:
 
 class SampleStream(IterableDataset):
     """The per-worker pipeline: pick raw samples for this (rank, worker), shuffle, decode,
-    augment, batch. Yields batches of numpy-backed tensors (uint8 images; see ShardLoader)."""
+    augment, batch. Yields compact batches (see `collate`); ShardLoader finishes them."""
 
     def __init__(self, sources: list[ResolvedSource], *, batch_size: int, augment: bool, shuffle: bool,
                  epoch_length: int | None, seed: int, with_depth: bool, tolerate_errors: bool,
-                 rank: int, world_size: int, shuffle_buffer: int, crop: tuple[int, int] | None,
-                 ignore_index: int):
+                 rank: int, world_size: int, shuffle_buffer: int, crop: tuple[int, int] | None):
         self.sources, self.batch_size, self.augment, self.shuffle = sources, batch_size, augment, shuffle
         self.epoch_length, self.seed, self.with_depth = epoch_length, seed, with_depth
         self.tolerate_errors, self.rank, self.world_size = tolerate_errors, rank, world_size
-        self.shuffle_buffer, self.crop, self.ignore_index = shuffle_buffer, crop, ignore_index
+        self.shuffle_buffer, self.crop = shuffle_buffer, crop
         self.epoch = 0
         self.errors = 0
         self._live: Iterator[dict[str, Any]] | None = None  # the endless training stream
@@ -424,7 +423,6 @@ def make_loader(
         resolved, batch_size=batch_size, augment=augment, shuffle=shuffle, epoch_length=epoch_length,
         seed=seed, with_depth=with_depth, tolerate_errors=tolerate_errors, rank=rank,
         world_size=world_size, shuffle_buffer=shuffle_buffer, crop=crop,
-        ignore_index=classes.ignore_index if classes else 255,
     )
     return ShardLoader(stream, num_workers=num_workers, as_tuple=as_tuple, classes=classes)
 
