@@ -90,6 +90,21 @@ def test_all_ignore_batch_gives_zero_loss_not_nan():
     assert out["loss"].item() == 0.0
 
 
+def test_dice_term_ignores_unlabelled_pixels():
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    dice = DiceLoss("multiclass", from_logits=True, ignore_index=255)
+    logits = torch.randn(2, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 8, 8))
+    target[:, :2] = 255
+    out = segmentation_loss(logits, target, ignore_index=255, dice=dice)
+    assert out["loss"].item() == pytest.approx(out["ce"].item() + out["dice"].item())
+    changed = logits.clone()
+    changed[:, :, :2] = torch.randn(2, 4, 2, 8) * 10  # only ignored pixels differ
+    again = segmentation_loss(changed, target, ignore_index=255, dice=dice)
+    assert again["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-5)
+
+
 def test_real_fraction_subset_is_fixed_and_deterministic(tiny_toy_overrides):
     reader = make_reader(load_recipe("toy", tiny_toy_overrides).data, "train")
     a = subset_reader(reader, fraction=0.25, seed=3)
