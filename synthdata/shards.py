@@ -70,10 +70,12 @@ def encode_sample(
     jpeg_quality: int = 95,
     depth_scale: float = 0.001,
     sixteen_bit: bool = False,
+    classes: ClassInfo | None = None,
 ) -> dict[str, Any]:
     """A sample of the data contract -> `{"__key__": str, "image.png": bytes, "layout.png": ...,
     "depth.png": ..., "json": ...}`. Depth is stored as uint16 `round(depth / depth_scale)`,
     0 for unknown (NaN or <= 0), saturated at 65535. The meta records `depth_scale`.
+    With `classes`, labels other than 0..C-1 and ignore_index are refused.
     """
     meta = dict(sample.get("meta") or {})
     key = safe_key(key if key is not None else meta.get("id", ""))
@@ -88,6 +90,11 @@ def encode_sample(
     limit = 65535 if sixteen_bit else 255
     if layout.size and (int(layout.min()) < 0 or int(layout.max()) > limit):
         raise ShardError(f"sample {key}: layout values outside 0..{limit}")
+    if classes is not None and layout.size and int(layout.max()) >= classes.num_classes:
+        bad = np.unique(layout[(layout >= classes.num_classes) & (layout != classes.ignore_index)])
+        if bad.size:
+            raise ShardError(f"sample {key}: labels {bad[:10].tolist()} are not among the {classes.num_classes} "
+                             f"classes nor ignore_index {classes.ignore_index}")
     png = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
     bgr = np.ascontiguousarray(image[..., ::-1])  # OpenCV encodes BGR
     out: dict[str, Any] = {"__key__": key}
@@ -253,6 +260,9 @@ def resolve_urls(spec: str | os.PathLike | list) -> tuple[list[str], dict[str, A
         return urls, next((m for _, m in found if m is not None), None)
     spec = str(spec)
     if os.path.isdir(spec):
+        if not os.path.isfile(os.path.join(spec, MANIFEST)):
+            raise ShardError(f"no {MANIFEST} in {spec} (was the run finalized?); to read its shards "
+                             f"without one, pass a pattern such as {os.path.join(spec, '*.tar')}")
         manifest = read_manifest(spec)
         urls = [os.path.join(spec, s["name"]) for s in manifest["shards"]]
         manifest["_dir"] = spec
@@ -400,7 +410,7 @@ class ShardWriter:
         self.sixteen_bit = classes.num_classes > 255 or classes.ignore_index > 255
         self.encode_options = dict(
             image_format=image_format, png_compression=png_compression, jpeg_quality=jpeg_quality,
-            depth_scale=self.depth_scale, sixteen_bit=self.sixteen_bit,
+            depth_scale=self.depth_scale, sixteen_bit=self.sixteen_bit, classes=classes,
         )
         check_compatible(self.out_dir, classes, self.recipe_name)
         self._encoders = futures.ThreadPoolExecutor(max(1, encode_workers), thread_name_prefix="encode")

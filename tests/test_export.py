@@ -77,3 +77,21 @@ def test_export_errors_are_clear(tmp_path, dotted_reader, capsys):
     assert "out" in capsys.readouterr().err
     assert main(dotted_reader + ["split=train", f"out={tmp_path}", "export.shard_size=0"]) == 2
     assert "shard_size must be >= 1" in capsys.readouterr().err
+
+
+def test_two_ranks_export_the_same_shards_as_one(tmp_path, dotted_reader):
+    from synthdata.config import load_recipe, recipe_to_dict
+    from synthdata.datasets.base import make_reader
+    from synthdata.export import export_split
+    from synthdata.shards import ShardWriter
+
+    recipe = load_recipe("toy", [t for t in dotted_reader if t != "recipe=toy"])
+    reader = make_reader(recipe.data, "train")
+    options = dict(recipe=recipe_to_dict(recipe), prefix="train", shard_size=2, depth_scale=0.001, progress=False)
+    for out, world in ((tmp_path / "one", 1), (tmp_path / "two", 2)):
+        stats = [export_split(reader, out, rank=r, world_size=world, **options) for r in range(world)]
+        assert sum(s["samples"] for s in stats) == 5
+        with ShardWriter(out, prefix="train", shard_size=2, classes=reader.classes,
+                         recipe=options["recipe"], depth_scale=0.001) as writer:
+            assert writer.finalize_manifest(range(3))["missing_shards"] == []
+    assert read_manifest(tmp_path / "one")["shards"] == read_manifest(tmp_path / "two")["shards"]

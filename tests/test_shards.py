@@ -109,6 +109,9 @@ def test_encode_rejects_bad_samples():
         encode_sample(dict(good, layout=good["layout"][:10]))
     with pytest.raises(ShardError, match="outside 0..255"):
         encode_sample(dict(good, layout=np.full((32, 64), 300, np.int64)))
+    with pytest.raises(ShardError, match=r"labels \[7\] are not among the 3 classes"):
+        encode_sample(dict(good, layout=np.full((32, 64), 7, np.uint8)), classes=CLASSES)
+    encode_sample(good, classes=CLASSES)  # 0..2 and ignore 255 are fine
 
 
 def test_rewriting_gives_identical_bytes_and_resume_skips(tmp_path):
