@@ -156,6 +156,10 @@ def test_pipe_urls(tmp_path):
                          shuffle=False)
     assert keys(loader) == [f"s_{i}" for i in range(8)]
     assert loader.classes is None  # no manifest beside pipe: URLs
+    listed = make_loader(Source([f"pipe:cat {tmp_path}/s-000001.tar", str(tmp_path / "s-000000.tar")]),
+                         batch_size=4, augment=False, shuffle=False)
+    assert keys(listed) == [f"s_{i}" for i in (4, 5, 6, 7, 0, 1, 2, 3)]
+    assert listed.classes.same_as(CLASSES)  # the manifest beside the local shard
 
 
 def test_mismatched_classes_between_sources(tmp_path):
