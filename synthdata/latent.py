@@ -1,8 +1,12 @@
 """Latent-space tools: lerp/slerp between codes, walks through the whole chain, layout inversion.
 
-`interpolate_chain(pipe, start, end, steps=8)` decodes interpolated layout, depth and image codes;
-`invert_layouts(G, targets)` finds z whose layout matches a target label map (Adam from many
-starts, best cross-entropy kept). Command line: `python tools/interpolate.py run_dir=DIR ...`.
+    pipe = load_pipeline(run_dir); codes = chain_codes(pipe, [3, 17])    # {stage: (2, z_dim)}
+    frames = interpolate_chain(pipe, {k: v[0] for k, v in codes.items()},
+                               {k: v[1] for k, v in codes.items()}, steps=8, mode="slerp")
+    G, arch = pipe.generator("layout")
+    inv = invert_layouts(G, layouts, z_dim=arch["z_dim"])  # inv.z -> pipe.layouts_from_z(inv.z)
+
+Command line (strip PNG + GIF): `python tools/interpolate.py run_dir=DIR seeds=3,17 ...`.
 """
 
 from __future__ import annotations
