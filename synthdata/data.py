@@ -245,7 +245,7 @@ class SampleStream(IterableDataset):
             sample = src.reader[raw]
             sample["meta"].setdefault("key", str(sample["meta"].get("id", raw)))
         else:
-            sample = decode_sample(raw, depth_scale=src.depth_scale)
+            sample = decode_sample(raw, depth_scale=src.depth_scale, depth=self.with_depth)
         layout = np.asarray(sample["layout"])
         if layout.dtype not in (np.uint8, np.uint16):
             if layout.size and (layout.min() < 0 or layout.max() > 65535):

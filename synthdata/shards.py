@@ -131,9 +131,10 @@ def _imdecode(data: bytes, flags: int, what: str) -> np.ndarray:
     return array
 
 
-def decode_sample(raw: dict[str, Any], *, depth_scale: float | None = None) -> dict[str, Any]:
+def decode_sample(raw: dict[str, Any], *, depth_scale: float | None = None, depth: bool = True) -> dict[str, Any]:
     """Tar members of one sample (bytes, as grouped by webdataset) -> the in-memory sample.
     `meta` gains `key` and `url`; a missing image or layout raises `ShardError` naming both.
+    `depth=False` skips decoding depth.png (segmentation training does not need it).
     """
     key, url = raw.get("__key__", "?"), raw.get("__url__", "?")
     where = f"sample '{key}' in {url}"
@@ -155,9 +156,11 @@ def decode_sample(raw: dict[str, Any], *, depth_scale: float | None = None) -> d
     if layout.ndim != 2 or layout.shape != image.shape[:2]:
         raise ShardError(f"{where}: layout {layout.shape} does not match image {image.shape[:2]}")
     sample = {"image": np.ascontiguousarray(image), "layout": layout, "meta": dict(meta)}
-    if raw.get("depth.png") is not None:
+    if depth and raw.get("depth.png") is not None:
         scale = depth_scale if depth_scale is not None else float(meta.get("depth_scale", 0.001))
         steps = _imdecode(raw["depth.png"], cv2.IMREAD_UNCHANGED, f"{where} depth")
+        if steps.shape != layout.shape:
+            raise ShardError(f"{where}: depth {steps.shape} does not match layout {layout.shape}")
         sample["depth"] = np.multiply(steps, np.float32(scale), dtype=np.float32)
     sample["meta"].update(key=key, url=url)
     return sample

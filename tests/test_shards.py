@@ -66,6 +66,7 @@ def test_round_trip_with_synthdata_and_plain_webdataset(tmp_path):
     ours = [decode_sample(raw) for raw in iter_tar(str(tmp_path / "synth-000000.tar"))]
     plain = list(wds.WebDataset(str(tmp_path / "synth-{000000..000001}.tar"), shardshuffle=False).decode())
     assert len(ours) == 4 and len(plain) == 6
+    assert "depth" not in decode_sample(next(iter_tar(str(tmp_path / "synth-000000.tar"))), depth=False)
     for got in ours:
         want = by_id[got["meta"]["key"]]
         np.testing.assert_array_equal(got["image"], want["image"])

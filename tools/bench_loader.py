@@ -75,10 +75,10 @@ def write_folder(samples: list[dict], out: Path) -> None:
 class FolderDataset(Dataset):
     """A plain map-style dataset: read three PNG files, augment, make tensors."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, with_depth: bool = True):
+        self.root, self.with_depth = root, with_depth
         self.keys = sorted(p.stem for p in (root / "images").glob("*.png"))
-        self.transform = SampleTransform(augment=True, crop=None, with_depth=True, seed=0)
+        self.transform = SampleTransform(augment=True, crop=None, with_depth=with_depth, seed=0)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -87,11 +87,16 @@ class FolderDataset(Dataset):
         key = self.keys[i]
         image = cv2.cvtColor(cv2.imread(str(self.root / "images" / f"{key}.png")), cv2.COLOR_BGR2RGB)
         layout = cv2.imread(str(self.root / "layouts" / f"{key}.png"), cv2.IMREAD_UNCHANGED)
-        depth = cv2.imread(str(self.root / "depth" / f"{key}.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) * 0.001
-        s = self.transform({"image": image, "layout": layout, "depth": depth, "meta": {}})
-        return {"image": torch.from_numpy(s["image"]).permute(2, 0, 1).float().div(255),
-                "layout": torch.from_numpy(s["layout"].astype(np.int64)),
-                "depth": torch.from_numpy(s["depth"])[None], "key": key}
+        sample = {"image": image, "layout": layout, "meta": {}}
+        if self.with_depth:
+            depth = cv2.imread(str(self.root / "depth" / f"{key}.png"), cv2.IMREAD_UNCHANGED)
+            sample["depth"] = depth.astype(np.float32) * 0.001
+        s = self.transform(sample)
+        out = {"image": torch.from_numpy(s["image"]).permute(2, 0, 1).float().div(255),
+               "layout": torch.from_numpy(s["layout"].astype(np.int64)), "key": key}
+        if self.with_depth:
+            out["depth"] = torch.from_numpy(s["depth"])[None]
+        return out
 
 
 def _pss(process: psutil.Process) -> int:
@@ -167,6 +172,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternate the loaders; best round counts")
+    parser.add_argument("--no-depth", dest="depth", action="store_false", help="segmentation only: skip depth")
     args = parser.parse_args()
     # 2 workers keep the 2 cores busy: a multi-threaded main process would only oversubscribe
     cv2.setNumThreads(1)
@@ -179,8 +185,8 @@ def main() -> None:
         del samples
         loaders = {
             "shards": lambda: make_loader(str(root / "shards"), batch_size=args.batch_size, augment=True,
-                                          with_depth=True, epoch_length=args.num, num_workers=args.workers, seed=0),
-            "folder": lambda: DataLoader(FolderDataset(root / "folder"), batch_size=args.batch_size, shuffle=True,
+                                          with_depth=args.depth, epoch_length=args.num, num_workers=args.workers, seed=0),
+            "folder": lambda: DataLoader(FolderDataset(root / "folder", args.depth), batch_size=args.batch_size, shuffle=True,
                                          num_workers=args.workers, drop_last=True,
                                          persistent_workers=args.workers > 0),
         }
@@ -197,7 +203,7 @@ def main() -> None:
     cpu = {name: min(r[2] for r in runs) for name, runs in results.items()}
     (s_rate, s_rss, _), (f_rate, f_rss, _) = best["shards"], best["folder"]
     print(f"loader benchmark: {args.num} samples {args.height}x{args.width}, {args.workers} workers, "
-          f"batch {args.batch_size}, {os.cpu_count()} CPUs (load avg {os.getloadavg()[0]:.1f}): "
+          f"batch {args.batch_size}, {'with' if args.depth else 'no'} depth, {os.cpu_count()} CPUs (load avg {os.getloadavg()[0]:.1f}): "
           f"shards {s_rate:.1f} samples/s ({cpu['shards']:.2f} CPU ms/sample, peak PSS {s_rss / 2**20:.0f} MiB), "
           f"folder {f_rate:.1f} samples/s ({cpu['folder']:.2f} CPU ms/sample, peak PSS {f_rss / 2**20:.0f} MiB), "
           f"ratio {s_rate / f_rate:.2f}x (CPU per sample {cpu['folder'] / cpu['shards']:.2f}x)")
