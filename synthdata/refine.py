@@ -201,7 +201,8 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
             "lambda_content": cfg.lambda_content, "lambda_adv": cfg.lambda_adv, "lr": cfg.lr,
             "final_losses": {k: float(v.detach()) for k, v in last.items()}}
     metrics = evaluate_and_report(accelerator.unwrap_model(model), recipe, out_dir=out / "after",
-                                  title=f"{recipe.name}: segmenter after SegGAN refinement ({step} steps)",
+                                  title=f"{recipe.name}: segmenter after SegGAN refinement ({step} steps, "
+                                        f"lambda_C {cfg.lambda_content:g}, lambda_A {cfg.lambda_adv:g})",
                                   checkpoint=path, accelerator=accelerator, info=info)
     compare = None
     if accelerator.is_main_process:
