@@ -2,7 +2,7 @@
 in fp32 and bf16 autocast.
 
     python tools/bench_produce.py [run_dir=DIR] [num_samples=256] [batch_size=32] [shard_size=64]
-        [precisions=no,bf16] [encode_workers=2] [repeats=3] [recipe=toy] [key.sub=value ...]
+        [precisions=no,bf16] [encode_workers=2] [repeats=3 (0: CPU costs only)] [recipe=toy] [key.sub=value ...]
 
 Without `run_dir`, stages with random weights at the recipe's size are used (speed does not
 depend on the weights). Configurations are measured in interleaved rounds and the best of
@@ -74,6 +74,30 @@ def measure(pipeline, recipe: Recipe, sizes: list[int], batch_size: int, writer,
     return stats["samples"] / (time.perf_counter() - start)
 
 
+def cpu_costs(pipeline, recipe: Recipe, n: int, batch_size: int) -> tuple[float, float]:
+    """CPU seconds per sample (one thread) to generate and to encode: unlike wall-clock rates,
+    barely affected by other jobs on the machine."""
+    from synthdata.shards import encode_sample
+
+    generator = ShardGenerator(
+        pipeline, GeneratedLayouts(pipeline), QualityControls(num_classes=pipeline.classes.num_classes),
+        seed=recipe.seed, prefix="bench", batch_size=batch_size, device=pipeline.device,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # waiting OpenMP threads spin, which would count as CPU time
+    try:
+        generator.generate(0, min(batch_size, n))
+        start = time.process_time()
+        samples = generator.generate(1, n)
+        generate = (time.process_time() - start) / n
+    finally:
+        torch.set_num_threads(threads)
+    start = time.process_time()
+    for sample in samples:
+        encode_sample(sample, png_compression=1, depth_scale=pipeline.depth_scale)
+    return generate, (time.process_time() - start) / n
+
+
 def main(argv: list[str] | None = None) -> int:
     from synthdata.pipeline import load_pipeline
     from synthdata.shards import ShardWriter
@@ -103,9 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                     if writes:
                         writer.close()
                     best[(precision, name)] = max(rate, best.get((precision, name), 0.0))
+        for precision, pipeline in pipelines.items():
+            gen, enc = cpu_costs(pipeline, recipe, min(sum(sizes), 4 * batch_size), batch_size)
+            print(f"  {precision:>4}  CPU per sample: generate {1e3 * gen:.1f} ms, encode {1e3 * enc:.1f} ms "
+                  f"(overlap can hide at most {100 * enc / (gen + enc):.0f}% of the serial time)")
         for (precision, name), rate in best.items():
             print(f"  {precision:>4}  {name:<18} {rate:8.1f} samples/s (best of {args['repeats']})")
-        for precision in precisions:
+        for precision in precisions if best else []:  # repeats=0: CPU costs only
             gain = best[(precision, "write, overlapped")] / best[(precision, "write, serial")]
             print(f"  {precision}: overlapped writing is {gain:.2f}x the serial rate")
     return 0
