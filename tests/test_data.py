@@ -94,6 +94,16 @@ def test_two_ranks_two_workers_read_each_sample_once(tmp_path, num_shards):
     assert sorted(seen) == sorted(f"s_{i}" for i in range(n))
 
 
+def test_rank_and_world_size_come_from_the_launcher(tmp_path, monkeypatch):
+    write(tmp_path, 8, shard_size=2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    seen = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        seen.append(keys(make_loader(str(tmp_path), batch_size=2, augment=False, shuffle=False)))
+    assert len(seen[0]) == len(seen[1]) == 4 and not set(seen[0]) & set(seen[1])
+
+
 def test_warns_when_fewer_shards_than_readers(tmp_path):
     write(tmp_path, 8, shard_size=4)
     with pytest.warns(UserWarning, match="2 shards for 2 processes x 2 workers"):

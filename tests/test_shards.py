@@ -151,12 +151,18 @@ def test_verify_manifest_reports_sha_mismatch_and_unlisted(tmp_path):
         verify_manifest(tmp_path)
 
 
-def test_truncated_shard_is_named(tmp_path):
+def test_truncated_or_garbled_shard_is_named(tmp_path):
     write(tmp_path, 4)
     shard = tmp_path / "synth-000000.tar"
-    shard.write_bytes(shard.read_bytes()[:5000])
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[:5000])
     with pytest.raises(ShardError, match="synth-000000.tar"):
         list(iter_tar(str(shard), expected=4))
+    garbled = bytearray(whole)
+    garbled[5] ^= 0xFF  # a byte of the first member's name: its header checksum no longer holds
+    shard.write_bytes(bytes(garbled))
+    with pytest.raises(ShardError, match="synth-000000.tar.*checksum"):
+        list(iter_tar(str(shard)))
 
 
 CRASHING_WRITER = textwrap.dedent(
