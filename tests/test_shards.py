@@ -173,7 +173,7 @@ CRASHING_WRITER = textwrap.dedent(
     from test_shards import CLASSES, random_sample
     slow_add = shards._add_member
     def add_member(tar, name, data):  # slow enough to be killed while a shard is half written
-        time.sleep(0.02)
+        time.sleep(0.05)
         slow_add(tar, name, data)
     shards._add_member = add_member
     with shards.ShardWriter({out!r}, prefix="synth", shard_size=4, classes=CLASSES,
