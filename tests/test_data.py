@@ -144,9 +144,13 @@ def test_augmentation_is_joint_and_keeps_labels_and_depth_values(tmp_path):
         assert set(batch["layout"][i].unique().tolist()) <= set(np.unique(want["layout"]).tolist())
         steps = np.rint(batch["depth"][i].numpy().astype(np.float64) / 0.001).astype(int)
         assert np.isin(steps, np.rint(want["depth"].astype(np.float64) / 0.001).astype(int)).all()
+    again = next(iter(make_loader(str(tmp_path), batch_size=4, augment=True, shuffle=False, with_depth=True,
+                                  crop=(16, 32), seed=0)))
+    assert torch.equal(again["image"], batch["image"]) and torch.equal(again["depth"], batch["depth"])
     plain = make_loader(str(tmp_path), batch_size=4, augment=False, shuffle=False, crop=(16, 32))
     centre = next(iter(plain))
     np.testing.assert_array_equal(centre["layout"][0].numpy(), samples[0]["layout"][8:24, 16:48])
+    assert not torch.equal(centre["image"], batch["image"])  # augmentation did something
 
 
 def test_reader_source_and_as_tuple(tmp_path):
