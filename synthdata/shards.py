@@ -218,7 +218,7 @@ def iter_tar(url: str, *, expected: int | None = None) -> Iterator[dict[str, Any
     """
     from webdataset.gopen import gopen
 
-    count, current = 0, None
+    count, current, error = 0, None, None
     try:
         stream = gopen(url, "rb")
     except Exception as e:  # noqa: BLE001 - any opener failure is reported with the URL
@@ -237,14 +237,19 @@ def iter_tar(url: str, *, expected: int | None = None) -> Iterator[dict[str, Any
                 current = {"__key__": key, "__url__": url}
             current[ext] = data
     except (ShardError, OSError, ValueError) as e:
-        raise ShardError(f"corrupt or truncated shard {url}: {e}") from e
-    finally:
-        stream.close()
+        error = e
+    finally:  # also when the consumer stops early: never leak the file or the pipe's process
+        try:
+            stream.close()  # a pipe: URL reports its command's exit status here
+        except OSError as e:
+            error = error or e
+    if error is not None:
+        raise ShardError(f"corrupt, truncated or unreadable shard {url}: {error}") from error
     if current is not None:
         yield current
         count += 1
     if expected is not None and count != expected:
-        raise ShardError(f"truncated shard {url}: {count} samples, manifest says {expected}")
+        raise ShardError(f"truncated or changed shard {url}: {count} samples, manifest says {expected}")
 
 
 def resolve_urls(spec: str | os.PathLike | list) -> tuple[list[str], dict[str, Any] | None]:

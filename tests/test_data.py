@@ -174,6 +174,8 @@ def test_pipe_urls(tmp_path):
                          batch_size=4, augment=False, shuffle=False)
     assert keys(listed) == [f"s_{i}" for i in (4, 5, 6, 7, 0, 1, 2, 3)]
     assert listed.classes.same_as(CLASSES)  # the manifest beside the local shard
+    with pytest.raises(ShardError, match="unreadable shard pipe:cat .*missing.tar.*exit 1"):
+        keys(make_loader(f"pipe:cat {tmp_path}/missing.tar 2>/dev/null", batch_size=4, augment=False))
 
 
 def test_mismatched_classes_between_sources(tmp_path):

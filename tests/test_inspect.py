@@ -49,7 +49,7 @@ def test_inspect_reports_problems(tmp_path, capsys):
     shard.write_bytes(shard.read_bytes()[:2000])
     assert main([str(tmp_path / "shards" / "synth-{000000..000001}.tar"), "n=0"]) == 1
     out = capsys.readouterr().out
-    assert "PROBLEM: corrupt or truncated shard" in out and "synth-000001.tar" in out
+    assert "PROBLEM: corrupt, truncated or unreadable shard" in out and "synth-000001.tar" in out
     assert main([str(tmp_path / "shards"), "n=0"]) == 1
     assert "sha256 mismatch" in capsys.readouterr().out
 
