@@ -242,7 +242,7 @@ def iter_tar(url: str, *, expected: int | None = None) -> Iterator[dict[str, Any
         try:
             stream.close()  # a pipe: URL reports its command's exit status here
         except OSError as e:
-            error = error or e
+            error = e if error is None else OSError(f"{e}; {error}")  # the command's failure first
     if error is not None:
         raise ShardError(f"corrupt, truncated or unreadable shard {url}: {error}") from error
     if current is not None:
