@@ -8,8 +8,15 @@ twice gives byte-identical shards; a rerun skips complete shards. Works under `a
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import sys
+
+if __name__ == "__main__" and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    # run as a file (`accelerate launch synthdata/export.py`): synthdata/ is first on sys.path, where
+    # synthdata/inspect.py would shadow the standard library's inspect; use the project root instead
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any

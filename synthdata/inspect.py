@@ -7,8 +7,15 @@ problems (corrupt shards, manifest mismatches, duplicate keys), and writes a con
 
 from __future__ import annotations
 
-import collections
+import os
 import sys
+
+if __name__ == "__main__" and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    # run as a file (`accelerate launch synthdata/inspect.py`): synthdata/ is first on sys.path, where
+    # synthdata/inspect.py would shadow the standard library's inspect; use the project root instead
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import collections
 from pathlib import Path
 from typing import Any
 

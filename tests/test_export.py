@@ -95,3 +95,16 @@ def test_two_ranks_export_the_same_shards_as_one(tmp_path, dotted_reader):
                          recipe=options["recipe"], depth_scale=0.001) as writer:
             assert writer.finalize_manifest(range(3))["missing_shards"] == []
     assert read_manifest(tmp_path / "one")["shards"] == read_manifest(tmp_path / "two")["shards"]
+
+
+def test_export_runs_as_a_file_like_accelerate_launch_does(tmp_path, tiny_toy_overrides):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    # `accelerate launch synthdata/export.py` puts synthdata/ first on sys.path, beside inspect.py
+    done = subprocess.run([sys.executable, str(root / "synthdata" / "export.py"), "recipe=toy", *tiny_toy_overrides,
+                           "split=val", f"out={tmp_path}", "limit=1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_manifest(tmp_path)["num_samples"] == 1
