@@ -400,6 +400,8 @@ def make_loader(
         raise ValueError("make_loader needs at least one source")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if epoch_length is not None and epoch_length < 1:
+        raise ValueError(f"epoch_length must be >= 1 (or None for one pass), got {epoch_length}")
     default_rank, default_world = _distributed()
     rank = default_rank if rank is None else rank
     world_size = default_world if world_size is None else world_size

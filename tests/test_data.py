@@ -130,6 +130,8 @@ def test_training_stream_with_workers_has_fixed_length(tmp_path):
     write(tmp_path, 8)
     loader = make_loader(str(tmp_path), batch_size=4, epoch_length=20, num_workers=2, seed=1)
     assert len(loader) == 5 and len(list(loader)) == 5
+    with pytest.raises(ValueError, match="epoch_length must be >= 1"):
+        make_loader(str(tmp_path), batch_size=4, epoch_length=0)
 
 
 def test_augmentation_is_joint_and_keeps_labels_and_depth_values(tmp_path):
