@@ -141,7 +141,7 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
     run_dir = Path(run_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     generators: dict[str, tuple[torch.nn.Module, dict]] = {}
-    classes, recipe, first = None, {}, None
+    classes, recipe = None, {}
     for stage in stages.STAGES:
         try:
             ckpt, path = stage_checkpoint(run_dir, stage)
@@ -150,7 +150,7 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
                 continue
             raise
         if classes is None:
-            classes, recipe, first = ClassInfo.from_dict(ckpt["classes"]), ckpt.get("recipe") or {}, path
+            classes, recipe = ClassInfo.from_dict(ckpt["classes"]), ckpt.get("recipe") or {}
         else:
             check_classes(ckpt, classes, path)
         arch = ckpt.get("arch") or {}

@@ -137,25 +137,41 @@ def _diffaugment(setting: str, dataset_size: int | None) -> bool:
     return setting == "on"
 
 
-def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) one stage up to `recipe.train.steps`; returns a summary dict."""
-    from synthdata.models.augment import diff_augment
+@dataclasses.dataclass
+class StageRun:
+    """Everything one stage's training loop works with, built by `prepare_stage`."""
+
+    accelerator: Any
+    arch: dict[str, Any]
+    G: torch.nn.Module  # prepared (maybe DDP-wrapped)
+    D: torch.nn.Module
+    G_plain: torch.nn.Module  # the bare modules inside
+    D_plain: torch.nn.Module
+    opt_g: Any
+    opt_d: Any
+    ema: Any
+    source: Any
+    classes: ClassInfo
+    needs_depth: bool
+    diffaugment: bool
+
+
+def prepare_stage(recipe: Recipe, stage: str, run_dir: Path) -> StageRun:
+    """Check the recipe and data for `stage`, make the Accelerator, networks and optimizers."""
     from synthdata.models.ema import EMA
 
     stages.check_stage(stage)
-    run_dir = Path(run_dir)
-    folder = checkpoint_dir(run_dir, stage)
     cfg = recipe.train
     source, classes, size = _source(recipe)
     has_depth_data = bool(recipe.train.shards) or getattr(source, "has_depth", False)
     use_depth = _stage_setup(recipe, stage, has_depth_data)
     needs_depth = stage == "depth" or use_depth
+    folder = checkpoint_dir(run_dir, stage)
     if folder.joinpath("latest.pt").exists() or folder.joinpath("previous.pt").exists():
         ckpt, path = stage_checkpoint(run_dir, stage)
         check_classes(ckpt, classes, path)
 
     accelerator = make_accelerator(mixed_precision=cfg.mixed_precision, log_dir=run_dir / "logs")
-    main_proc = accelerator.is_main_process
     arch = stages.stage_arch(stage, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                              max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth))
     seed_step(recipe.seed, stages.STAGE_IDS[stage])  # reproducible initial weights
@@ -167,15 +183,28 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
     G_plain, D_plain = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
     ema = EMA(G_plain, cfg.ema_decay)  # after prepare: the average lives on the training device
     accelerator.register_for_checkpointing(ema)
-    if main_proc:
+    if accelerator.is_main_process:
         print(f"{stage}: generator {type(G_plain).__name__} {format_count(count_parameters(G_plain))} params, "
               f"critic {type(D_plain).__name__} {format_count(count_parameters(D_plain))} params, "
               f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)")
+    return StageRun(accelerator, arch, G, D, G_plain, D_plain, opt_g, opt_d, ema, source, classes,
+                    needs_depth, _diffaugment(cfg.diffaugment, size))
 
+
+def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume) one stage up to `recipe.train.steps`; returns a summary dict."""
+    from tqdm.auto import tqdm
+
+    from synthdata.models.augment import diff_augment
+
+    run_dir = Path(run_dir)
+    r = prepare_stage(recipe, stage, run_dir)
+    accelerator, cfg, folder = r.accelerator, recipe.train, checkpoint_dir(run_dir, stage)
+    main_proc = accelerator.is_main_process
     progress = load_training_state(accelerator, folder)
     start = 0
     if progress is not None:
-        check_classes(progress, classes, folder / "state")
+        check_classes(progress, r.classes, folder / "state")
         start = int(progress["step"])
     if start >= cfg.steps:
         if main_proc:
@@ -186,11 +215,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
         (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
         if start:
             print(f"{stage}: resuming from step {start}")
-    augment_on = _diffaugment(cfg.diffaugment, size)
     accelerator.init_trackers(f"train-{stage}", config={"stage": stage, "steps": cfg.steps})
-
-    from tqdm.auto import tqdm
-
     accum, stage_id = max(1, cfg.gradient_accumulation), stages.STAGE_IDS[stage]
     rank, world = accelerator.process_index, accelerator.num_processes
     preview = None
@@ -199,14 +224,13 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
     while step < cfg.steps:
         # the data stream restarts at each checkpoint, seeded by the step: resumes repeat exactly
         stop = min(cfg.steps, (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-        stream = _batches(source, recipe, seed=derive_seed(recipe.seed, stage_id, step), count=(stop - step) * accum,
-                          with_depth=needs_depth, rank=rank, world=world)
+        stream = _batches(r.source, recipe, seed=derive_seed(recipe.seed, stage_id, step), count=(stop - step) * accum,
+                          with_depth=r.needs_depth, rank=rank, world=world)
         while step < stop:
             micro = [_to_device(next(stream), accelerator.device) for _ in range(accum)]
             if preview is None:
                 preview = micro[0]
-            logged = _train_step(arch, recipe.seed, stage_id, step, rank, micro, G, D, G_plain, D_plain,
-                                 opt_g, opt_d, ema, accelerator, diff_augment if augment_on else None)
+            logged = _train_step(r, recipe.seed, stage_id, step, micro, diff_augment if r.diffaugment else None)
             _check_finite(accelerator, logged, stage, step, folder)
             step += 1
             bar.update(1)
@@ -215,10 +239,9 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
                 bar.set_postfix({k: f"{v:.3f}" for k, v in scalars.items()})
                 accelerator.log({f"{stage}/{k}": v for k, v in scalars.items()}, step=step)
             if main_proc and (step % cfg.sample_every == 0 or step == cfg.steps):
-                _save_samples(arch, ema.module, preview, classes, run_dir / "samples" / stage / f"step-{step:06d}.png",
-                              recipe.seed)
-        _save_checkpoint(accelerator, folder, stage=stage, step=step, recipe=recipe, classes=classes,
-                         arch=arch, G_plain=G_plain, ema=ema)
+                _save_samples(r.arch, r.ema.module, preview, r.classes,
+                              run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)
+        _save_checkpoint(r, folder, stage=stage, step=step, recipe=recipe)
     bar.close()
     accelerator.end_training()
     seconds = time.perf_counter() - t0
@@ -231,14 +254,15 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
     return summary
 
 
-def _train_step(arch, seed, stage_id, step, rank, micro, G, D, G_plain, D_plain, opt_g, opt_d, ema,
-                accelerator, augment_fn) -> dict[str, torch.Tensor]:
+def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[dict[str, Any]],
+                augment_fn) -> dict[str, torch.Tensor]:
     """One optimisation step of D then G over `len(micro)` micro-batches (gradient accumulation).
 
     With one micro-batch the fake made for the D phase is reused for the G phase (pix2pix order);
     with several, D sees no-grad fakes and G regenerates them, so no graph is kept across them.
     """
-    accum = len(micro)
+    arch, accelerator, G, D, G_plain, D_plain = r.arch, r.accelerator, r.G, r.D, r.G_plain, r.D_plain
+    accum, rank = len(micro), accelerator.process_index
     seed_step(seed, stage_id, step, rank)  # Gumbel noise and anything else drawing globally
     aug_gen = torch_generator(seed, stage_id, step, rank, 1)
     augment = (lambda x: augment_fn(x, generator=aug_gen)) if augment_fn is not None else None
@@ -254,7 +278,7 @@ def _train_step(arch, seed, stage_id, step, rank, micro, G, D, G_plain, D_plain,
             logs[k] = logs.get(k, 0) + v / accum
 
     fakes = []
-    opt_d.zero_grad(set_to_none=True)
+    r.opt_d.zero_grad(set_to_none=True)
     for i, inp in enumerate(inputs):
         with torch.set_grad_enabled(accum == 1):
             fake = stages.generate(arch, G, inp)
@@ -263,9 +287,9 @@ def _train_step(arch, seed, stage_id, step, rank, micro, G, D, G_plain, D_plain,
             loss, d = stages.d_loss(arch, D, D_plain, inp, fake, augment)
             accelerator.backward(loss / accum)
         add(d)
-    opt_d.step()
+    r.opt_d.step()
 
-    opt_g.zero_grad(set_to_none=True)
+    r.opt_g.zero_grad(set_to_none=True)
     D_plain.requires_grad_(False)  # G's loss must not leave gradients in the critic
     try:
         for i, inp in enumerate(inputs):
@@ -276,8 +300,8 @@ def _train_step(arch, seed, stage_id, step, rank, micro, G, D, G_plain, D_plain,
             add(g)
     finally:
         D_plain.requires_grad_(True)
-    opt_g.step()
-    ema.update(G_plain)
+    r.opt_g.step()
+    r.ema.update(G_plain)
     return logs
 
 
@@ -300,12 +324,13 @@ def _check_finite(accelerator, logged: dict[str, torch.Tensor], stage: str, step
         )
 
 
-def _save_checkpoint(accelerator, folder: Path, *, stage, step, recipe, classes: ClassInfo, arch, G_plain, ema) -> None:
-    save_training_state(accelerator, folder, {"step": step, "stage": stage, "classes": classes.to_dict()})
+def _save_checkpoint(r: StageRun, folder: Path, *, stage: str, step: int, recipe: Recipe) -> None:
+    accelerator = r.accelerator
+    save_training_state(accelerator, folder, {"step": step, "stage": stage, "classes": r.classes.to_dict()})
     if accelerator.is_main_process:
-        ckpt = portable_checkpoint(kind=f"generator-{stage}", model=G_plain.state_dict(), step=step,
-                                   recipe=recipe_to_dict(recipe), classes=classes, ema=ema.module.state_dict(),
-                                   arch=arch)
+        ckpt = portable_checkpoint(kind=f"generator-{stage}", model=r.G_plain.state_dict(), step=step,
+                                   recipe=recipe_to_dict(recipe), classes=r.classes,
+                                   ema=r.ema.module.state_dict(), arch=r.arch)
         latest = folder / "latest.pt"
         if latest.exists():  # keep the last good file in case the next one is damaged
             shutil.copy2(latest, folder / "previous.pt.tmp")

@@ -205,9 +205,9 @@ def test_bf16_autocast_trains(tmp_path):
 def test_two_process_launch(tmp_path):
     """A real 2-process gloo run through `accelerate launch` (`--multi_gpu` without GPUs starts
     two CPU processes; `--cpu --num_processes 2` would silently start one)."""
-    if "toy" not in READERS:
-        import synthdata.datasets  # noqa: F401
-    if "toy" not in READERS:
+    from synthdata.datasets import READERS as readers  # importing registers the built-in readers
+
+    if "toy" not in readers:
         pytest.skip("the toy world reader is not available")
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
