@@ -126,7 +126,7 @@ class ProduceConfig:
     png_compression: int = 1
     jpeg_quality: int = 95
     encode_workers: int = 2
-    mixed_precision: str = "auto"
+    mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
     min_classes: int = 0  # reject layouts with fewer classes (0: off)
     max_class_fraction: float = 1.0  # reject layouts where one class covers more (1.0: off)
     class_balance: bool = False
@@ -173,7 +173,7 @@ class SegConfig:
     filter_segmenter: str | None = None
     val_every: int = 250
     checkpoint_every: int = 250
-    mixed_precision: str = "auto"
+    mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
     num_workers: int = 0
     crop_height: int | None = None  # random crops for training (None: full sample)
     crop_width: int | None = None
@@ -236,7 +236,7 @@ class ExportConfig:
 @dataclass
 class DemoConfig:
     budget: str = "small"  # tiny | small | full
-    real_train: int = 64
+    real_train: int | None = None  # labelled toy scenes to learn from (None: the budget's)
 
 
 @dataclass

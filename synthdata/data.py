@@ -92,6 +92,8 @@ class SampleTransform:
         self._by_size: dict[tuple[int, int], Any] = {}
 
     def _build(self, height: int, width: int) -> Any:
+        # albumentations otherwise asks PyPI for a newer version on import (no network at run time)
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
         import albumentations as A
 
         out_h, out_w = self.crop or (height, width)

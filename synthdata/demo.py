@@ -163,10 +163,11 @@ def _contact_sheet(shards: Path, path: Path) -> None:
 
 def _maybe_fid(common: list[str], shards: Path, run_dir: Path, timer: Timer) -> str:
     from synthdata.metrics import fid
+    from synthdata.metrics.inception import FIDWeightsError, resolve_weights
 
     try:
-        fid.resolve_weights(None)
-    except fid.FIDWeightsError as e:
+        resolve_weights(None)
+    except FIDWeightsError as e:
         return f"FID skipped: {e}"
     out = run_dir / "eval" / "fid"
     timer.run("FID", lambda: fid.main(common + ["real=recipe:val", f"fake={shards}", f"out={out}"]))

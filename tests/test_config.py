@@ -148,3 +148,13 @@ def test_cli_unknown_command_suggests(capsys):
     assert main(["produse"]) == 2
     assert "Did you mean 'produce'" in capsys.readouterr().err
     assert main(["--help"]) == 0
+
+
+@pytest.mark.parametrize("section", ["train", "produce", "seg", "refine", "translate"])
+def test_bare_no_for_mixed_precision_means_no(section):
+    from synthdata.runtime import resolve_mixed_precision
+
+    recipe = load_recipe("toy", parse_overrides([f"{section}.mixed_precision=no"]))
+    value = getattr(recipe, section).mixed_precision
+    assert value is False  # YAML reads a bare `no` as false ...
+    assert resolve_mixed_precision(value, "cpu") == "no"  # ... and it means no autocast
