@@ -301,7 +301,7 @@ def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[di
     finally:
         D_plain.requires_grad_(True)
     r.opt_g.step()
-    r.ema.update(G_plain)
+    r.ema.update(G_plain, step)
     return logs
 
 

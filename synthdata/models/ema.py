@@ -28,6 +28,10 @@ class EMA:
     `update(model)`. Buffers (batch-norm statistics, spectral-norm vectors) are copied, not
     averaged: an average of spectral-norm singular vectors is no longer a unit vector.
 
+    Given the optimisation `step`, the decay warms up as min(decay, (1 + step) / (10 + step)), so
+    that short runs are not dominated by the initial weights (0.999 would keep 55% of them after
+    600 steps); the step comes from the caller, so resumed runs average exactly as uninterrupted ones.
+
     The copy lives in eval mode with gradients off. `state_dict()` is the averaged module's
     state dict (what portable checkpoints store under "ema").
     """
@@ -40,11 +44,12 @@ class EMA:
         self.module.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int | None = None) -> None:
         model = unwrap(model)
+        decay = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
         params = dict(model.named_parameters())
         for name, value in self.module.named_parameters():
-            value.lerp_(params[name].detach().to(value.device, value.dtype), 1.0 - self.decay)
+            value.lerp_(params[name].detach().to(value.device, value.dtype), 1.0 - decay)
         buffers = dict(model.named_buffers())
         for name, value in self.module.named_buffers():
             value.copy_(buffers[name])  # copy_ also moves across devices

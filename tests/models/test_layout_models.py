@@ -143,3 +143,18 @@ def test_ema_tracks_model():
         torch.testing.assert_close(restored.module(z), ema.module(z))
     with pytest.raises(ValueError, match="decay"):
         EMA(gen, decay=1.5)
+
+
+def test_ema_decay_warms_up_with_the_step():
+    gen = build_layout_generator(tiny(), num_classes=C, height=32, width=64)
+    ema = EMA(gen, decay=0.999)
+    start = {k: v.clone() for k, v in ema.module.named_parameters()}
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(1.0)
+    ema.update(gen, step=0)  # decay min(0.999, 1/10): 90% of the way to the model
+    for name, p in ema.module.named_parameters():
+        torch.testing.assert_close(p, start[name] + 0.9)
+    ema.update(gen, step=10_000)  # late in training the configured decay holds
+    for name, p in ema.module.named_parameters():
+        torch.testing.assert_close(p, start[name] + 0.9 + 0.1 * 0.001)
