@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("synthdata.config_cli", "print the fully resolved recipe"),
     "check": ("synthdata.datasets.check", "scan a dataset split and report problems"),
     "export": ("synthdata.export", "write a real dataset split as shards"),
-    "inspect": ("synthdata.inspect", "summarise shards and write a contact sheet"),
+    "inspect": ("synthdata.inspection", "summarise shards and write a contact sheet"),
     "train": ("synthdata.train", "train a generator stage (layout | depth | image)"),
     "produce": ("synthdata.produce", "produce synthetic shards from trained stages"),
     "segment": ("synthdata.segment", "train a segmenter on real (+ synthetic) data"),

@@ -35,15 +35,17 @@ class Budget:
     seg_steps: int
     gen_channels: int  # ngf/ndf of the generators
     batch_size: int
+    image_discriminators: int  # scales of the image stage's multi-scale discriminator
 
 
 BUDGETS = {
     # CI: seconds; proves that every stage runs and the report is written, nothing else
-    "tiny": Budget(32, 64, 16, 16, 3, 3, 3, 48, 16, 4, 8, 4),
-    # the README's main command: about 15 minutes on a 2-core CPU
-    "small": Budget(64, 128, 64, 128, 600, 300, 600, 2048, 256, 600, 32, 8),
+    "tiny": Budget(32, 64, 16, 16, 3, 3, 3, 48, 16, 4, 8, 4, 1),
+    # the README's main command: under 15 minutes on a 2-core CPU (stage speeds measured with
+    # `python tools/bench_train.py speed`, see docs/benchmarks.md)
+    "small": Budget(64, 128, 64, 128, 400, 150, 400, 1024, 256, 400, 24, 8, 1),
     # a longer run for a machine with a GPU or more time
-    "full": Budget(128, 256, 256, 256, 5000, 3000, 6000, 20000, 500, 4000, 64, 16),
+    "full": Budget(128, 256, 256, 256, 5000, 3000, 6000, 20000, 500, 4000, 64, 16, 2),
 }
 
 
@@ -59,6 +61,7 @@ def recipe_overrides(budget: Budget, recipe_seed: int) -> list[str]:
         f"stages.layout.ngf={c}", f"stages.layout.ndf={c}",
         f"stages.depth.ngf={c}", f"stages.depth.ndf={c}",
         f"stages.image.ngf={c}", f"stages.image.ndf={c}",
+        f"stages.image.num_discriminators={budget.image_discriminators}",
         f"train.batch_size={budget.batch_size}",
         f"seg.batch_size={budget.batch_size}",
         f"seg.steps={budget.seg_steps}",
@@ -155,7 +158,7 @@ def _real_grid(common: list[str], path: Path) -> int:
 
 
 def _contact_sheet(shards: Path, path: Path) -> None:
-    from synthdata.inspect import main as inspect_main
+    from synthdata.inspection import main as inspect_main
 
     if inspect_main([str(shards), "n=8", f"out={path}"]) != 0:
         raise RuntimeError(f"could not inspect {shards}")

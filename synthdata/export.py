@@ -13,7 +13,7 @@ import sys
 
 if __name__ == "__main__" and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     # run as a file (`accelerate launch synthdata/export.py`): synthdata/ is first on sys.path, where
-    # synthdata/inspect.py would shadow the standard library's inspect; use the project root instead
+    # a sibling module could shadow a standard-library one; use the project root instead
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import dataclasses

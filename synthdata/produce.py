@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-if __package__ in (None, ""):  # run as a file: sibling modules (inspect.py) must not shadow stdlib
+if __package__ in (None, ""):  # run as a file: sibling modules must not shadow stdlib ones
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import json  # noqa: E402

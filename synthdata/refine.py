@@ -14,7 +14,7 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:
     # `accelerate launch synthdata/refine.py` puts synthdata/ first on sys.path, where sibling
-    # modules (inspect.py, ...) would shadow the standard library: import from the root instead
+    # modules could shadow the standard library: import from the root instead
     _here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))

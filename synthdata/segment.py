@@ -11,8 +11,8 @@ import sys
 
 if __name__ == "__main__" and not __package__:
     # `accelerate launch synthdata/segment.py` puts synthdata/ first on sys.path, where our
-    # module names (inspect, config, data, ...) would shadow the standard library's; import the
-    # package from its root instead, before anything else is imported.
+    # module names could shadow standard-library ones; import the package from its root instead,
+    # before anything else is imported.
     import os.path
 
     _here = os.path.dirname(os.path.abspath(__file__))
@@ -300,6 +300,11 @@ class SegmentationRun:
                 raise DatasetError(f"the training stream ended after {step} of {seg.steps} steps")
         seconds = time.time() - started
         metrics = self.validate(step, keep=8)  # before the checkpoint, so its history has it
+        if accelerator.is_main_process:  # image-level IoU (the SEM benchmarks' metric), as translate reports it
+            from synthdata.translate import image_iou_summary
+
+            metrics["image_iou"] = image_iou_summary(accelerator.unwrap_model(self.model), self.val,
+                                                     window=self.window, device=self.device)
         path = self.checkpoint(step)
         if self.loss_filter is not None:
             self.data_info["synthetic"]["filter"] = self.loss_filter.summary(self.classes, accelerator)
@@ -326,6 +331,10 @@ def write_segment_report(recipe: Recipe, run_dir: Path, result: dict[str, Any], 
                  "train_seconds": round(result["seconds"], 1), "final_loss": result["final_loss"],
                  "batch_size": seg.batch_size, "source_counts": result["source_counts"],
                  "data_sources": result["data"], "history": result["history"]})
+    if "image_iou" in result["metrics"]:
+        from synthdata.translate import image_iou_info
+
+        info.update(image_iou_info(result["metrics"]["image_iou"], result["classes"]))
     synthetic = result["data"].get("synthetic") or {}
     if "filter" in synthetic:  # FreeMask: the share of synthetic pixels ignored, per class
         info["synthetic_ignored_fraction"] = synthetic["filter"]["ignored_fraction"]
@@ -348,8 +357,10 @@ def _main(argv: list[str]) -> int:
         report = write_segment_report(recipe, run_dir, result, accelerator)
         m = result["metrics"]
         rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
+        image_iou = [None if v is None else round(100 * v, 1) for v in m["image_iou"]["mean_per_class"]]
         print(f"segment: {result['steps']} steps ({rate:.2f} step/s, {result['seconds']:.0f} s), val mIoU "
-              f"{100 * m['miou']:.1f}% on {m['num_images']} images -> {report.with_suffix('.md')}")
+              f"{100 * m['miou']:.1f}% on {m['num_images']} images, mean image IoU per class {image_iou} "
+              f"-> {report.with_suffix('.md')}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0

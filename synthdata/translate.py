@@ -11,7 +11,7 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:
     # `accelerate launch synthdata/translate.py` puts synthdata/ first on sys.path, where sibling
-    # modules (inspect.py, ...) would shadow the standard library: import from the root instead
+    # modules could shadow the standard library: import from the root instead
     _here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
@@ -220,6 +220,22 @@ def _nanmean(values: list[float]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def image_iou_summary(model: nn.Module, reader, *, window: tuple[int, int] | None, device) -> dict[str, Any]:
+    """`{"per_image": image_ious(...), "mean_per_class": [C means over the images where the class
+    occurs, None where it never does]}` for every sample of `reader` (this process only)."""
+    classes = reader.classes
+    per_image = image_ious(model, reader, num_classes=classes.num_classes, ignore_index=classes.ignore_index,
+                           window=window, device=device)
+    means = [_nanmean([p["per_class_iou"][c] for p in per_image]) for c in range(classes.num_classes)]
+    return {"per_image": per_image, "mean_per_class": means}
+
+
+def image_iou_info(summary: dict[str, Any], classes: ClassInfo) -> dict[str, float | None]:
+    """Report entries `mean image IoU NAME` (rounded to 4 digits) from `image_iou_summary`."""
+    return {f"mean image IoU {name}": None if m is None else round(m, 4)
+            for name, m in zip(classes.names, summary["mean_per_class"])}
+
+
 def evaluate_and_report(model: nn.Module, recipe: Recipe, *, out_dir: Path, title: str, checkpoint: Path,
                         accelerator, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score `model` (images in [0, 1] -> class scores) on the recipe's val split exactly as
@@ -238,15 +254,11 @@ def evaluate_and_report(model: nn.Module, recipe: Recipe, *, out_dir: Path, titl
     metrics = evaluate_segmenter(model, loader, num_classes=classes.num_classes, ignore_index=classes.ignore_index,
                                  accelerator=accelerator, window=window, keep_examples=8)
     if accelerator.is_main_process:
-        per_image = image_ious(model, val, num_classes=classes.num_classes, ignore_index=classes.ignore_index,
-                               window=window, device=accelerator.device)
-        means = [_nanmean([p["per_class_iou"][c] for p in per_image]) for c in range(classes.num_classes)]
-        metrics["image_iou"] = {"per_image": per_image, "mean_per_class": means}
+        metrics["image_iou"] = image_iou_summary(model, val, window=window, device=accelerator.device)
         full = run_info(recipe, checkpoint=checkpoint, split=recipe.data.val_split,
                         num_images=metrics["num_images"], window=window, accelerator=accelerator)
         full.update(info or {})
-        for c, name in enumerate(classes.names):
-            full[f"mean image IoU {name}"] = None if means[c] is None else round(means[c], 4)
+        full.update(image_iou_info(metrics["image_iou"], classes))
         write_report(out_dir, title=title, metrics=metrics, classes=classes, info=full)
     accelerator.wait_for_everyone()
     return metrics

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from synthdata.datasets.base import ClassInfo
-from synthdata.inspect import main
+from synthdata.inspection import main
 from synthdata.palette import default_palette
 from synthdata.shards import ShardWriter
 
