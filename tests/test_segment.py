@@ -19,6 +19,7 @@ from synthdata.palette import default_palette
 from synthdata.segment import main as segment_main
 from synthdata.segment import make_optimizer, segmentation_loss, subset_reader
 from synthdata.segmenters import build_segmenter, load_segmenter
+from synthdata.translate import image_ious
 
 TINY_MODEL = ["seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]"]
 TINY_SEG = TINY_MODEL + ["seg.batch_size=4", "eval.batch_size=8", "seg.lr=0.003"]
@@ -152,7 +153,8 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
     args = ["recipe=toy", f"run_dir={run}", *tiny_toy_overrides, *TINY_SEG,
             "seg.val_every=2", "seg.checkpoint_every=2", "seg.real_fraction=0.5"]
     assert segment_main(args + ["seg.steps=4"]) == 0
-    assert "segment: 4 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "segment: 4 steps" in printed and "mean image IoU per class [" in printed
     report = json.loads((run / "report" / "report.json").read_text())
     assert report["info"]["steps"] == 4 and [h["step"] for h in report["info"]["history"]] == [2, 4]
     assert report["info"]["data_sources"]["real"]["samples"] == 8
@@ -164,6 +166,21 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
         assert (run / "report" / png).stat().st_size > 0
     model, ckpt = load_segmenter(run / "checkpoints" / "segmenter" / "latest.pt")
     assert ckpt["kind"] == "segmenter" and ckpt["step"] == 4 and ckpt["arch"]["encoder_depth"] == 3
+    # image-level IoU as `translate` reports it: per val image, the mean over images where a
+    # class occurs; recomputed in fp32 from the checkpoint (the run evaluates under its autocast)
+    val = make_reader(load_recipe("toy", tiny_toy_overrides).data, "val")
+    image_iou = report["metrics"]["image_iou"]
+    expected = image_ious(model, val, num_classes=8, ignore_index=255, window=None, device="cpu")
+    assert [p["id"] for p in image_iou["per_image"]] == [p["id"] for p in expected] and len(expected) == 8
+    for c, name in enumerate(report["classes"]["classes"]):
+        got = [p["per_class_iou"][c] for p in image_iou["per_image"]]
+        want = [p["per_class_iou"][c] for p in expected]
+        assert [g != g for g in got] == [w != w for w in want]  # NaN where the class is in neither
+        assert [g for g in got if g == g] == pytest.approx([w for w in want if w == w], abs=0.05)
+        present = [g for g in got if g == g]
+        mean = sum(present) / len(present) if present else None
+        assert image_iou["mean_per_class"][c] == (None if mean is None else pytest.approx(mean, abs=1e-9))
+        assert report["info"][f"mean image IoU {name}"] == (None if mean is None else round(mean, 4))
 
     assert segment_main(args + ["seg.steps=6"]) == 0  # resumes from step 4
     report = json.loads((run / "report" / "report.json").read_text())
