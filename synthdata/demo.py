@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -249,7 +250,7 @@ def write_demo_report(run_dir: Path, budget_name: str, budget: Budget, common: l
         lines.append(f"| {name} | {row['seconds']:.1f} | {'reused from an earlier run' if row['reused'] else ''} |")
     lines += [f"| **total** | {sum(r['seconds'] for r in timings.values()):.1f} | |", "",
               "## Reproduce", "", "Every stage is a synthdata command with these recipe settings:", "",
-              "```", " ".join(common), "```", ""]
+              "```", " ".join(shlex.quote(c) for c in common), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
