@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {precision:>4}  CPU per sample: generate {1e3 * gen:.1f} ms, encode {1e3 * enc:.1f} ms "
                   f"(overlap can hide at most {100 * enc / (gen + enc):.0f}% of the serial time)")
         for (precision, name), rate in best.items():
-            print(f"  {precision:>4}  {name:<18} {rate:8.1f} samples/s (best of {args['repeats']})")
+            print(f"  {precision:>4}  {name:<18} {rate:8.2f} samples/s (best of {args['repeats']})")
         for precision in precisions if best else []:  # repeats=0: CPU costs only
             gain = best[(precision, "write, overlapped")] / best[(precision, "write, serial")]
             print(f"  {precision}: overlapped writing is {gain:.2f}x the serial rate")

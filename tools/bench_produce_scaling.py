@@ -4,7 +4,8 @@ run 10x larger, with stages of random weights at the recipe's size (speed does n
     python tools/bench_produce_scaling.py [num_samples=128] [shard_size=32] [precision=bf16]
         [scale=10] [recipe=toy] [key.sub=value ...]
 
-Runs, each a fresh command (rates from produce's own summary line, which excludes start-up):
+Runs, each a fresh command (rates = samples / seconds of produce's summary line, which leaves
+out start-up):
 1 process x 1 thread, 1 process x 2 threads, 2 processes x 1 thread (torchrun, gloo), and
 1 process x 2 threads at `scale` times the samples. Peak memory is the largest sum of RSS over
 the command's process tree, sampled every 0.1 s.
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from synthdata.config import parse_command_line  # noqa: E402
 
 ARGUMENTS = {"num_samples": 128, "shard_size": 32, "precision": "bf16", "scale": 10}
-RATE = re.compile(r"\(([\d.]+) samples/s, (\d+) processes\)")
+SUMMARY = re.compile(r"wrote (\d+) samples .* in ([\d.]+) s \([\d.]+ samples/s, (\d+) processes\)")
 
 
 def run(command: list[str], threads: int) -> tuple[float, int, float]:
@@ -45,10 +46,11 @@ def run(command: list[str], threads: int) -> tuple[float, int, float]:
             pass
         time.sleep(0.1)
     out = proc.stdout.read()
-    match = RATE.search(out)
+    match = SUMMARY.search(out)
     if proc.returncode != 0 or match is None:
         raise SystemExit(f"{' '.join(command)} failed:\n{out[-3000:]}")
-    return float(match.group(1)), int(match.group(2)), peak / 2**20
+    samples, seconds = int(match.group(1)), float(match.group(2))
+    return samples / seconds, int(match.group(3)), peak / 2**20
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +78,7 @@ def main(argv: list[str]) -> int:
                 ("2 processes x 1 thread", pair, 1, n), (f"1 process x 2 threads, {scale}x samples", single, 2, scale * n)]
         for i, (name, launcher, threads, samples) in enumerate(rows):
             rate, procs, peak = run(command(launcher, samples, f"out{i}"), threads)
-            print(f"| {name} | {samples} | {rate:.1f} | {peak:.0f} |", flush=True)
+            print(f"| {name} | {samples} | {rate:.2f} | {peak:.0f} |", flush=True)
     return 0
 
 
