@@ -42,7 +42,8 @@ def speed(argv: list[str]) -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; {steps} timed steps after {warmup}")
     print("| stage | precision | it/s | samples/s |")
     print("| --- | --- | --- | --- |")
-    for precision in str(args["precisions"]).split(","):
+    precisions = "no" if args["precisions"] is False else str(args["precisions"])  # YAML: bare no is false
+    for precision in precisions.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             for stage in stages.STAGES:
                 for total in (warmup, warmup + steps):
