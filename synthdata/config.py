@@ -455,6 +455,11 @@ def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def default_run_dir(recipe: Recipe) -> Path:
+    """Where generator stages train and produce writes when no `run_dir=` is given: `runs/NAME`."""
+    return Path("runs") / recipe.name
+
+
 def parse_command_line(
     argv: list[str], arguments: dict[str, Any] | None = None
 ) -> tuple[Recipe, dict[str, Any]]:

@@ -135,7 +135,7 @@ class Pipeline:
 
 
 def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None, use_ema: bool = True,
-                  autocast: bool = False) -> Pipeline:
+                  autocast: bool = False, recipe_name: str = "...") -> Pipeline:
     """Every trained stage under `RUN_DIR/checkpoints/` (EMA weights by default). Stages that
     were not trained raise `CheckpointError` when first needed; none at all raises now."""
     run_dir = Path(run_dir)
@@ -166,7 +166,7 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
     if not generators:
         raise CheckpointError(
             f"no trained stages in {run_dir / 'checkpoints'}; train them first with "
-            f"`synthdata train recipe=... stage=layout run_dir={run_dir}` (then stage=depth, stage=image)"
+            f"`synthdata train recipe={recipe_name} stage=layout run_dir={run_dir}` (then stage=depth, stage=image)"
         )
     return Pipeline(generators, classes=classes, recipe=recipe, run_dir=run_dir, device=device, autocast=autocast)
 

@@ -15,7 +15,6 @@ if __package__ in (None, ""):  # run as a file: sibling modules must not shadow 
 
 import json  # noqa: E402
 import time  # noqa: E402
-from dataclasses import MISSING  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
@@ -278,7 +277,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     accelerator = make_accelerator(mixed_precision=cfg.mixed_precision)
     # the pipeline autocasts to bf16, the one reduced precision it offers
     autocast = accelerator.mixed_precision in ("bf16", "fp16")
-    pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast)
+    pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
     classes = pipeline.classes
     paste_classes = None
     if cfg.copy_paste_classes is not None:
@@ -359,11 +358,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     from synthdata.checkpoint import CheckpointError
-    from synthdata.config import parse_command_line
+    from synthdata.config import default_run_dir, parse_command_line
 
-    recipe, args = parse_command_line(argv, {"run_dir": MISSING, "max_shards": None})
+    recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None})
+    run_dir = Path(args["run_dir"]) if args["run_dir"] else default_run_dir(recipe)
     try:
-        return run(recipe, run_dir=Path(args["run_dir"]), max_shards=args["max_shards"])
+        return run(recipe, run_dir=run_dir, max_shards=args["max_shards"])
     except (CheckpointError, RejectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import torch
 
 from synthdata import stages
 from synthdata.checkpoint import CheckpointError, check_classes, portable_checkpoint, save_atomic
-from synthdata.config import ConfigError, Recipe, parse_command_line, recipe_to_dict, recipe_to_yaml
+from synthdata.config import ConfigError, Recipe, default_run_dir, parse_command_line, recipe_to_dict, recipe_to_yaml
 from synthdata.datasets.base import ClassInfo
 from synthdata.entry import run_main
 from synthdata.pipeline import decode_output, save_rows, stage_checkpoint
@@ -357,9 +357,10 @@ def _save_samples(arch, G_ema, batch, classes: ClassInfo, path: Path, seed: int)
 
 
 def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(argv, {"stage": dataclasses.MISSING, "run_dir": dataclasses.MISSING})
+    recipe, args = parse_command_line(argv, {"stage": dataclasses.MISSING, "run_dir": None})
+    run_dir = Path(str(args["run_dir"])) if args["run_dir"] else default_run_dir(recipe)
     try:
-        train_stage(recipe, stage=str(args["stage"]), run_dir=str(args["run_dir"]))
+        train_stage(recipe, stage=str(args["stage"]), run_dir=run_dir)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

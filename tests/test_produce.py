@@ -262,9 +262,19 @@ def test_produce_real_layouts_with_filters(run_dir, tmp_path):
 
 def test_produce_reports_missing_stages_and_bad_settings(tmp_path, run_dir, capsys):
     assert produce(tmp_path / "empty") == 2
-    assert "synthdata train" in capsys.readouterr().err
+    assert "synthdata train recipe=toy stage=layout" in capsys.readouterr().err
     assert produce(run_dir, f"produce.out={tmp_path / 'x'}", "produce.copy_paste_classes=[zebra]") == 2
     assert "zebra" in capsys.readouterr().err
+
+
+def test_run_dir_defaults_to_runs_slash_recipe_name(tmp_path, monkeypatch, capsys):
+    """`accelerate launch synthdata/produce.py recipe=cityscapes` as written in the brief."""
+    from synthdata.produce import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipe=cityscapes"]) == 2
+    err = capsys.readouterr().err
+    assert "runs/cityscapes/checkpoints" in err and "synthdata train recipe=cityscapes stage=layout" in err
 
 
 def test_two_processes_write_the_same_bytes_as_one(run_dir, tmp_path):

@@ -223,3 +223,9 @@ def test_two_process_launch(tmp_path):
     assert "2 process(es)" in proc.stdout
     ckpt, _ = stage_checkpoint(tmp_path, "layout")
     assert ckpt["step"] == 2
+
+
+def test_command_without_run_dir_trains_under_runs_slash_recipe_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipe=toy", *TINY, "stage=layout", "train.steps=1"]) == 0
+    assert (tmp_path / "runs" / "toy" / "checkpoints" / "layout" / "latest.pt").is_file()
