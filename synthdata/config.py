@@ -203,7 +203,6 @@ class RefineConfig:
     steps: int = 500
     lr: float = 1.0e-4
     batch_size: int = 4
-    pretrain_steps: int = 500
     checkpoint_every: int = 250
     mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
 

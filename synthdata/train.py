@@ -198,6 +198,11 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
     from synthdata.models.augment import diff_augment
 
     run_dir = Path(run_dir)
+    for key in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
+        if getattr(recipe.train, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(recipe.train, key)}")
+    if recipe.train.sample_every < 0:
+        raise ConfigError(f"train.sample_every must be >= 0 (0: a sample grid only at the end), got {recipe.train.sample_every}")
     r = prepare_stage(recipe, stage, run_dir)
     accelerator, cfg, folder = r.accelerator, recipe.train, checkpoint_dir(run_dir, stage)
     main_proc = accelerator.is_main_process
@@ -238,7 +243,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
                 scalars = {k: float(v) for k, v in logged.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in scalars.items()})
                 accelerator.log({f"{stage}/{k}": v for k, v in scalars.items()}, step=step)
-            if main_proc and (step % cfg.sample_every == 0 or step == cfg.steps):
+            if main_proc and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps):
                 _save_samples(r.arch, r.ema.module, preview, r.classes,
                               run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)
         _save_checkpoint(r, folder, stage=stage, step=step, recipe=recipe)

@@ -229,3 +229,10 @@ def test_command_without_run_dir_trains_under_runs_slash_recipe_name(tmp_path, m
     monkeypatch.chdir(tmp_path)
     assert main(["recipe=toy", *TINY, "stage=layout", "train.steps=1"]) == 0
     assert (tmp_path / "runs" / "toy" / "checkpoints" / "layout" / "latest.pt").is_file()
+
+
+def test_loop_settings_are_checked_and_sample_every_zero_means_only_at_the_end(tmp_path):
+    with pytest.raises(ConfigError, match="train.checkpoint_every must be >= 1"):
+        run(tmp_path, "layout", 2, "train.checkpoint_every=0")
+    run(tmp_path, "layout", 3, "train.sample_every=0", "train.checkpoint_every=3")
+    assert [p.name for p in (tmp_path / "run" / "samples" / "layout").glob("*.png")] == ["step-000003.png"]
