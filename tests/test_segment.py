@@ -151,7 +151,8 @@ def synthetic_shards(tmp_path, tiny_toy_overrides):
 def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides, capsys):
     run = tmp_path / "run"
     args = ["recipe=toy", f"run_dir={run}", *tiny_toy_overrides, *TINY_SEG,
-            "seg.val_every=2", "seg.checkpoint_every=2", "seg.real_fraction=0.5"]
+            "seg.val_every=2", "seg.checkpoint_every=2", "seg.real_fraction=0.5",
+            "seg.mixed_precision='no'"]  # fp32: the image IoUs below are recomputed exactly
     assert segment_main(args + ["seg.steps=4"]) == 0
     printed = capsys.readouterr().out
     assert "segment: 4 steps" in printed and "mean image IoU per class [" in printed
@@ -167,7 +168,7 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
     model, ckpt = load_segmenter(run / "checkpoints" / "segmenter" / "latest.pt")
     assert ckpt["kind"] == "segmenter" and ckpt["step"] == 4 and ckpt["arch"]["encoder_depth"] == 3
     # image-level IoU as `translate` reports it: per val image, the mean over images where a
-    # class occurs; recomputed in fp32 from the checkpoint (the run evaluates under its autocast)
+    # class occurs; recomputed from the checkpoint
     val = make_reader(load_recipe("toy", tiny_toy_overrides).data, "val")
     image_iou = report["metrics"]["image_iou"]
     expected = image_ious(model, val, num_classes=8, ignore_index=255, window=None, device="cpu")
@@ -176,7 +177,7 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
         got = [p["per_class_iou"][c] for p in image_iou["per_image"]]
         want = [p["per_class_iou"][c] for p in expected]
         assert [g != g for g in got] == [w != w for w in want]  # NaN where the class is in neither
-        assert [g for g in got if g == g] == pytest.approx([w for w in want if w == w], abs=0.05)
+        assert [g for g in got if g == g] == pytest.approx([w for w in want if w == w], abs=1e-6)
         present = [g for g in got if g == g]
         mean = sum(present) / len(present) if present else None
         assert image_iou["mean_per_class"][c] == (None if mean is None else pytest.approx(mean, abs=1e-9))
@@ -189,7 +190,8 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
 
     out = tmp_path / "eval"
     ckpt_path = run / "checkpoints" / "segmenter" / "latest.pt"
-    assert miou_cli.main(["recipe=toy", *tiny_toy_overrides, f"checkpoint={ckpt_path}", f"out={out}"]) == 0
+    assert miou_cli.main(["recipe=toy", *tiny_toy_overrides, "seg.mixed_precision='no'",
+                          f"checkpoint={ckpt_path}", f"out={out}"]) == 0
     evaluated = json.loads((out / "report.json").read_text())
     assert evaluated["metrics"]["miou"] == pytest.approx(report["metrics"]["miou"], abs=1e-6)
     assert evaluated["info"]["checkpoint_sha256"] == report["info"]["checkpoint_sha256"]
