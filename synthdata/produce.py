@@ -357,14 +357,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from synthdata.checkpoint import CheckpointError
     from synthdata.config import default_run_dir, parse_command_line
 
     recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None})
     run_dir = Path(args["run_dir"]) if args["run_dir"] else default_run_dir(recipe)
     try:
         return run(recipe, run_dir=run_dir, max_shards=args["max_shards"])
-    except (CheckpointError, RejectionError) as e:
+    except RejectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -214,6 +214,7 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
 def _main(argv: list[str]) -> int:
     from synthdata.config import parse_command_line
     from synthdata.runtime import make_accelerator
+    from synthdata.translate import format_image_iou
 
     recipe, args = parse_command_line(argv, {"run_dir": MISSING})
     run_dir = Path(str(args["run_dir"]))
@@ -223,7 +224,7 @@ def _main(argv: list[str]) -> int:
         m = result["metrics"]
         rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
         print(f"refine: {result['steps']} steps ({rate:.2f} step/s), val mIoU after {100 * m['miou']:.1f}%, "
-              f"image IoU per class {[None if v is None else round(100 * v, 1) for v in m['image_iou']['mean_per_class']]}"
+              f"image IoU per class {format_image_iou(m['image_iou'])}"
               f" -> {result['compare']}")
     accelerator.end_training()
     return 0

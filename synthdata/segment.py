@@ -357,7 +357,9 @@ def _main(argv: list[str]) -> int:
         report = write_segment_report(recipe, run_dir, result, accelerator)
         m = result["metrics"]
         rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
-        image_iou = [None if v is None else round(100 * v, 1) for v in m["image_iou"]["mean_per_class"]]
+        from synthdata.translate import format_image_iou
+
+        image_iou = format_image_iou(m["image_iou"])
         print(f"segment: {result['steps']} steps ({rate:.2f} step/s, {result['seconds']:.0f} s), val mIoU "
               f"{100 * m['miou']:.1f}% on {m['num_images']} images, mean image IoU per class {image_iou} "
               f"-> {report.with_suffix('.md')}")
@@ -367,14 +369,9 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.checkpoint import CheckpointError
     from synthdata.entry import run_main
 
-    try:
-        return run_main(_main, argv)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(_main, argv)  # ConfigError, DatasetError, CheckpointError -> one line, exit 2
 
 
 if __name__ == "__main__":

@@ -366,9 +366,6 @@ def _main(argv: list[str]) -> int:
     run_dir = Path(str(args["run_dir"])) if args["run_dir"] else default_run_dir(recipe)
     try:
         train_stage(recipe, stage=str(args["stage"]), run_dir=run_dir)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

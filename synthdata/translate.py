@@ -236,6 +236,11 @@ def image_iou_info(summary: dict[str, Any], classes: ClassInfo) -> dict[str, flo
             for name, m in zip(classes.names, summary["mean_per_class"])}
 
 
+def format_image_iou(summary: dict[str, Any]) -> list[float | None]:
+    """Mean image IoU per class in % with one decimal, for the one-line summaries."""
+    return [None if v is None else round(100 * v, 1) for v in summary["mean_per_class"]]
+
+
 def evaluate_and_report(model: nn.Module, recipe: Recipe, *, out_dir: Path, title: str, checkpoint: Path,
                         accelerator, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score `model` (images in [0, 1] -> class scores) on the recipe's val split exactly as
@@ -387,10 +392,9 @@ def _main(argv: list[str]) -> int:
                                   accelerator=accelerator, info=info)
     if accelerator.is_main_process:
         rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
-        image_iou = metrics["image_iou"]["mean_per_class"]
         print(f"translate {arch['mode']}: {result['steps']} steps ({rate:.2f} step/s), val mIoU "
               f"{100 * metrics['miou']:.1f}%, mean image IoU per class "
-              f"{[None if v is None else round(100 * v, 1) for v in image_iou]} -> {out / 'report.md'}")
+              f"{format_image_iou(metrics['image_iou'])} -> {out / 'report.md'}")
     accelerator.end_training()
     return 0
 

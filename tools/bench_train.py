@@ -55,14 +55,13 @@ def speed(argv: list[str]) -> None:
                 print(f"| {stage} | {precision} | {ips:.2f} | {ips * recipe.train.batch_size:.1f} |", flush=True)
 
 
-def _batches(reader, batch_size: int, with_depth: bool):
-    for start in range(0, len(reader), batch_size):
-        samples = [reader[i] for i in range(start, min(start + batch_size, len(reader)))]
-        batch = {"image": torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).float() / 255,
-                 "layout": torch.from_numpy(np.stack([s["layout"] for s in samples]).astype(np.int64))}
-        if with_depth:
-            batch["depth"] = torch.from_numpy(np.stack([s["depth"] for s in samples]).astype(np.float32))[:, None]
-        yield batch
+def _batches(reader, batch_size: int, with_depth: bool) -> list[dict[str, torch.Tensor]]:
+    """Every sample of `reader` once, unaugmented, as the loader's dict batches."""
+    from synthdata.data import Source, make_loader
+
+    loader = make_loader(Source(reader=reader, name="bench"), batch_size=batch_size, augment=False, shuffle=False,
+                         with_depth=with_depth, rank=0, world_size=1)
+    return list(loader)
 
 
 def _stage_l1(arch: dict[str, Any], G: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
@@ -120,8 +119,8 @@ def quality(argv: list[str]) -> None:
           f"trained {js_trained:.4f}, untrained {js_untrained:.4f} ({n} generated layouts each)")
 
     with_depth = pipe.has_depth
-    val_batches = list(_batches(val, bs, with_depth))
-    train_batches = list(_batches(train, bs, with_depth))
+    val_batches = _batches(val, bs, with_depth)
+    train_batches = _batches(train, bs, with_depth)
     print("| stage | L1 trained (EMA) | L1 untrained | L1 of the training mean |")
     print("| --- | --- | --- | --- |")
     for stage in ("depth", "image"):

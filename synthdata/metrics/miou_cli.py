@@ -126,14 +126,9 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.checkpoint import CheckpointError
     from synthdata.entry import run_main
 
-    try:
-        return run_main(_main, argv)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(_main, argv)  # ConfigError, DatasetError, CheckpointError -> one line, exit 2
 
 
 if __name__ == "__main__":
