@@ -11,8 +11,8 @@ import sys
 
 # command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "config": ("synthdata.config_cli", "print the fully resolved recipe"),
-    "check": ("synthdata.datasets.check", "scan a dataset split and report problems"),
+    "config": ("synthdata.config", "print the fully resolved recipe"),
+    "check": ("synthdata.check", "scan a dataset split and report problems"),
     "export": ("synthdata.export", "write a real dataset split as shards"),
     "inspect": ("synthdata.inspection", "summarise shards and write a contact sheet"),
     "train": ("synthdata.train", "train a generator stage (layout | depth | image)"),
@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "refine": ("synthdata.refine", "SegGAN refinement of a segmenter"),
     "translate": ("synthdata.translate", "pix2pix / CycleGAN segmentation as translation"),
     "evaluate": ("synthdata.evaluate", "evaluate: miou | fid | fidelity | layouts"),
-    "compare": ("synthdata.report", "compare evaluation reports side by side"),
+    "compare": ("synthdata.compare", "compare evaluation reports side by side"),
     "demo": ("synthdata.demo", "the whole pipeline on the toy world, with a report"),
 }
 

@@ -8,6 +8,22 @@ in-process; rerunning reuses finished stages (each command resumes or skips comp
 
 from __future__ import annotations
 
+from synthdata import produce, segment, train
+from synthdata.core.entry import run_main
+from synthdata.core.visualize import save_grid
+from synthdata.data.readers import make_reader
+from synthdata.inspection import main as inspect_main
+from synthdata.metrics import fid, fidelity, layout_stats
+from synthdata.metrics.inception import FIDWeightsError, resolve_weights
+from synthdata.metrics.report import compare_reports, read_report
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
+    import os
+    import sys
+
+    _pkg = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
+
 import dataclasses
 import json
 import shlex
@@ -17,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from synthdata.config import ConfigError, parse_command_line
+from synthdata.core.recipe import ConfigError, parse_command_line
 
 
 @dataclass(frozen=True)
@@ -93,9 +109,6 @@ class Timer:
 
 
 def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: int | None = None) -> Path:
-    from synthdata import produce, segment, train
-    from synthdata.metrics import fidelity, layout_stats
-    from synthdata.report import compare_reports, read_report
 
     if budget_name not in BUDGETS:
         raise ConfigError(f"demo.budget must be one of {', '.join(BUDGETS)}, got '{budget_name}'")
@@ -149,8 +162,6 @@ def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: 
 
 
 def _real_grid(common: list[str], path: Path) -> int:
-    from synthdata.datasets import make_reader
-    from synthdata.visualize import save_grid
 
     recipe, _ = parse_command_line(common)
     reader = make_reader(recipe.data, "train")
@@ -159,15 +170,12 @@ def _real_grid(common: list[str], path: Path) -> int:
 
 
 def _contact_sheet(shards: Path, path: Path) -> None:
-    from synthdata.inspection import main as inspect_main
 
     if inspect_main([str(shards), "n=8", f"out={path}"]) != 0:
         raise RuntimeError(f"could not inspect {shards}")
 
 
 def _maybe_fid(common: list[str], shards: Path, run_dir: Path, timer: Timer) -> str:
-    from synthdata.metrics import fid
-    from synthdata.metrics.inception import FIDWeightsError, resolve_weights
 
     try:
         resolve_weights(None)
@@ -263,7 +271,6 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
 
     return run_main(_main, argv)
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
+    import os
+    import sys
+
+    _pkg = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
+
 import difflib
 import importlib
 import sys

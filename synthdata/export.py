@@ -1,6 +1,6 @@
 """`synthdata export recipe=R split=S out=DIR`: a real dataset split as WebDataset shards.
 
-Real and synthetic data then stream through the same loader (`synthdata.data.make_loader`).
+Real and synthetic data then stream through the same loader (`synthdata.data.loader.make_loader`).
 Sample i of the split goes to shard i // shard_size under a key from its meta id, so exporting
 twice gives byte-identical shards; a rerun skips complete shards. Works under `accelerate launch`
 (each process writes every world_size-th shard; the main process writes the manifest).
@@ -8,20 +8,29 @@ twice gives byte-identical shards; a rerun skips complete shards. Works under `a
 
 from __future__ import annotations
 
-import os
-import sys
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
 
-if __name__ == "__main__" and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    # run as a file (`accelerate launch synthdata/export.py`): synthdata/ is first on sys.path, where
-    # a sibling module could shadow a standard-library one; use the project root instead
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from synthdata.core.entry import run_main
+from synthdata.core.recipe import parse_command_line, recipe_to_dict, recipe_to_yaml
+from synthdata.data.readers.base import make_reader
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
+    import os
+    import sys
+
+    _pkg = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
 import dataclasses
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from synthdata.shards import ShardError, ShardWriter, safe_key
+from synthdata.data.shards import ShardError, ShardWriter, safe_key
 
 ARGUMENTS = {"split": "train", "out": dataclasses.MISSING, "prefix": None, "limit": None}
 
@@ -32,7 +41,6 @@ def export_split(reader: Any, out_dir: str | os.PathLike, *, recipe: dict[str, A
                  progress: bool = True) -> dict[str, Any]:
     """Write `reader`'s samples (the first `limit`) as shards; returns counts for the summary.
     Rank `rank` of `world_size` writes shards `rank, rank + world_size, ...`."""
-    from tqdm.auto import tqdm
 
     if shard_size < 1:
         raise ShardError(f"export.shard_size must be >= 1, got {shard_size}")
@@ -73,14 +81,11 @@ def export_split(reader: Any, out_dir: str | os.PathLike, *, recipe: dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
 
     return run_main(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
-    from synthdata.config import parse_command_line, recipe_to_dict, recipe_to_yaml
-    from synthdata.datasets.base import make_reader
 
     recipe, args = parse_command_line(argv, ARGUMENTS)
     split, out = str(args["split"]), Path(str(args["out"]))
@@ -88,7 +93,6 @@ def _main(argv: list[str]) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     state = None
     if world_size > 1:  # launched with accelerate/torchrun: share the shards out
-        from accelerate import PartialState
 
         state = PartialState()
     rank = state.process_index if state else 0
@@ -102,7 +106,6 @@ def _main(argv: list[str]) -> int:
     )
     written = stats["samples"]
     if state:
-        from accelerate.utils import gather_object
 
         written = sum(gather_object([written]))
     if rank == 0:

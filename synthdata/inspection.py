@@ -7,23 +7,38 @@ problems (corrupt shards, manifest mismatches, duplicate keys), and writes a con
 
 from __future__ import annotations
 
-import os
-import sys
+from tqdm.auto import tqdm
 
-if __name__ == "__main__" and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    # run as a file (`python synthdata/inspection.py`): synthdata/ is first on sys.path, where
-    # a sibling module could shadow a standard-library one; use the project root instead
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from synthdata.core.entry import run_main
+from synthdata.core.recipe import ConfigError, parse_overrides
+from synthdata.core.visualize import save_grid
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
+    import os
+    import sys
+
+    _pkg = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
 import collections
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from synthdata.datasets.base import ClassInfo
-from synthdata.palette import default_palette
-from synthdata.shards import ShardError, decode_sample, expected_counts, iter_tar, manifest_classes, resolve_urls, verify_manifest
+from synthdata.core.palette import default_palette
+from synthdata.data.readers.base import ClassInfo
+from synthdata.data.shards import (
+    ShardError,
+    decode_sample,
+    expected_counts,
+    iter_tar,
+    manifest_classes,
+    resolve_urls,
+    verify_manifest,
+)
 
 ARGUMENTS = {"n": 16, "out": "contact_sheet.png", "verify": True, "limit": None}
 USAGE = "usage: synthdata inspect PATH_OR_PATTERN [n=16] [out=contact_sheet.png] [verify=true] [limit=N]"
@@ -31,9 +46,8 @@ USAGE = "usage: synthdata inspect PATH_OR_PATTERN [n=16] [out=contact_sheet.png]
 
 def summarize(spec: str | list[str], *, n: int = 16, limit: int | None = None, verify: bool = True,
               progress: bool = True) -> dict[str, Any]:
-    """Read the shards of `spec` (see `synthdata.shards.resolve_urls`) and gather statistics.
+    """Read the shards of `spec` (see `synthdata.data.shards.resolve_urls`) and gather statistics.
     Returns counts, sizes, class pixel counts, depth coverage, problems and the first `n` samples."""
-    from tqdm.auto import tqdm
 
     urls, manifest = resolve_urls(spec)
     problems: list[str] = []
@@ -126,14 +140,11 @@ def report(stats: dict[str, Any], classes: ClassInfo) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
 
     return run_main(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
-    from synthdata.config import ConfigError, parse_overrides
-    from synthdata.visualize import save_grid
 
     paths = [a for a in argv if "=" not in a]
     if not paths or any(a in ("-h", "--help") for a in argv):

@@ -1,221 +1,29 @@
-"""`accelerate launch synthdata/refine.py recipe=R run_dir=DIR [refine.*=...]`: SegGAN refinement.
-
-SegGAN (Zhang et al. 2018, "SegGAN: Semantic Segmentation with Generative Adversarial Network"):
-a segmenter is fine-tuned with l = l_S + lambda1 * l_C + lambda2 * l_A, where its softmax output
-goes through a frozen mask -> image generator (the `image` stage trained without depth), l_C is
-the pixel MSE between that reconstruction and the input image and l_A the frozen
-discriminator's adversarial loss on it. Reports before and after, plus their comparison.
+"""`accelerate launch synthdata/refine.py recipe=R run_dir=DIR [refine.*=...]`: SegGAN refinement of
+a trained segmenter through a frozen mask -> image generator (also `python -m synthdata.refine`,
+`synthdata refine`). Reports before and after; the method is `synthdata.segmentation.seggan`.
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
+    import os
+    import sys
+
+    _pkg = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
+
 import sys
+from dataclasses import MISSING
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # `accelerate launch synthdata/refine.py` puts synthdata/ first on sys.path, where sibling
-    # modules could shadow the standard library: import from the root instead
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
-
-import time
-from dataclasses import MISSING
-from typing import Any
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from synthdata.checkpoint import CheckpointError  # noqa: E402
-from synthdata.config import Recipe  # noqa: E402
-from synthdata.datasets.base import ClassInfo  # noqa: E402
-
-REFINE_SEED_KEY = 0x5E6  # keys derived seeds of this command
-
-
-def _train_command(recipe_name: str, run_dir: Path) -> str:
-    return (f"`synthdata train recipe={recipe_name} stage=image stages.image.use_depth=false "
-            f"run_dir={run_dir}` (or pass refine.generator=PATH)")
-
-
-def _discriminator_weights(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    """The image stage's discriminator: a "discriminator" entry of the portable checkpoint when
-    present, else model 1 of the Accelerate state beside it (train.py prepares G, then D)."""
-    if ckpt.get("discriminator"):
-        return ckpt["discriminator"]
-    from safetensors.torch import load_file
-
-    for state in (path.parent / "state", path.parent / "state.previous"):
-        for name in ("model_1.safetensors", "pytorch_model_1.bin"):
-            file = state / name
-            if file.is_file():
-                if file.suffix == ".safetensors":
-                    return load_file(str(file))
-                return torch.load(file, map_location="cpu", weights_only=True)
-    raise CheckpointError(
-        f"{path} has no discriminator and there is no training state in {path.parent / 'state'}; "
-        "refinement needs the image stage's discriminator: keep the state folder the training wrote"
-    )
-
-
-def load_image_stage(path: Path, classes: ClassInfo, *, recipe_name: str, run_dir: Path,
-                     device) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """The frozen mask -> image generator (EMA weights) and its discriminator, in eval mode with
-    `requires_grad=False`. Missing files name the command that trains them; a generator made for
-    other classes, or one conditioned on depth, raises `CheckpointError`."""
-    from synthdata import stages
-    from synthdata.checkpoint import check_classes, load_checkpoint
-
-    if not path.exists():
-        raise CheckpointError(f"no mask-to-image generator at {path}; train it first with "
-                              + _train_command(recipe_name, run_dir))
-    ckpt = load_checkpoint(path)
-    check_classes(ckpt, classes, path)
-    arch = ckpt.get("arch") or {}
-    if arch.get("stage") != "image":
-        raise CheckpointError(f"{path} is not an image stage checkpoint (stage {arch.get('stage')!r})")
-    if arch.get("use_depth"):
-        raise CheckpointError(f"{path} is conditioned on depth, which a segmenter cannot supply; train the "
-                              "image stage on layouts alone with " + _train_command(recipe_name, run_dir))
-    G, D = stages.build_generator(arch), stages.build_discriminator(arch)
-    try:
-        G.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
-        D.load_state_dict(_discriminator_weights(ckpt, path))
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the recorded architecture: {e}") from e
-    return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False), arch
-
-
-def refinement_losses(logits: torch.Tensor, images: torch.Tensor, target: torch.Tensor, *,
-                      generator: nn.Module, discriminator: nn.Module, z: torch.Tensor | None,
-                      ignore_index: int, lambda_content: float, lambda_adv: float) -> dict[str, torch.Tensor]:
-    """SegGAN's loss on segmenter `logits (B, C, H, W)`, `images (B, 3, H, W)` in [0, 1] and
-    `target (B, H, W)`: CE l_S, content l_C = MSE(G(softmax), image in [-1, 1]), adversarial
-    l_A = hinge generator loss of D on (softmax, reconstruction); "loss" is their weighted sum.
-    G and D are frozen: gradients flow through them into `logits` only."""
-    from synthdata.models import losses
-
-    probs = F.softmax(logits.float(), dim=1)
-    recon = generator(probs, z).float()
-    content = F.mse_loss(recon, images.float() * 2.0 - 1.0)
-    adv = losses.hinge_g_loss(discriminator(torch.cat([probs, recon], 1)))
-    ce = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
-    ce = ce / (target != ignore_index).sum().clamp(min=1)
-    return {"loss": ce + lambda_content * content + lambda_adv * adv, "ce": ce, "content": content, "adv": adv}
-
-
-def _segmenter_path(recipe: Recipe, run_dir: Path) -> Path:
-    path = Path(recipe.refine.segmenter) if recipe.refine.segmenter else run_dir / "checkpoints" / "segmenter" / "latest.pt"
-    if not path.exists():
-        raise CheckpointError(f"no segmenter checkpoint at {path}; train one with "
-                              f"`synthdata segment recipe={recipe.name} run_dir={run_dir}` (or pass refine.segmenter=PATH)")
-    return path
-
-
-def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
-    """Fine-tune the segmenter with the SegGAN loss (resumable) and write the before / after reports."""
-    from tqdm.auto import tqdm
-
-    from synthdata.checkpoint import check_classes, portable_checkpoint, save_atomic
-    from synthdata.config import recipe_to_dict, recipe_to_yaml
-    from synthdata.data import Source, make_loader
-    from synthdata.datasets.base import make_reader
-    from synthdata.report import compare_reports, read_report
-    from synthdata.runtime import load_training_state, save_training_state, seed_step
-    from synthdata.seeding import derive_seed, torch_generator
-    from synthdata.segmenters import load_segmenter
-    from synthdata.translate import evaluate_and_report
-
-    cfg, device = recipe.refine, accelerator.device
-    reader = make_reader(recipe.data, recipe.data.train_split)
-    classes, ignore = reader.classes, reader.classes.ignore_index
-    seg_path = _segmenter_path(recipe, run_dir)
-    gen_path = Path(cfg.generator) if cfg.generator else run_dir / "checkpoints" / "image" / "latest.pt"
-    G, D, g_arch = load_image_stage(gen_path, classes, recipe_name=recipe.name, run_dir=run_dir, device=device)
-    if (g_arch["height"], g_arch["width"]) != (recipe.data.height, recipe.data.width):
-        raise CheckpointError(f"{gen_path} makes {g_arch['height']}x{g_arch['width']} images but the recipe's data "
-                              f"are {recipe.data.height}x{recipe.data.width}; refine at the generator's resolution")
-    model, seg_ckpt = load_segmenter(seg_path, expected=classes, device=device)
-    out = run_dir / "refine"
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-    if not (out / "before" / "report.json").exists():
-        evaluate_and_report(model, recipe, out_dir=out / "before", title=f"{recipe.name}: segmenter before refinement",
-                            checkpoint=seg_path, accelerator=accelerator, info={"stage": "before refinement"})
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    ckpt_dir = run_dir / "checkpoints" / "refine"
-    progress = load_training_state(accelerator, ckpt_dir) or {}
-    if progress:
-        check_classes(progress, classes, ckpt_dir / "state")
-    start, step, last, started = int(progress.get("step", 0)), int(progress.get("step", 0)), {}, time.time()
-
-    def checkpoint(step: int) -> Path:
-        save_training_state(accelerator, ckpt_dir, {"step": step, "classes": classes.to_dict()})
-        path = ckpt_dir / "latest.pt"
-        if accelerator.is_main_process:
-            save_atomic(portable_checkpoint(kind="segmenter", model=accelerator.unwrap_model(model).state_dict(),
-                                            step=step, recipe=recipe_to_dict(recipe), classes=classes,
-                                            arch=seg_ckpt.get("arch"), extra={"refined_from": str(seg_path)}), path)
-        accelerator.wait_for_everyone()
-        return path
-
-    z_dim = int(g_arch.get("z_dim") or 0)
-    bar = tqdm(total=cfg.steps, initial=start, desc="refine", unit="step", disable=not accelerator.is_main_process)
-    model.train()
-    while step < cfg.steps:
-        stop = min(cfg.steps, (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-        # full samples, not crops: the generator is built for the data resolution
-        loader = make_loader(Source(reader=reader), batch_size=cfg.batch_size, augment=True, shuffle=True,
-                             epoch_length=(stop - step) * cfg.batch_size, seed=derive_seed(recipe.seed, REFINE_SEED_KEY, step))
-        for batch in loader:
-            seed_step(recipe.seed, REFINE_SEED_KEY, step, accelerator.process_index)
-            images, target = batch["image"].to(device), batch["layout"].to(device)
-            z = None
-            if z_dim:
-                z = torch.randn(images.shape[0], z_dim, generator=torch_generator(recipe.seed, REFINE_SEED_KEY, step,
-                                accelerator.process_index)).to(device)
-            with accelerator.autocast():
-                last = refinement_losses(model(images), images, target, generator=G, discriminator=D, z=z,
-                                         ignore_index=ignore, lambda_content=cfg.lambda_content,
-                                         lambda_adv=cfg.lambda_adv)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(last["loss"])
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in last.items()})
-            if step >= stop:
-                break
-        if step < stop:
-            raise CheckpointError(f"the training stream ended after {step} of {cfg.steps} steps")
-        checkpoint(step)
-    bar.close()
-    seconds = time.time() - started
-    path = ckpt_dir / "latest.pt"
-    info = {"stage": "after refinement", "refined_from": str(seg_path), "generator": str(gen_path),
-            "steps": step, "resumed_from_step": start, "train_seconds": round(seconds, 1),
-            "lambda_content": cfg.lambda_content, "lambda_adv": cfg.lambda_adv, "lr": cfg.lr,
-            "final_losses": {k: float(v.detach()) for k, v in last.items()}}
-    metrics = evaluate_and_report(accelerator.unwrap_model(model), recipe, out_dir=out / "after",
-                                  title=f"{recipe.name}: segmenter after SegGAN refinement ({step} steps, "
-                                        f"lambda_C {cfg.lambda_content:g}, lambda_A {cfg.lambda_adv:g})",
-                                  checkpoint=path, accelerator=accelerator, info=info)
-    compare = None
-    if accelerator.is_main_process:
-        compare = compare_reports([read_report(out / "before"), read_report(out / "after")], out)
-    return {"steps": step, "start": start, "seconds": seconds, "metrics": metrics, "compare": compare,
-            "checkpoint": path}
+from synthdata.core.entry import run_main
+from synthdata.core.recipe import parse_command_line
+from synthdata.core.runtime import make_accelerator
+from synthdata.metrics.evaluation import format_image_iou
+from synthdata.segmentation.seggan import refine
 
 
 def _main(argv: list[str]) -> int:
-    from synthdata.config import parse_command_line
-    from synthdata.runtime import make_accelerator
-    from synthdata.translate import format_image_iou
-
     recipe, args = parse_command_line(argv, {"run_dir": MISSING})
     run_dir = Path(str(args["run_dir"]))
     accelerator = make_accelerator(mixed_precision=recipe.refine.mixed_precision)
@@ -224,15 +32,12 @@ def _main(argv: list[str]) -> int:
         m = result["metrics"]
         rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
         print(f"refine: {result['steps']} steps ({rate:.2f} step/s), val mIoU after {100 * m['miou']:.1f}%, "
-              f"image IoU per class {format_image_iou(m['image_iou'])}"
-              f" -> {result['compare']}")
+              f"image IoU per class {format_image_iou(m['image_iou'])} -> {result['compare']}")
     accelerator.end_training()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
-
     return run_main(_main, argv)
 
 

@@ -1,354 +1,30 @@
-"""`accelerate launch synthdata/segment.py recipe=R run_dir=DIR [seg.*=...]`: train a segmenter.
-
-Real data (the recipe's reader, or `seg.real` shards) and synthetic shards (`seg.synthetic`) are
-streamed and mixed by `seg.synthetic_ratio`; validation mIoU every `seg.val_every` steps;
-resumable checkpoints under RUN_DIR/checkpoints/segmenter; the run ends with RUN_DIR/report.
+"""`accelerate launch synthdata/segment.py recipe=R run_dir=DIR [seg.*=...]`: train a segmenter on
+real data, optionally mixed with synthetic shards (also `python -m synthdata.segment`,
+`synthdata segment`). Resumable; ends with RUN_DIR/report. The training loop is
+`synthdata.segmentation.training`.
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
+    import os
+    import sys
+
+    _pkg = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
+
 import sys
+from dataclasses import MISSING
+from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # `accelerate launch synthdata/segment.py` puts synthdata/ first on sys.path, where our
-    # module names could shadow standard-library ones; import the package from its root instead,
-    # before anything else is imported.
-    import os.path
-
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from dataclasses import MISSING  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from synthdata.config import ConfigError, Recipe, SegConfig  # noqa: E402
-from synthdata.datasets.base import ClassInfo, DatasetError, DatasetReader  # noqa: E402
-from synthdata.metrics.miou_cli import eval_reader, eval_window  # noqa: E402
-from synthdata.seeding import derive_seed, numpy_rng  # noqa: E402
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-
-
-def subset_reader(reader: DatasetReader, *, fraction: float = 1.0, ids_file: str | None = None,
-                  seed: int = 0) -> DatasetReader:
-    """A copy of `reader` restricted to a fixed subset of its samples (low-data experiments).
-
-    `fraction`: the first ceil(fraction * N) items of a permutation seeded by the recipe seed
-    only (same subset on any number of processes). `ids_file`: one sample id per line.
-    """
-    import copy
-
-    if ids_file is not None:
-        path = Path(ids_file)
-        if not path.is_file():
-            raise DatasetError(f"seg.real_subset: file not found: {path}")
-        wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        ids = [str(reader[i]["meta"]["id"]) for i in range(len(reader))]
-        lookup = {sid: i for i, sid in enumerate(ids)}
-        unknown = [w for w in wanted if w not in lookup]
-        if unknown:
-            raise DatasetError(f"{path}: {len(unknown)} ids not in the {reader.split} split, e.g. {unknown[:5]}")
-        keep = sorted({lookup[w] for w in wanted})
-    elif fraction < 1.0:
-        if not 0.0 < fraction <= 1.0:
-            raise ConfigError(f"seg.real_fraction must be in (0, 1], got {fraction}")
-        n = max(1, math.ceil(fraction * len(reader)))
-        keep = sorted(numpy_rng(seed, 0x5EB).permutation(len(reader))[:n].tolist())
-    else:
-        return reader
-    sub = copy.copy(reader)
-    sub.items = [reader.items[i] for i in keep]
-    return sub
-
-
-def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[str, Any]]:
-    """The training sources (real, and synthetic when asked) and their description for reports."""
-    from synthdata.data import Source, source_classes
-    from synthdata.datasets.base import make_reader
-
-    seg = recipe.seg
-    if not 0.0 <= seg.synthetic_ratio <= 1.0:
-        raise ConfigError(f"seg.synthetic_ratio must be in [0, 1], got {seg.synthetic_ratio}")
-    if seg.synthetic_ratio > 0 and not seg.synthetic:
-        raise ConfigError("seg.synthetic_ratio > 0 needs seg.synthetic=SHARDS (a pattern or folder)")
-    info: dict[str, Any] = {}
-    if seg.real:
-        if seg.real_fraction < 1.0 or seg.real_subset:
-            raise ConfigError("seg.real_fraction / seg.real_subset select from the reader; unset seg.real")
-        real = Source(urls=seg.real, name="real")
-        info["real"] = {"shards": seg.real}
-    else:
-        reader = make_reader(recipe.data, recipe.data.train_split)
-        reader = subset_reader(reader, fraction=seg.real_fraction, ids_file=seg.real_subset, seed=recipe.seed)
-        if len(reader) == 0:
-            raise DatasetError(f"{recipe.data.reader}: training split '{recipe.data.train_split}' is empty")
-        real = Source(reader=reader, name="real")
-        info["real"] = {"reader": recipe.data.reader, "root": recipe.data.root, "split": recipe.data.train_split,
-                        "samples": len(reader), "fraction": seg.real_fraction, "subset_file": seg.real_subset}
-    got = source_classes(real)
-    if got is not None and not got.same_as(classes):
-        raise DatasetError(f"seg.real {seg.real}: classes {list(got.names)} differ from the recipe's")
-    if seg.synthetic_ratio == 0:
-        return [real], info
-    synth = Source(urls=seg.synthetic, weight=seg.synthetic_ratio, name="synthetic")
-    got = source_classes(synth)
-    if got is None or not got.same_as(classes):
-        found = "no class list" if got is None else f"classes {list(got.names)} (ignore {got.ignore_index})"
-        raise DatasetError(
-            f"seg.synthetic {seg.synthetic}: {found}, but the recipe has {list(classes.names)} "
-            f"(ignore {classes.ignore_index})"
-        )
-    real.weight = 1.0 - seg.synthetic_ratio
-    info["synthetic"] = {"shards": seg.synthetic, "ratio": seg.synthetic_ratio}
-    return [real, synth], info
-
-
-# --------------------------------------------------------------------------------------------
-# Optimisation
-# --------------------------------------------------------------------------------------------
-
-
-def make_optimizer(params, seg: SegConfig) -> torch.optim.Optimizer:
-    if seg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=seg.lr, weight_decay=seg.weight_decay)
-    if seg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=seg.lr, momentum=0.9, weight_decay=seg.weight_decay, nesterov=True)
-    raise ConfigError(f"seg.optimizer must be adamw or sgd, got {seg.optimizer!r}")
-
-
-def lr_factor(schedule: str, step: int, total: int) -> float:
-    """Poly (power 0.9, DeepLab, Chen et al. 2017) or cosine decay of the learning rate."""
-    t = min(step, total) / max(1, total)
-    if schedule == "poly":
-        return (1.0 - t) ** 0.9
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    raise ConfigError(f"seg.schedule must be poly or cosine, got {schedule!r}")
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int,
-                      dice: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """Cross-entropy over labelled pixels (+ Dice): `logits (B, C, H, W)`, `target (B, H, W)`.
-
-    Averaged over the labelled pixels with a floor of one, so an all-ignore batch gives 0, not NaN.
-    """
-    ce = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
-    ce = ce / (target != ignore_index).sum().clamp(min=1)
-    out = {"ce": ce, "loss": ce}
-    if dice is not None:
-        out["dice"] = dice(logits.float(), target)
-        out["loss"] = ce + out["dice"]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# The run
-# --------------------------------------------------------------------------------------------
-
-
-class SegmentationRun:
-    """One segmenter training run in `run_dir`: model, optimiser, data, checkpoints, validation.
-
-    `run()` trains (or resumes) to `seg.steps` and returns what the final report needs.
-    """
-
-    def __init__(self, recipe: Recipe, run_dir: Path, accelerator):
-        from synthdata.runtime import load_training_state
-        from synthdata.segmenters import build_segmenter
-
-        self.recipe, self.seg, self.accelerator, self.device = recipe, recipe.seg, accelerator, accelerator.device
-        self.val = eval_reader(recipe, recipe.data.val_split)  # first: an empty split stops early
-        self.classes, self.ignore = self.val.classes, self.val.classes.ignore_index
-        self.sources, self.data_info = data_sources(recipe, self.classes)
-        self.window = eval_window(recipe)
-        seg = self.seg
-        self.crop = (seg.crop_height, seg.crop_width) if seg.crop_height and seg.crop_width else None
-        self.run_dir, self.ckpt_dir = run_dir, run_dir / "checkpoints" / "segmenter"
-        model = build_segmenter(seg.model, num_classes=self.classes.num_classes)
-        optimizer = make_optimizer(model.parameters(), seg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(seg.schedule, s, seg.steps))
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)  # not prepared: one step per step
-        self.dice = None
-        if seg.dice:
-            from segmentation_models_pytorch.losses import DiceLoss
-
-            self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=self.ignore)
-        progress = load_training_state(accelerator, self.ckpt_dir) or {}
-        self.start = int(progress.get("step", 0))
-        self.history: list[dict[str, Any]] = progress.get("history", [])
-        # samples per source, summed over processes when saved: one process carries them on
-        self.counts: dict[str, int] = dict(progress.get("source_counts", {})) if accelerator.is_main_process else {}
-        self.loss_filter = self._loss_filter()
-
-    def _loss_filter(self):
-        from synthdata.data import make_loader
-        from synthdata.segmenters import LossFilter, class_mean_loss, load_segmenter
-
-        seg = self.seg
-        if seg.synthetic_filter == "none":
-            return None
-        if seg.synthetic_filter != "loss":
-            raise ConfigError(f"seg.synthetic_filter must be none or loss, got {seg.synthetic_filter!r}")
-        if not seg.filter_segmenter or "synthetic" not in self.data_info:
-            raise ConfigError("seg.synthetic_filter=loss needs seg.filter_segmenter=CKPT and seg.synthetic")
-        judge, _ = load_segmenter(seg.filter_segmenter, expected=self.classes, device=self.device)
-        real = make_loader(dataclasses.replace(self.sources[0], weight=1.0), batch_size=seg.batch_size,
-                           augment=False, shuffle=False, crop=self.crop)
-        means = class_mean_loss(judge, real, num_classes=self.classes.num_classes, ignore_index=self.ignore,
-                                accelerator=self.accelerator)
-        return LossFilter(judge, means, k=seg.filter_k, ignore_index=self.ignore)
-
-    def total_counts(self) -> dict[str, int]:
-        names = [s.name for s in self.sources]
-        local = torch.tensor([self.counts.get(n, 0) for n in names], dtype=torch.int64, device=self.device)
-        summed = self.accelerator.reduce(local, "sum") if self.accelerator.num_processes > 1 else local
-        return {n: int(v) for n, v in zip(names, summed.tolist()) if v}
-
-    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One optimiser step on a loader batch; returns the losses (detached)."""
-        images = batch["image"].to(self.device, non_blocking=True)
-        target = batch["layout"].to(self.device, non_blocking=True)
-        for name in batch["source"]:
-            self.counts[name] = self.counts.get(name, 0) + 1
-        if self.loss_filter is not None:
-            synthetic = torch.tensor([s == "synthetic" for s in batch["source"]], device=self.device)
-            target = self.loss_filter(images, target, synthetic)
-        with self.accelerator.autocast():
-            logits = self.model(images)
-        losses = segmentation_loss(logits, target, ignore_index=self.ignore, dice=self.dice)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(losses["loss"])
-        self.optimizer.step()
-        self.scheduler.step()
-        return {k: v.detach() for k, v in losses.items()}
-
-    def validate(self, step: int, keep: int = 0) -> dict[str, Any]:
-        from synthdata.data import Source, make_loader
-        from synthdata.metrics.miou import evaluate_segmenter
-
-        loader = make_loader(Source(reader=self.val, name="val"), batch_size=self.recipe.eval.batch_size,
-                             augment=False, shuffle=False)
-        out = evaluate_segmenter(self.model, loader, num_classes=self.classes.num_classes, ignore_index=self.ignore,
-                                 accelerator=self.accelerator, window=self.window, keep_examples=keep)
-        self.history.append({"step": step, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"]})
-        return out
-
-    def checkpoint(self, step: int) -> Path:
-        """Accelerate state (resume) + portable latest.pt (sampling, evaluation), both atomic."""
-        from synthdata.checkpoint import portable_checkpoint, save_atomic
-        from synthdata.config import recipe_to_dict
-        from synthdata.runtime import save_training_state
-        from synthdata.segmenters import segmenter_arch
-
-        path = self.ckpt_dir / "latest.pt"
-        save_training_state(self.accelerator, self.ckpt_dir,
-                            {"step": step, "history": self.history, "source_counts": self.total_counts()})
-        if self.accelerator.is_main_process:
-            weights = self.accelerator.unwrap_model(self.model).state_dict()
-            save_atomic(portable_checkpoint(kind="segmenter", model=weights, step=step,
-                                            recipe=recipe_to_dict(self.recipe), classes=self.classes,
-                                            arch=segmenter_arch(self.seg.model)), path)
-        self.accelerator.wait_for_everyone()
-        return path
-
-    def run(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
-        from synthdata.config import recipe_to_yaml
-        from synthdata.data import make_loader
-        from synthdata.runtime import seed_step
-
-        seg, accelerator = self.seg, self.accelerator
-        if accelerator.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "segment_recipe.yaml").write_text(recipe_to_yaml(self.recipe))
-        started, step, last = time.time(), self.start, {}
-        if step < seg.steps:
-            loader = make_loader(self.sources, batch_size=seg.batch_size, augment=True, shuffle=True,
-                                 epoch_length=(seg.steps - step) * seg.batch_size, num_workers=seg.num_workers,
-                                 seed=derive_seed(self.recipe.seed, step), crop=self.crop)
-            bar = tqdm(total=seg.steps, initial=step, desc="segment", unit="step",
-                       disable=not accelerator.is_main_process)
-            self.model.train()
-            for batch in loader:
-                seed_step(self.recipe.seed, step)
-                last = self.train_step(batch)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss'].item():.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
-                if seg.val_every and step % seg.val_every == 0 and step < seg.steps:
-                    bar.write(f"step {step}: val mIoU {100 * self.validate(step)['miou']:.1f}%")
-                    self.model.train()
-                if seg.checkpoint_every and step % seg.checkpoint_every == 0 and step < seg.steps:
-                    self.checkpoint(step)
-                if step >= seg.steps:
-                    break
-            bar.close()
-            if step < seg.steps:
-                raise DatasetError(f"the training stream ended after {step} of {seg.steps} steps")
-        seconds = time.time() - started
-        metrics = self.validate(step, keep=8)  # before the checkpoint, so its history has it
-        if accelerator.is_main_process:  # image-level IoU (the SEM benchmarks' metric), as translate reports it
-            from synthdata.translate import image_iou_summary
-
-            metrics["image_iou"] = image_iou_summary(accelerator.unwrap_model(self.model), self.val,
-                                                     window=self.window, device=self.device)
-        path = self.checkpoint(step)
-        if self.loss_filter is not None:
-            self.data_info["synthetic"]["filter"] = self.loss_filter.summary(self.classes, accelerator)
-        return {"metrics": metrics, "classes": self.classes, "checkpoint": path, "steps": step,
-                "start": self.start, "seconds": seconds, "history": self.history,
-                "source_counts": self.total_counts(), "data": self.data_info, "window": self.window,
-                "final_loss": float(last["loss"].item()) if last else None}
-
-
-def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
-    """Train (or resume) the segmenter of `recipe` in `run_dir`; returns the final report's data."""
-    return SegmentationRun(recipe, run_dir, accelerator).run()
-
-
-def write_segment_report(recipe: Recipe, run_dir: Path, result: dict[str, Any], accelerator) -> Path:
-    from synthdata.metrics.miou_cli import run_info
-    from synthdata.report import write_report
-
-    seg = recipe.seg
-    info = run_info(recipe, checkpoint=result["checkpoint"], split=recipe.data.val_split,
-                    num_images=result["metrics"]["num_images"], window=result["window"],
-                    accelerator=accelerator)
-    info.update({"steps": result["steps"], "resumed_from_step": result["start"],
-                 "train_seconds": round(result["seconds"], 1), "final_loss": result["final_loss"],
-                 "batch_size": seg.batch_size, "source_counts": result["source_counts"],
-                 "data_sources": result["data"], "history": result["history"]})
-    if "image_iou" in result["metrics"]:
-        from synthdata.translate import image_iou_info
-
-        info.update(image_iou_info(result["metrics"]["image_iou"], result["classes"]))
-    synthetic = result["data"].get("synthetic") or {}
-    if "filter" in synthetic:  # FreeMask: the share of synthetic pixels ignored, per class
-        info["synthetic_ignored_fraction"] = synthetic["filter"]["ignored_fraction"]
-    kind = "real + synthetic" if seg.synthetic_ratio > 0 else "real only"
-    title = f"{recipe.name}: {seg.model.arch}-{seg.model.encoder}, {kind}, {result['steps']} steps"
-    json_path, _ = write_report(run_dir / "report", title=title, metrics=result["metrics"],
-                                classes=result["classes"], info=info)
-    return json_path
+from synthdata.core.entry import run_main
+from synthdata.core.recipe import parse_command_line
+from synthdata.core.runtime import make_accelerator
+from synthdata.metrics.evaluation import format_image_iou
+from synthdata.segmentation.training import train, write_segment_report
 
 
 def _main(argv: list[str]) -> int:
-    from synthdata.config import parse_command_line
-    from synthdata.runtime import make_accelerator
-
     recipe, args = parse_command_line(argv, {"run_dir": MISSING})
     run_dir = Path(str(args["run_dir"]))
     accelerator = make_accelerator(mixed_precision=recipe.seg.mixed_precision)
@@ -357,20 +33,15 @@ def _main(argv: list[str]) -> int:
         report = write_segment_report(recipe, run_dir, result, accelerator)
         m = result["metrics"]
         rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
-        from synthdata.translate import format_image_iou
-
-        image_iou = format_image_iou(m["image_iou"])
         print(f"segment: {result['steps']} steps ({rate:.2f} step/s, {result['seconds']:.0f} s), val mIoU "
-              f"{100 * m['miou']:.1f}% on {m['num_images']} images, mean image IoU per class {image_iou} "
-              f"-> {report.with_suffix('.md')}")
+              f"{100 * m['miou']:.1f}% on {m['num_images']} images, mean image IoU per class "
+              f"{format_image_iou(m['image_iou'])} -> {report.with_suffix('.md')}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
-
     return run_main(_main, argv)  # ConfigError, DatasetError, CheckpointError -> one line, exit 2
 
 

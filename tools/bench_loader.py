@@ -2,7 +2,7 @@
 
     python tools/bench_loader.py [--num 512] [--height 256] [--width 512] [--workers 2]
 
-Both loaders decode the same PNG bytes, apply the same augmentation (synthdata.data's
+Both loaders decode the same PNG bytes, apply the same augmentation (synthdata.data.loader's
 SampleTransform) and return the same batch format; the folder loader is a plain torch Dataset
 (three files per sample, float tensors made in the workers, persistent workers) as a typical
 trainer would write it.
@@ -25,15 +25,15 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from synthdata.data import SampleTransform, make_loader
-from synthdata.seeding import numpy_rng
-from synthdata.shards import ShardWriter, encode_sample
+from synthdata.data.loader import SampleTransform, make_loader
+from synthdata.core.seeding import numpy_rng
+from synthdata.data.shards import ShardWriter, encode_sample
 
 
 def make_samples(num: int, height: int, width: int) -> list[dict]:
     """Toy-world scenes (random arrays if the toy module is unavailable)."""
     try:
-        from synthdata.datasets.toy import render_scene
+        from synthdata.data.readers.toy import render_scene
     except ImportError:
         render_scene = None
     samples = []
@@ -51,7 +51,7 @@ def make_samples(num: int, height: int, width: int) -> list[dict]:
 
 
 def write_shards(samples: list[dict], out: Path, shard_size: int) -> None:
-    from synthdata.datasets.toy import toy_classes
+    from synthdata.data.readers.toy import toy_classes
 
     with ShardWriter(out, prefix="bench", shard_size=shard_size, classes=toy_classes(), recipe={"name": "bench"},
                      depth_scale=0.001) as writer:

@@ -3,7 +3,7 @@
     python tools/bench_toy.py [--n 300] [--sizes 64x128 128x256 256x512]
 
 Each row renders `n` training scenes through `ToyReader` on one thread pinned to one core
-(`synthdata.datasets.toy.benchmark`); the CPU-second rate ignores time other jobs took.
+(`synthdata.data.readers.toy.benchmark`); the CPU-second rate ignores time other jobs took.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import platform
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.datasets.toy import benchmark
+    from synthdata.data.readers.toy import benchmark
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300, help="scenes per resolution")

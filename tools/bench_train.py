@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthdata.config import load_recipe, parse_command_line  # noqa: E402
+from synthdata.core.recipe import load_recipe, parse_command_line  # noqa: E402
 
 SPEED_ARGUMENTS = {"steps": 30, "warmup": 5, "precisions": "no,bf16"}
 QUALITY_ARGUMENTS = {"run_dir": None, "num_layouts": 512, "split": "val", "batch_size": 32}
 
 
 def speed(argv: list[str]) -> None:
-    from synthdata import stages
-    from synthdata.train import train_stage
+    from synthdata.generation import stages
+    from synthdata.generation.training import train_stage
 
     recipe, args = parse_command_line(argv, SPEED_ARGUMENTS)
     warmup, steps = int(args["warmup"]), int(args["steps"])
@@ -57,7 +57,7 @@ def speed(argv: list[str]) -> None:
 
 def _batches(reader, batch_size: int, with_depth: bool) -> list[dict[str, torch.Tensor]]:
     """Every sample of `reader` once, unaugmented, as the loader's dict batches."""
-    from synthdata.data import Source, make_loader
+    from synthdata.data.loader import Source, make_loader
 
     loader = make_loader(Source(reader=reader, name="bench"), batch_size=batch_size, augment=False, shuffle=False,
                          with_depth=with_depth, rank=0, world_size=1)
@@ -67,7 +67,7 @@ def _batches(reader, batch_size: int, with_depth: bool) -> list[dict[str, torch.
 def _stage_l1(arch: dict[str, Any], G: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
               mean_target: torch.Tensor | None = None) -> float:
     """Mean L1 between generator output (or `mean_target`) and the target, over known pixels."""
-    from synthdata import stages
+    from synthdata.generation import stages
 
     total, count = 0.0, 0.0
     gen = torch.Generator().manual_seed(0)
@@ -84,11 +84,11 @@ def _stage_l1(arch: dict[str, Any], G: torch.nn.Module, batches: list[dict[str, 
 
 
 def quality(argv: list[str]) -> None:
-    from synthdata import stages
-    from synthdata.datasets import make_reader
+    from synthdata.generation import stages
+    from synthdata.data.readers import make_reader
     from synthdata.metrics.layout_stats import js_divergence, layout_statistics
-    from synthdata.pipeline import load_pipeline
-    from synthdata.runtime import seed_step
+    from synthdata.generation.sampler import load_pipeline
+    from synthdata.core.runtime import seed_step
 
     _, args = parse_command_line(["recipe=toy"] + argv, QUALITY_ARGUMENTS)
     if not args["run_dir"]:

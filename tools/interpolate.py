@@ -7,7 +7,7 @@ PNG (rows: coloured layout, depth, image; one column per step) and an animated G
 
 `seeds` walks between the codes those seeds draw (three or more seeds: a path through all).
 `invert` inverts real layouts of the recipe's reader (`recipe:SPLIT:INDEX`, resized to the run's
-resolution) into layout codes with `synthdata.latent.invert_layouts` and walks between them; it
+resolution) into layout codes with `synthdata.generation.latent.invert_layouts` and walks between them; it
 also writes inversion.png (targets above, their reconstructions below). The recipe is
 RUN_DIR/recipe.yaml unless `recipe=` is given. Output goes to RUN_DIR/interpolation by default.
 """
@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthdata.config import ConfigError, Recipe, parse_command_line, parse_overrides  # noqa: E402
-from synthdata.datasets.base import ClassInfo, DatasetError, make_reader  # noqa: E402
-from synthdata.entry import run_main  # noqa: E402
-from synthdata.imageops import resize_labels  # noqa: E402
-from synthdata.latent import INTERPOLATIONS, chain_codes, interpolate_chain, invert_layouts  # noqa: E402
-from synthdata.palette import colorize  # noqa: E402
-from synthdata.visualize import depth_to_rgb, image_grid, write_png  # noqa: E402
+from synthdata.core.recipe import ConfigError, Recipe, parse_command_line, parse_overrides  # noqa: E402
+from synthdata.data.readers.base import ClassInfo, DatasetError, make_reader  # noqa: E402
+from synthdata.core.entry import run_main  # noqa: E402
+from synthdata.core.imageops import resize_labels  # noqa: E402
+from synthdata.generation.latent import INTERPOLATIONS, chain_codes, interpolate_chain, invert_layouts  # noqa: E402
+from synthdata.core.palette import colorize  # noqa: E402
+from synthdata.core.visualize import depth_to_rgb, image_grid, write_png  # noqa: E402
 
 ARGUMENTS = {"run_dir": dataclasses.MISSING, "seeds": None, "steps": 8, "mode": "slerp", "invert": None,
              "out": None, "starts": 64, "invert_steps": 100, "lr": 0.01, "duration_ms": 150,
@@ -137,7 +137,7 @@ def write_walk(frames: dict[str, torch.Tensor | None], classes: ClassInfo, out: 
 
 def run(recipe: Recipe, args: dict) -> dict[str, Path]:
     """Write the requested walks; returns {name: path} of everything written."""
-    from synthdata.pipeline import load_pipeline
+    from synthdata.generation.sampler import load_pipeline
 
     start = time.perf_counter()
     run_dir = Path(args["run_dir"])

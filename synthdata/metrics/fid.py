@@ -7,22 +7,30 @@ kernel over random subsets. `synthdata evaluate fid real=SRC fake=SRC [modality=
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
 import time
 import warnings
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from synthdata.datasets.base import ClassInfo, DatasetError
+from synthdata.core.entry import run_main
+from synthdata.core.palette import colorize
+from synthdata.core.recipe import ConfigError, parse_command_line
+from synthdata.core.seeding import numpy_rng
+from synthdata.data.readers.base import ClassInfo, DatasetError
 from synthdata.metrics.inception import load_inception, resolve_weights, weights_id
+from synthdata.metrics.report import write_metrics_report
 from synthdata.metrics.sources import SampleSource, open_source, take
-from synthdata.palette import colorize
 
 MODALITIES = ("image", "layout", "depth")
 MAX_CACHED_FEATURES = 10000  # rows kept in a statistics cache for KID (10000 x 2048 fp32 = 80 MB)
@@ -70,7 +78,6 @@ def extract_features(
 ) -> np.ndarray:
     """Features `(N, D)` float32 of every sample. Consecutive samples of one size share a batch;
     sizes mixed within a source are allowed (the Inception resizes each to 299x299) and warned."""
-    from tqdm import tqdm
 
     chunks: list[np.ndarray] = []
     batch: list[torch.Tensor] = []
@@ -113,8 +120,6 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), pytorch-fid's stable implementation."""
-    import contextlib
-    import io
 
     from pytorch_fid.fid_score import calculate_frechet_distance
 
@@ -138,7 +143,6 @@ def kernel_inception_distance(
     """KID: mean and std over `subsets` random subsets of the unbiased MMD^2 estimate with
     k(x, y) = (x.y / D + 1)^3 (Binkowski et al. 2018). Unbiased, so ~0 (possibly < 0) for two
     sets from one distribution even with few samples. Kernels are float64 on `device`."""
-    from synthdata.seeding import numpy_rng
 
     n, dims = min(len(real), len(fake)), real.shape[1]
     m = min(subset_size, n)
@@ -255,10 +259,7 @@ def default_cache_dir() -> Path:
 
 
 def _main(argv: list[str]) -> int:
-    from dataclasses import MISSING
 
-    from synthdata.config import ConfigError, parse_command_line
-    from synthdata.report import write_metrics_report
 
     recipe, args = parse_command_line(argv, {
         "real": MISSING, "fake": MISSING, "modality": "image", "count": None,
@@ -300,7 +301,6 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
 
     return run_main(_main, argv)
 

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from synthdata.core.entry import run_main
+from synthdata.core.recipe import parse_command_line
+from synthdata.metrics.miou import ConfusionMatrix
+from synthdata.metrics.report import write_report
+from synthdata.metrics.sources import open_source, take
+from synthdata.segmentation.segmenters import load_segmenter
 
 # images (B, 3, H, W) float in [0, 1] -> logits (B, C, H', W')
 SegmentFn = Callable[[torch.Tensor], torch.Tensor]
@@ -44,9 +53,7 @@ def layout_fidelity(
     pixel_accuracy, per_class_iou, ...) of `segment(image)` against each sample's layout, plus
     per-sample pixel accuracy: `sample_accuracy_mean`, `sample_accuracy_p10` and the ids of the
     `worst` samples. Logits of another size are resized bilinearly to the layout's size."""
-    from tqdm import tqdm
 
-    from synthdata.metrics.miou import ConfusionMatrix
 
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     accuracies: list[float] = []
@@ -90,12 +97,7 @@ def layout_fidelity(
 
 
 def _main(argv: list[str]) -> int:
-    from dataclasses import MISSING
 
-    from synthdata.config import parse_command_line
-    from synthdata.metrics.sources import open_source, take
-    from synthdata.report import write_report
-    from synthdata.segmenters import load_segmenter
 
     recipe, args = parse_command_line(
         argv, {"shards": MISSING, "segmenter": MISSING, "count": None, "out": None, "device": "auto"}
@@ -124,7 +126,6 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
 
     return run_main(_main, argv)
 

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 import torch
+import torchvision
 
-from synthdata.checkpoint import CheckpointError
+from synthdata.core.checkpoint import CheckpointError
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 
@@ -74,7 +75,6 @@ class FIDInception(torch.nn.Module):
 
 def fid_inception_architecture() -> torch.nn.Module:
     """The FID Inception network (pytorch-fid's `fid_inception_v3`) with no weights loaded."""
-    import torchvision
     from pytorch_fid import inception as pf
 
     net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)

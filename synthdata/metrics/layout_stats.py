@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+from scipy import ndimage
+from scipy.spatial.distance import jensenshannon
+from tqdm import tqdm
 
-from synthdata.datasets.base import ClassInfo, DatasetError
+from synthdata.core.entry import run_main
+from synthdata.core.recipe import parse_command_line
+from synthdata.data.readers.base import ClassInfo, DatasetError
+from synthdata.metrics.report import write_metrics_report
+from synthdata.metrics.sources import open_source, take
 
 
 def count_components(layout: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
@@ -24,7 +32,6 @@ def count_components(layout: np.ndarray, num_classes: int, ignore_index: int = 2
     whose structuring element does not connect neighbouring planes; labels are numbered in scan
     order, so each plane's count is the rise of the running maximum label.
     """
-    from scipy import ndimage
 
     layout = np.asarray(layout)
     present = np.unique(layout)
@@ -47,7 +54,6 @@ def layout_statistics(
     """Statistics of `(H, W)` label maps: `pixel_frequency` and `presence_rate` `(C,)`,
     `components_per_class` `(C,)` (mean per image), `classes_per_image`, `components_per_image`,
     `num_images`, `labelled_pixels`. Pixels equal to `ignore_index` are left out."""
-    from tqdm import tqdm
 
     pixels = np.zeros(num_classes, dtype=np.int64)
     presence = np.zeros(num_classes, dtype=np.int64)
@@ -77,7 +83,6 @@ def layout_statistics(
 
 def js_divergence(p: np.ndarray | list[float], q: np.ndarray | list[float]) -> float:
     """Jensen-Shannon divergence of two histograms (normalised here), base 2, so in [0, 1]."""
-    from scipy.spatial.distance import jensenshannon
 
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     if p.shape != q.shape or p.sum() <= 0 or q.sum() <= 0:
@@ -128,11 +133,7 @@ def plot_layout_stats(real: dict[str, Any], fake: dict[str, Any] | None, classes
 
 
 def _main(argv: list[str]) -> int:
-    from dataclasses import MISSING
 
-    from synthdata.config import parse_command_line
-    from synthdata.metrics.sources import open_source, take
-    from synthdata.report import write_metrics_report
 
     recipe, args = parse_command_line(argv, {"real": MISSING, "fake": None, "count": None, "out": None})
     start = time.perf_counter()
@@ -170,7 +171,6 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.entry import run_main
 
     return run_main(_main, argv)
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 MIOU_CONVENTION = (
     "mean of per-class IoU = TP/(TP+FP+FN) over classes present in ground truth or predictions "
@@ -145,7 +146,6 @@ def evaluate_segmenter(
     examples: list[dict[str, np.ndarray]] = []
     batches = loader
     if progress:
-        from tqdm.auto import tqdm
 
         batches = tqdm(loader, desc="evaluate", unit="batch", leave=False,
                        disable=accelerator is not None and not accelerator.is_main_process)

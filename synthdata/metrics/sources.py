@@ -15,10 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import cv2
 import numpy as np
 
-from synthdata.config import ConfigError, Recipe, load_recipe
-from synthdata.datasets.base import ClassInfo, DatasetError, DatasetReader
+from synthdata.core.recipe import ConfigError, Recipe, load_recipe
+from synthdata.core.seeding import derive_seed
+from synthdata.data.loader import Source, make_loader, source_classes
+from synthdata.data.readers.base import ClassInfo, DatasetError, DatasetReader, make_reader
+from synthdata.generation.sampler import load_pipeline
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # run:RUN_DIR samples use seeds (run seed, EVAL_STREAM, i): a stream no shard index reaches, so
@@ -100,7 +104,6 @@ def open_source(
             split_recipe = recipe
         else:
             split_recipe = load_recipe(name)
-        from synthdata.datasets.base import make_reader
 
         reader = make_reader(split_recipe.data, split)
         return _reader_source(reader, spec, _digest(asdict(split_recipe.data), split))
@@ -137,7 +140,6 @@ def _folder_source(spec: str, files: list[Path]) -> SampleSource:
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
     def iterate() -> Iterator[dict[str, Any]]:
-        import cv2
 
         for path in files:
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -167,7 +169,6 @@ def _shard_fingerprint(urls: str | list[str]) -> str:
 
 
 def _shard_source(spec: str, urls: str | list[str], with_depth: bool) -> SampleSource:
-    from synthdata.data import Source, make_loader, source_classes
 
     source = Source(urls=urls, name=spec)
     classes = source_classes(source)
@@ -189,8 +190,6 @@ def _shard_source(spec: str, urls: str | list[str], with_depth: bool) -> SampleS
 def _run_source(spec: str, run_dir: str, *, layouts_only: bool, batch_size: int) -> SampleSource:
     """Endless samples from `load_pipeline(run_dir)`: sample i comes from seed
     `derive_seed(run seed, EVAL_STREAM, i)` only, so the stream is the same at any batch size."""
-    from synthdata.pipeline import load_pipeline
-    from synthdata.seeding import derive_seed
 
     pipeline = load_pipeline(run_dir)
     seed = int(pipeline.recipe.get("seed", 0))

@@ -21,7 +21,7 @@ from synthdata.models.spade import SPADEGenerator
 from synthdata.models.style import StyleLayoutGenerator
 
 if TYPE_CHECKING:
-    from synthdata.config import LayoutStageConfig, SpadeStageConfig
+    from synthdata.core.recipe import LayoutStageConfig, SpadeStageConfig
 
 __all__ = [
     "CONDITIONAL_DISCRIMINATORS", "CONDITIONAL_GENERATORS", "EMA", "LAYOUT_CRITICS",

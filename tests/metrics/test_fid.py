@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from synthdata.datasets.base import ClassInfo
+from synthdata.core.palette import default_palette
+from synthdata.data.readers.base import ClassInfo
 from synthdata.metrics import fid, inception
 from synthdata.metrics.sources import open_source
-from synthdata.palette import default_palette
 
 
 def _images(n: int, *, shift: int = 0, seed: int = 0, size: tuple[int, int] = (32, 64)) -> list[dict]:
@@ -195,8 +195,8 @@ def test_cli_with_local_weights_writes_a_report(fid_weights, tmp_path, no_networ
 
 
 def test_layout_fid_from_shards_through_the_evaluate_command(fid_weights, tmp_path, no_network):
+    from synthdata.data.shards import ShardWriter
     from synthdata.evaluate import main as evaluate
-    from synthdata.shards import ShardWriter
 
     classes = ClassInfo(("road", "car", "sky"), default_palette(3), 255)
     rng = np.random.default_rng(0)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from synthdata.datasets.base import ClassInfo
+from synthdata.core.palette import colorize, default_palette, snap_to_palette
+from synthdata.data.readers.base import ClassInfo
 from synthdata.metrics import fidelity
-from synthdata.palette import colorize, default_palette, snap_to_palette
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3), 255)
 
@@ -69,10 +69,10 @@ def test_sample_accuracy_leaves_out_ignore():
 
 
 def test_cli_segments_shards_and_refuses_foreign_checkpoints(tmp_path, capsys):
-    from synthdata.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.config import SegModelConfig
-    from synthdata.segmenters import build_segmenter, segmenter_arch
-    from synthdata.shards import ShardWriter
+    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+    from synthdata.core.recipe import SegModelConfig
+    from synthdata.data.shards import ShardWriter
+    from synthdata.segmentation.segmenters import build_segmenter, segmenter_arch
 
     with ShardWriter(tmp_path / "shards", prefix="t", shard_size=4, classes=CLASSES, recipe={"name": "t"},
                      depth_scale=0.001) as writer:

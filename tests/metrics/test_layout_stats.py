@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from synthdata.datasets.base import ClassInfo
+from synthdata.core.palette import default_palette
+from synthdata.data.readers.base import ClassInfo
 from synthdata.metrics import layout_stats as ls
-from synthdata.palette import default_palette
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3), 255)
 
 
 def _write_shards(folder, layouts):
-    from synthdata.shards import ShardWriter
+    from synthdata.data.shards import ShardWriter
 
     samples = [
         {"image": np.zeros((*lay.shape, 3), np.uint8), "layout": lay, "meta": {"id": f"s{i}"}}
@@ -120,9 +120,9 @@ def run_dir(tmp_path):
     """A run dir with randomly initialised (tiny) layout, depth and image stage checkpoints."""
     import torch
 
-    from synthdata import stages
-    from synthdata.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.config import load_recipe, recipe_to_dict
+    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+    from synthdata.core.recipe import load_recipe, recipe_to_dict
+    from synthdata.generation import stages
 
     tiny = ["data.height=32", "data.width=64", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=8"]
     tiny += [f"stages.{s}.{k}=8" for s in ("depth", "image") for k in ("ngf", "ndf")]

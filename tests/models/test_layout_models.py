@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthdata.config import LayoutStageConfig
+from synthdata.core.recipe import LayoutStageConfig
 from synthdata.models import (
     EMA,
     LAYOUT_GENERATORS,

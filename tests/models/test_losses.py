@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthdata.config import LayoutStageConfig, SpadeStageConfig
+from synthdata.core.recipe import LayoutStageConfig, SpadeStageConfig
 from synthdata.models import (
     build_conditional_discriminator,
     build_conditional_generator,

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from synthdata.config import SpadeStageConfig
+from synthdata.core.recipe import SpadeStageConfig
 from synthdata.models import (
     CONDITIONAL_GENERATORS,
     EMA,

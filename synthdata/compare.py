@@ -1,0 +1,44 @@
+"""`synthdata compare REPORT [REPORT ...] [out=DIR]`: evaluation reports side by side (a table
+and per-class IoU bars), e.g. real only vs real + synthetic.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
+    import os
+    import sys
+
+    _pkg = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
+
+import sys
+
+from synthdata.metrics.report import compare_reports, read_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`synthdata compare REPORT [REPORT...] [out=DIR]` (default out: the current folder)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = "."
+    paths = []
+    for token in argv:
+        if token.startswith("out="):
+            out = token[4:]
+        else:
+            paths.append(token)
+    if not paths:
+        print("usage: synthdata compare REPORT.json|DIR [...] [out=DIR]", file=sys.stderr)
+        return 2
+    try:
+        reports = [read_report(p) for p in paths]
+        md = compare_reports(reports, out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(md.read_text())
+    print(f"compared {len(reports)} reports -> {md} and {md.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

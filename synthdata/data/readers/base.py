@@ -1,0 +1,193 @@
+"""The dataset reader interface, class metadata and the reader registry.
+
+A reader turns one split of a dataset, in the folder layout users download, into samples of the
+data contract (DESIGN.md): `{"image": uint8 HxWx3, "layout": HxW class indices (ignore_index
+where unlabelled), "depth": float32 HxW or absent, "meta": dict}`, resized to the recipe's
+resolution through `synthdata.core.imageops`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from synthdata.core.imageops import resize_sample
+from synthdata.core.palette import default_palette
+from synthdata.core.recipe import DataConfig
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as declared (missing files, bad labels, size mismatch)."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """Class names, their RGB palette `(C, 3)` and the ignore label."""
+
+    names: tuple[str, ...]
+    palette: np.ndarray
+    ignore_index: int = 255
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": list(self.names),
+            "palette": np.asarray(self.palette).astype(int).tolist(),
+            "ignore_index": int(self.ignore_index),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClassInfo":
+        return cls(tuple(d["classes"]), np.asarray(d["palette"], dtype=np.uint8), int(d["ignore_index"]))
+
+    def same_as(self, other: "ClassInfo") -> bool:
+        return self.names == other.names and self.ignore_index == other.ignore_index
+
+
+class DatasetReader:
+    """Base class: subclasses set `default_classes`/`default_palette` and implement
+    `_items()` (a list of per-sample records found on disk) and `_load(item)` (one sample at
+    native resolution). Indexing returns resized, validated samples.
+    """
+
+    name: str = "base"
+    default_classes: tuple[str, ...] = ()
+    default_palette: np.ndarray | None = None
+    default_ignore_index: int = 255
+    splits: tuple[str, ...] = ("train", "val")
+    has_depth: bool = False
+
+    def __init__(self, cfg: DataConfig, split: str):
+        self.cfg = cfg
+        self.split = split
+        self.classes = self._class_info(cfg)
+        if self.needs_root:
+            if cfg.root is None:
+                raise DatasetError(f"{self.name}: data.root is not set. {self.layout_help()}")
+            self.root = Path(cfg.root).expanduser()
+            if not self.root.is_dir():
+                raise DatasetError(
+                    f"{self.name}: dataset root {self.root} does not exist. {self.layout_help()}"
+                )
+        else:
+            self.root = Path(cfg.root) if cfg.root else None
+        self.items = self._items()
+        self.out_of_range_pixels = 0
+
+    needs_root = True
+
+    # -- subclass API -----------------------------------------------------------------------
+    def layout_help(self) -> str:
+        return ""
+
+    def _items(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _load(self, item: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- public API -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < 0 or index >= len(self.items):
+            raise IndexError(index)
+        sample = self._load(self.items[index])
+        check_pair(sample, str(sample["meta"].get("path", self.items[index])))
+        meta = sample["meta"]
+        sample["layout"] = self.check_labels(sample["layout"], meta.get("label_path", meta.get("path", "")))
+        sample = resize_sample(sample, self.cfg.height, self.cfg.width)
+        sample["meta"].setdefault("dataset", self.name)
+        sample["meta"].setdefault("split", self.split)
+        sample["meta"].setdefault("source", "real")
+        return sample
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def read_native(self, index: int) -> dict[str, Any]:
+        """Sample `index` as stored on disk: native size, labels not yet checked (for `check`)."""
+        return self._load(self.items[index])
+
+    def check_labels(self, layout: np.ndarray, where: str) -> np.ndarray:
+        """Labels outside `[0, C)` other than ignore: error if strict, else ignore + warning."""
+        ignore = self.classes.ignore_index
+        bad = (layout >= self.classes.num_classes) & (layout != ignore)
+        if layout.dtype.kind == "i":
+            bad |= layout < 0
+        count = int(bad.sum())
+        if count:
+            found = sorted(set(np.unique(layout[bad]).tolist()))[:10]
+            message = (
+                f"{where}: {count} pixels have labels {found} outside 0..{self.classes.num_classes - 1} "
+                f"(ignore={ignore})"
+            )
+            if self.cfg.strict_labels:
+                raise DatasetError(message)
+            warnings.warn(message + "; mapped to ignore", stacklevel=2)
+            self.out_of_range_pixels += count
+            layout = layout.copy()
+            layout[bad] = ignore
+        return layout
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _class_info(self, cfg: DataConfig) -> ClassInfo:
+        names = tuple(cfg.classes) if cfg.classes else tuple(self.default_classes)
+        if not names:
+            raise DatasetError(f"{self.name}: data.classes must list the class names")
+        if cfg.palette is not None:
+            palette = np.asarray(cfg.palette, dtype=np.uint8)
+            if palette.shape != (len(names), 3):
+                raise DatasetError(
+                    f"data.palette has shape {palette.shape}, expected ({len(names)}, 3) for the classes"
+                )
+        elif self.default_palette is not None and len(self.default_palette) == len(names):
+            palette = np.asarray(self.default_palette, dtype=np.uint8)
+        else:
+            palette = default_palette(len(names))
+        return ClassInfo(names, palette, cfg.ignore_index)
+
+
+def check_pair(sample: dict[str, Any], where: str) -> None:
+    """Image, layout and depth must cover the same pixels."""
+    image, layout = sample["image"], sample["layout"]
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DatasetError(f"{where}: image must be uint8 HxWx3, got {image.dtype} {image.shape}")
+    if layout.shape != image.shape[:2]:
+        raise DatasetError(
+            f"{where}: mask size {layout.shape[1]}x{layout.shape[0]} differs from image size "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    depth = sample.get("depth")
+    if depth is not None and depth.shape != layout.shape:
+        raise DatasetError(f"{where}: depth size {depth.shape} differs from mask size {layout.shape}")
+
+
+READERS: dict[str, Callable[..., DatasetReader]] = {}
+
+
+def register_reader(name: str):
+    def wrap(cls):
+        cls.name = name
+        READERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def make_reader(cfg: DataConfig, split: str) -> DatasetReader:
+    """The reader named by `cfg.reader` for `split`; an unknown name lists the valid ones."""
+    import synthdata.data.readers  # noqa: F401  (registers the readers)
+
+    if cfg.reader not in READERS:
+        raise DatasetError(f"unknown dataset reader '{cfg.reader}'. Valid readers: {', '.join(sorted(READERS))}")
+    return READERS[cfg.reader](cfg, split)

@@ -1,0 +1,343 @@
+"""`produce`: sample (layout, depth, image) triplets from trained stages into WebDataset shards.
+
+Distributed, resumable and deterministic: shard `s` goes to process `s % world_size`, sample
+`(s, position)` takes its seed from `derive_seed(recipe.seed, s, position)`, complete shards are
+skipped on restart, and encoding of one shard overlaps generation of the next.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from synthdata.core.recipe import ConfigError, recipe_to_dict, recipe_to_yaml
+from synthdata.core.runtime import make_accelerator
+from synthdata.data.readers.base import make_reader
+from synthdata.data.shards import ShardWriter
+from synthdata.generation.layout_sources import build_layout_source
+from synthdata.generation.quality_controls import build_quality_controls
+from synthdata.generation.sampler import load_pipeline
+
+if TYPE_CHECKING:
+    from synthdata.core.recipe import Recipe
+
+import numpy as np
+import torch
+
+from synthdata.core.seeding import derive_seed
+from synthdata.generation.layout_sources import LayoutSource
+from synthdata.generation.quality_controls import QualityControls
+
+
+def shard_sizes(num_samples: int, shard_size: int) -> list[int]:
+    """Samples per shard: full shards and a shorter last one."""
+    if num_samples < 0 or shard_size < 1:
+        raise ValueError(f"need num_samples >= 0 and shard_size >= 1, got {num_samples}, {shard_size}")
+    full, rest = divmod(num_samples, shard_size)
+    return [shard_size] * full + ([rest] if rest else [])
+
+
+def sample_seed(recipe_seed: int, shard: int, position: int, attempt: int = 0) -> int:
+    """The seed of a sample; a rejected sample's redraws use attempt 1, 2, ..."""
+    if attempt == 0:
+        return derive_seed(recipe_seed, shard, position)
+    return derive_seed(recipe_seed, shard, position, attempt)
+
+
+def sample_key(prefix: str, shard: int, position: int, copy: int = 0) -> str:
+    key = f"{prefix}-{shard:06d}-{position:06d}"
+    return key if copy == 0 else f"{key}-v{copy}"
+
+
+class RejectionError(RuntimeError):
+    """A sample was rejected `max_attempts` times: the filters are too strict for the source."""
+
+
+class ShardGenerator:
+    """Makes the samples of one shard: layouts from `source`, filtered by `controls`, turned into
+    depth and image by `pipeline.from_layouts`, in fixed batches of positions starting at 0 (so
+    batch composition, hence every float, is the same whatever the number of processes)."""
+
+    def __init__(
+        self,
+        pipeline: Any,
+        source: LayoutSource,
+        controls: QualityControls,
+        *,
+        seed: int,
+        prefix: str,
+        batch_size: int,
+        max_attempts: int = 50,
+        device: torch.device | str = "cpu",
+        meta: dict[str, Any] | None = None,
+    ):
+        self.pipeline, self.source, self.controls = pipeline, source, controls
+        self.seed, self.prefix, self.batch_size = seed, prefix, batch_size
+        self.max_attempts = max_attempts
+        self.device = torch.device(device)
+        self.meta = dict(meta or {})
+        self.attempts = 0  # layouts drawn, accepted or not
+
+    def generate(self, shard: int, size: int) -> list[dict[str, Any]]:
+        samples: list[dict[str, Any]] = []
+        for start in range(0, size, self.batch_size):
+            samples += self._batch(shard, list(range(start, min(size, start + self.batch_size))))
+        return samples
+
+    def _batch(self, shard: int, positions: list[int]) -> list[dict[str, Any]]:
+        attempt = {p: 0 for p in positions}
+        done: dict[int, tuple] = {}
+        pending = list(positions)
+        while pending:
+            seeds = [sample_seed(self.seed, shard, p, attempt[p]) for p in pending]
+            with torch.inference_mode():
+                layouts, metas = self.source.layouts(seeds)
+            self.attempts += len(pending)
+            reasons = self.controls.check_layouts(layouts, seeds)
+            keep = [i for i, r in enumerate(reasons) if r is None]
+            if keep:
+                with torch.inference_mode():
+                    out = self.pipeline.from_layouts(layouts[keep].to(self.device), [seeds[i] for i in keep])
+                images, kept_layouts = out["image"].float(), out["layout"]
+                fid_reasons, scores = self.controls.check_samples(images, kept_layouts)
+                for j, i in enumerate(keep):
+                    reasons[i] = fid_reasons[j]
+                    if reasons[i] is None:
+                        depth = None if out.get("depth") is None else out["depth"][j].float()
+                        done[pending[i]] = (seeds[i], images[j], kept_layouts[j], depth, {**metas[i], **scores[j]})
+            retry = [pending[i] for i, r in enumerate(reasons) if r is not None]
+            for p in retry:
+                attempt[p] += 1
+                if attempt[p] >= self.max_attempts:
+                    raise RejectionError(
+                        f"sample {sample_key(self.prefix, shard, p)} was rejected {attempt[p]} times "
+                        f"(rejections so far: {self.controls.rejected}); loosen produce.min_classes, "
+                        "produce.max_class_fraction, produce.fidelity_threshold or class balancing, "
+                        "or raise produce.max_attempts"
+                    )
+            pending = retry
+        return self._finish(shard, positions, done, attempt)
+
+    def _finish(self, shard: int, positions: list[int], done: dict[int, tuple], attempt: dict[int, int]):
+        """Hardness copies, then tensors -> samples of the data contract, in position order."""
+        images = torch.stack([done[p][1] for p in positions])
+        layouts = torch.stack([done[p][2] for p in positions])
+        copies, hard = self.controls.copies(images, layouts)
+        samples = []
+        for k, p in enumerate(positions):
+            seed, image, layout, depth, meta = done[p]
+            meta = {**meta, **hard[k], "seed": seed, "attempt": attempt[p], "shard": shard, "position": p}
+            samples.append(self._sample(sample_key(self.prefix, shard, p), image, layout, depth, meta))
+            if copies[k] > 1:
+                samples += self._variants(shard, p, seed, layout, copies[k] - 1, meta)
+        return samples
+
+    def _variants(self, shard: int, position: int, seed: int, layout, count: int, meta: dict) -> list[dict]:
+        """Extra images of a hard layout, each with its own style noise."""
+        seeds = [derive_seed(seed, 0xC0B1, c) for c in range(1, count + 1)]
+        with torch.inference_mode():
+            out = self.pipeline.from_layouts(layout.unsqueeze(0).repeat(count, 1, 1).to(self.device), seeds)
+        return [
+            self._sample(
+                sample_key(self.prefix, shard, position, c + 1),
+                out["image"][c].float(),
+                out["layout"][c],
+                None if out.get("depth") is None else out["depth"][c].float(),
+                # the variant's own image was not re-segmented: no fidelity score for it
+                {**{k: v for k, v in meta.items() if k != "fidelity"}, "seed": seeds[c],
+                 "copy_of": sample_key(self.prefix, shard, position)},
+            )
+            for c in range(count)
+        ]
+
+    def _sample(self, key: str, image, layout, depth, meta: dict[str, Any]) -> dict[str, Any]:
+        sample = {
+            "image": (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy(),
+            "layout": _layout_array(layout.cpu()),
+            "meta": {**self.meta, **meta, "id": key},
+        }
+        if depth is not None:
+            sample["depth"] = depth.cpu().numpy().astype(np.float32)
+        return sample
+
+
+def _layout_array(layout: torch.Tensor) -> np.ndarray:
+    array = layout.numpy()
+    return array.astype(np.uint8) if array.size and 0 <= array.min() and array.max() <= 255 else array
+
+
+def produce_shards(
+    generator: ShardGenerator,
+    writer: Any,
+    shards: list[tuple[int, int]],
+    *,
+    overlap: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate and write `(shard index, size)` pairs; shards already complete are skipped.
+
+    `writer.write_shard` encodes and writes in background threads, so with `overlap` shard k is
+    encoded while shard k+1 is generated; `overlap=False` waits for each write (benchmarks).
+    """
+
+    todo = [(s, n) for s, n in shards if not writer.is_complete(s)]
+    stats = {"shards": 0, "samples": 0, "skipped_shards": len(shards) - len(todo)}
+    with tqdm(total=sum(n for _, n in todo), desc="produce", unit="sample", disable=not progress) as bar:
+        for shard, size in todo:
+            samples = generator.generate(shard, size)
+            writer.write_shard(shard, samples)
+            if not overlap:
+                writer.flush()
+            stats["shards"] += 1
+            stats["samples"] += len(samples)
+            bar.update(size)
+    writer.flush()
+    stats["attempts"] = generator.attempts
+    stats["rejected"] = dict(generator.controls.rejected)
+    return stats
+
+
+PRODUCTION_FILE = "production.json"
+
+
+def production_fingerprint(recipe: "Recipe") -> dict[str, Any]:
+    """The recipe settings that decide what the samples are. Not in it: num_samples (a run may
+    be extended), out and encode_workers; batch_size stays (it changes float rounding)."""
+
+    tree = recipe_to_dict(recipe)
+    produce = {k: v for k, v in tree["produce"].items() if k not in ("num_samples", "out", "encode_workers")}
+    return {"seed": tree["seed"], "data": tree["data"], "stages": tree["stages"], "produce": produce}
+
+
+def check_same_production(out_dir: Path, recipe: "Recipe") -> None:
+    """Refuse to resume into a folder produced with other settings (record them otherwise)."""
+
+    mine = json.loads(json.dumps(production_fingerprint(recipe)))
+    path = Path(out_dir) / PRODUCTION_FILE
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        changed = _differences(mine, theirs if isinstance(theirs, dict) else {})
+        if changed:
+            raise ConfigError(
+                f"{out_dir} holds shards produced with other settings ({', '.join(changed[:8])} differ from {path.name}); "
+                "use another produce.out, or delete the folder to start over"
+            )
+    else:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(mine, indent=1, sort_keys=True))
+
+
+def _differences(mine: dict, theirs: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def check_complete_sizes(writer: Any, shards: list[tuple[int, int]]) -> None:
+    """A complete shard must hold at least its planned samples (num_samples may have grown)."""
+
+    for index, size in shards:
+        if writer.is_complete(index):
+            sidecar = writer.out_dir / (writer.shard_name(index) + ".json")
+            held = json.loads(sidecar.read_text()).get("samples", 0)
+            if held < size:
+                raise ConfigError(
+                    f"{sidecar.with_suffix('')} holds {held} samples but this run plans {size} there "
+                    "(produce.num_samples changed?); delete that shard to regenerate it"
+                )
+
+
+def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overlap: bool = True) -> int:
+    """Produce `recipe.produce.num_samples` samples from the stages trained in `run_dir`.
+
+    `max_shards` bounds the shards this process writes in this call (chunked jobs; the manifest
+    is finalized only once every shard exists)."""
+
+
+    cfg = recipe.produce
+    if cfg.batch_size < 1 or cfg.max_attempts < 1:
+        raise ConfigError("produce.batch_size and produce.max_attempts must be >= 1")
+    accelerator = make_accelerator(mixed_precision=cfg.mixed_precision)
+    # the pipeline autocasts to bf16, the one reduced precision it offers
+    autocast = accelerator.mixed_precision in ("bf16", "fp16")
+    pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
+    classes = pipeline.classes
+    paste_classes = None
+    if cfg.copy_paste_classes is not None:
+        unknown = [c for c in cfg.copy_paste_classes if c not in classes.names]
+        if unknown:
+            raise ConfigError(f"produce.copy_paste_classes: unknown {unknown}; classes: {list(classes.names)}")
+        paste_classes = [classes.names.index(c) for c in cfg.copy_paste_classes]
+    try:
+        source = build_layout_source(
+            cfg.layouts,
+            pipeline=pipeline,
+            dataset=make_reader(recipe.data, recipe.data.train_split) if cfg.layouts != "generated" else None,
+            height=pipeline.height, width=pipeline.width, ignore_index=classes.ignore_index,
+            real_ratio=cfg.real_ratio, hflip=cfg.real_hflip, copy_paste=cfg.copy_paste,
+            paste_classes=paste_classes,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+    def draw(seeds: list[int]) -> torch.Tensor:
+        with torch.inference_mode():
+            return source.layouts(seeds)[0]
+
+    controls = build_quality_controls(cfg, classes=classes, draw=draw, seed=recipe.seed, device=accelerator.device)
+    out_dir = Path(cfg.out) if cfg.out else Path(run_dir) / "shards"
+    if accelerator.is_main_process:
+        check_same_production(out_dir, recipe)
+    accelerator.wait_for_everyone()
+    writer = ShardWriter(  # hard layouts may add image variants: room for max_copies per position
+        out_dir, prefix=cfg.prefix, shard_size=cfg.shard_size * cfg.hardness_max_copies, classes=classes,
+        recipe=recipe_to_dict(recipe), depth_scale=pipeline.depth_scale, image_format=cfg.image_format,
+        png_compression=cfg.png_compression, jpeg_quality=cfg.jpeg_quality, encode_workers=cfg.encode_workers,
+    )
+    meta = {"source": "synthetic", "dataset": recipe.data.reader, "split": "synthetic",
+            "recipe": recipe.name, "layouts": cfg.layouts, "run_dir": str(run_dir)}
+    generator = ShardGenerator(
+        pipeline, source, controls, seed=recipe.seed, prefix=cfg.prefix, batch_size=cfg.batch_size,
+        max_attempts=cfg.max_attempts, device=accelerator.device, meta=meta,
+    )
+    sizes = shard_sizes(cfg.num_samples, cfg.shard_size)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = [(s, n) for s, n in enumerate(sizes) if s % world == rank]
+    if max_shards is not None:
+        mine = [(s, n) for s, n in mine if not writer.is_complete(s)][: int(max_shards)]
+    start = time.perf_counter()
+    with writer:
+        check_complete_sizes(writer, mine)
+        stats = produce_shards(generator, writer, mine, overlap=overlap, progress=accelerator.is_local_main_process)
+    accelerator.wait_for_everyone()
+    everyone = gather_object([stats])
+    if accelerator.is_main_process:
+        seconds = time.perf_counter() - start
+        complete = all(writer.is_complete(s) for s in range(len(sizes)))
+        if complete:
+            writer.finalize_manifest(list(range(len(sizes))))
+            (out_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        total = {k: sum(s[k] for s in everyone) for k in ("shards", "samples", "skipped_shards", "attempts")}
+        rejected: dict[str, int] = {}
+        for s in everyone:
+            for reason, count in s["rejected"].items():
+                rejected[reason] = rejected.get(reason, 0) + count
+        print(
+            f"produce: wrote {total['samples']} samples in {total['shards']} shards "
+            f"({total['skipped_shards']} already complete) to {out_dir} in {seconds:.1f} s "
+            f"({total['samples'] / max(seconds, 1e-9):.1f} samples/s, {world} processes); "
+            f"layouts drawn {total['attempts']}, rejected {rejected or 0}; "
+            + ("manifest written" if complete else f"{sum(not writer.is_complete(s) for s in range(len(sizes)))} shards left, run again to finish")
+        )
+    accelerator.wait_for_everyone()
+    return 0

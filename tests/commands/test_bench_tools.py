@@ -1,0 +1,33 @@
+"""Smoke tests of the benchmark tools in tools/ at tiny sizes (they must keep running; no timing)."""
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+TINY = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes={train: 8, val: 4, test: 4}",
+        "train.batch_size=2", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.depth.ngf=8",
+        "stages.depth.ndf=8", "stages.image.ngf=8", "stages.image.ndf=8"]
+
+
+def run_tool(monkeypatch, name: str, args: list[str]) -> None:
+    monkeypatch.setattr(sys, "argv", [str(TOOLS / name), *args])
+    runpy.run_path(str(TOOLS / name), run_name="__main__")
+
+
+def test_bench_train_speed_and_quality(monkeypatch, tmp_path, capsys):
+    run_tool(monkeypatch, "bench_train.py", ["speed", *TINY, "steps=1", "warmup=1", "precisions=no"])
+    out = capsys.readouterr().out
+    for stage in ("layout", "depth", "image"):
+        assert re.search(rf"\| {stage} \| no \| [\d.]+ \| [\d.]+ \|", out), out
+
+    from synthdata import train
+
+    for stage in ("layout", "depth", "image"):
+        assert train.main([*TINY, f"stage={stage}", f"run_dir={tmp_path}", "train.steps=1"]) == 0
+    capsys.readouterr()
+    run_tool(monkeypatch, "bench_train.py", ["quality", f"run_dir={tmp_path}", "num_layouts=4", "batch_size=4"])
+    out = capsys.readouterr().out
+    assert re.search(r"layout: JS divergence .* trained [\d.]+, untrained [\d.]+ \(4 generated", out), out
+    assert re.search(r"\| depth \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out) and re.search(r"\| image \| [\d.]+", out)

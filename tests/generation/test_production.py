@@ -1,0 +1,337 @@
+"""Production: seeds and keys, rejection redraws, hardness copies, process-count independence,
+resume, and the `produce` entry point end to end on random-weight stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from synthdata.core.palette import default_palette
+from synthdata.core.recipe import ConfigError
+from synthdata.core.seeding import torch_generator
+from synthdata.data.readers.base import ClassInfo
+from synthdata.data.shards import ShardWriter, read_manifest, sha256_file
+from synthdata.generation.layout_sources import GeneratedLayouts
+from synthdata.generation.production import (
+    RejectionError,
+    ShardGenerator,
+    check_same_production,
+    produce_shards,
+    sample_key,
+    sample_seed,
+    shard_sizes,
+)
+from synthdata.generation.quality_controls import LayoutFilter, QualityControls
+
+C, H, W = 4, 32, 64
+CLASSES = ClassInfo(tuple("abcd"), default_palette(C))
+
+
+class FakePipeline:
+    """A deterministic stand-in for `synthdata.generation.sampler.Pipeline` (same methods)."""
+
+    classes, height, width, has_depth, depth_scale = CLASSES, H, W, True, 0.001
+
+    def __init__(self):
+        self.mix = torch.nn.Conv2d(C, 3, 3, padding=1)
+        torch.nn.init.normal_(self.mix.weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.zeros_(self.mix.bias)
+
+    def layouts_from_seeds(self, seeds):
+        coarse = torch.stack([torch.randn(C, 2, 4, generator=torch_generator(s)) for s in seeds])
+        return F.interpolate(coarse, size=(H, W), mode="nearest").argmax(1)
+
+    def from_layouts(self, layouts, seeds):
+        onehot = F.one_hot(layouts.clamp(0, C - 1), C).permute(0, 3, 1, 2).float()
+        style = torch.stack([torch.rand(3, generator=torch_generator(s, 1)) for s in seeds])
+        image = torch.sigmoid(self.mix(onehot) + style[:, :, None, None])
+        return {"layout": layouts, "depth": 1.0 + layouts.float(), "image": image}
+
+
+class ConstantSegmenter(torch.nn.Module):
+    def forward(self, images):
+        return F.one_hot(torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.long), C).permute(0, 3, 1, 2).float()
+
+
+def make_generator(controls=None, batch_size=3, **kw) -> ShardGenerator:
+    pipe = FakePipeline()
+    return ShardGenerator(
+        pipe, GeneratedLayouts(pipe), controls or QualityControls(num_classes=C),
+        seed=7, prefix="synth", batch_size=batch_size, **kw,
+    )
+
+
+def writer(out: Path, shard_size: int = 4) -> ShardWriter:
+    return ShardWriter(out, prefix="synth", shard_size=shard_size, classes=CLASSES, recipe={"name": "test"},
+                       depth_scale=0.001, encode_workers=1)
+
+
+def test_shard_plan_seeds_and_keys():
+    assert shard_sizes(10, 4) == [4, 4, 2] and shard_sizes(8, 4) == [4, 4] and shard_sizes(0, 4) == []
+    assert sample_key("synth", 3, 12) == "synth-000003-000012" and "." not in sample_key("a", 1, 2, 1)
+    seeds = {sample_seed(0, s, p, a) for s in range(3) for p in range(5) for a in range(3)}
+    assert len(seeds) == 45 and sample_seed(0, 1, 2) == sample_seed(0, 1, 2, 0)
+
+
+def test_generate_is_deterministic_and_batch_size_only_changes_rounding():
+    a = make_generator().generate(2, 5)
+    b = make_generator().generate(2, 5)
+    c = make_generator(batch_size=5).generate(2, 5)
+    assert [s["meta"]["id"] for s in a] == [sample_key("synth", 2, p) for p in range(5)]
+    for x, y, z in zip(a, b, c):
+        assert np.array_equal(x["image"], y["image"]) and np.array_equal(x["layout"], y["layout"])
+        assert np.array_equal(x["layout"], z["layout"])
+        assert np.abs(x["image"].astype(int) - z["image"]).max() <= 1
+    first = a[0]
+    assert first["image"].dtype == np.uint8 and first["image"].shape == (H, W, 3)
+    assert first["layout"].dtype == np.uint8 and first["depth"].dtype == np.float32
+    assert first["meta"]["seed"] == sample_seed(7, 2, 0) and first["meta"]["layout_source"] == "generated"
+
+
+def test_rejected_layouts_are_redrawn_deterministically():
+    def gen():
+        return make_generator(QualityControls(num_classes=C, layout_filter=LayoutFilter(C, min_classes=4)))
+
+    g = gen()
+    samples = g.generate(0, 6)
+    assert g.attempts > 6 and g.controls.rejected["min_classes"] == g.attempts - 6
+    assert all(len(np.unique(s["layout"])) >= 4 for s in samples)
+    redrawn = [s for s in samples if s["meta"]["attempt"] > 0]
+    assert redrawn and all(s["meta"]["seed"] == sample_seed(7, 0, s["meta"]["position"], s["meta"]["attempt"]) for s in redrawn)
+    again = gen().generate(0, 6)
+    assert all(np.array_equal(x["image"], y["image"]) for x, y in zip(samples, again))
+
+
+def test_impossible_filter_stops_with_a_clear_error():
+    controls = QualityControls(num_classes=C, layout_filter=LayoutFilter(C, max_class_fraction=0.01))
+    with pytest.raises(RejectionError, match=r"synth-000000-00000\d was rejected 3 times.*max_class_fraction"):
+        make_generator(controls, max_attempts=3).generate(0, 2)
+
+
+def test_hard_layouts_get_image_variants(tmp_path):
+    controls = QualityControls(num_classes=C, hardness_segmenter=ConstantSegmenter(), max_copies=3)
+    samples = make_generator(controls).generate(0, 3)
+    keys = [s["meta"]["id"] for s in samples]
+    assert len(samples) > 3 and any(k.endswith("-v2") for k in keys)
+    for s in samples:
+        if "copy_of" in s["meta"]:
+            original = next(o for o in samples if o["meta"]["id"] == s["meta"]["copy_of"])
+            assert np.array_equal(s["layout"], original["layout"])
+            assert not np.array_equal(s["image"], original["image"])
+            assert s["meta"]["hardness"] == original["meta"]["hardness"] > 0
+    with writer(tmp_path, shard_size=9) as w:
+        assert w.write_shard(0, samples)
+
+
+def write_all(out: Path, world: int, sizes: list[int], overlap: bool = True) -> list[dict]:
+    """Simulate `world` processes (round-robin shards), each with its own generator and writer."""
+    stats = []
+    for rank in range(world):
+        with writer(out) as w:
+            mine = [(s, n) for s, n in enumerate(sizes) if s % world == rank]
+            stats.append(produce_shards(make_generator(), w, mine, overlap=overlap, progress=False))
+    return stats
+
+
+def shard_hashes(out: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(out.glob("*.tar"))}
+
+
+def test_output_bytes_do_not_depend_on_process_count_or_overlap(tmp_path):
+    sizes = shard_sizes(10, 4)
+    write_all(tmp_path / "one", 1, sizes)
+    write_all(tmp_path / "two", 2, sizes)
+    write_all(tmp_path / "serial", 1, sizes, overlap=False)
+    one = shard_hashes(tmp_path / "one")
+    assert len(one) == 3 and one == shard_hashes(tmp_path / "two") == shard_hashes(tmp_path / "serial")
+    with writer(tmp_path / "two") as w:
+        manifest = w.finalize_manifest(range(3))
+    assert manifest["num_samples"] == 10 and not manifest["missing_shards"]
+
+
+def test_resume_skips_complete_shards_and_matches_a_fresh_run(tmp_path):
+    sizes = shard_sizes(10, 4)
+    with writer(tmp_path / "resumed") as w:
+        produce_shards(make_generator(), w, [(1, 4)], progress=False)
+    with writer(tmp_path / "resumed") as w:
+        stats = produce_shards(make_generator(), w, list(enumerate(sizes)), progress=False)
+    assert stats["skipped_shards"] == 1 and stats["samples"] == 6
+    write_all(tmp_path / "fresh", 1, sizes)
+    assert shard_hashes(tmp_path / "resumed") == shard_hashes(tmp_path / "fresh")
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    from synthdata.core.recipe import load_recipe
+
+    check_same_production(tmp_path, load_recipe("toy", ["produce.num_samples=10"]))
+    check_same_production(tmp_path, load_recipe("toy", ["produce.num_samples=20"]))  # extending is fine
+    with pytest.raises(ConfigError, match="produce.prefix"):
+        check_same_production(tmp_path, load_recipe("toy", ["produce.prefix=other"]))
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: `synthdata produce` on random-weight stage checkpoints
+# --------------------------------------------------------------------------------------------
+
+TINY = [
+    "data.height=32", "data.width=64", "data.classes=[a, b, c, d]", "data.reader=folder",
+    "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=16",
+    "stages.depth.ngf=8", "stages.depth.ndf=8", "stages.image.ngf=8", "stages.image.ndf=8",
+    "produce.num_samples=10", "produce.shard_size=4", "produce.batch_size=3",
+    "produce.mixed_precision='no'", "produce.encode_workers=1",
+]
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A run dir with randomly initialised layout/depth/image checkpoints and a tiny folder dataset."""
+    import cv2
+
+    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+    from synthdata.core.recipe import load_recipe, recipe_to_dict
+    from synthdata.generation import stages
+
+    root = tmp_path_factory.mktemp("produce_run")
+    data = root / "data" / "train"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for i in range(3):
+        layout = np.zeros((H, W), np.uint8)
+        layout[: H // 2] = 1
+        layout[20:26, 8 * i : 8 * i + 10] = 2 + i % 2
+        cv2.imwrite(str(data / "masks" / f"s{i}.png"), layout)
+        cv2.imwrite(str(data / "images" / f"s{i}.png"), np.full((H, W, 3), 40 * i, np.uint8))
+    recipe = load_recipe("toy", TINY + [f"data.root={root / 'data'}"])
+    torch.manual_seed(0)
+    for stage in stages.STAGES:
+        arch = stages.stage_arch(stage, recipe, num_classes=C, use_depth=True, max_depth=50.0)
+        model = stages.build_generator(arch)
+        ckpt = portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=1,
+                                   recipe=recipe_to_dict(recipe), classes=CLASSES, ema=model.state_dict(), arch=arch)
+        save_atomic(ckpt, root / "checkpoints" / stage / "latest.pt")
+    return root
+
+
+def produce(run_dir: Path, *extra: str) -> int:
+    from synthdata.produce import main
+
+    return main([f"run_dir={run_dir}", f"data.root={run_dir / 'data'}", *TINY, *extra])
+
+
+def test_produce_end_to_end_writes_readable_shards_and_resumes(run_dir, tmp_path, capsys):
+    import webdataset as wds
+
+    out = tmp_path / "shards"
+    assert produce(run_dir, f"produce.out={out}", "max_shards=1") == 0
+    assert "2 shards left" in capsys.readouterr().out and not (out / "manifest.json").exists()
+    assert produce(run_dir, f"produce.out={out}") == 0
+    assert "1 already complete" in capsys.readouterr().out
+    manifest = read_manifest(out)
+    assert manifest["num_samples"] == 10 and len(manifest["shards"]) == 3 and manifest["classes"] == list("abcd")
+    assert (out / "recipe.yaml").is_file()
+    samples = list(wds.WebDataset(str(out / "synth-{000000..000002}.tar"), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [sample_key("synth", s, p) for s, n in enumerate([4, 4, 2]) for p in range(n)]
+    assert {"image.png", "layout.png", "depth.png", "json"} <= set(samples[0])
+    meta = json.loads(samples[5]["json"])
+    assert meta["seed"] == sample_seed(0, 1, 1) and meta["source"] == "synthetic"
+    # a fresh single run gives the same bytes as the interrupted + resumed one
+    assert produce(run_dir, f"produce.out={tmp_path / 'fresh'}") == 0
+    assert shard_hashes(out) == shard_hashes(tmp_path / "fresh")
+    # other settings into the same folder are refused with exit code 2
+    assert produce(run_dir, f"produce.out={out}", "seed=1") == 2
+    assert "seed" in capsys.readouterr().err
+
+
+def test_produce_real_layouts_with_filters(run_dir, tmp_path):
+    out = tmp_path / "real"
+    code = produce(run_dir, f"produce.out={out}", "produce.layouts=mixed", "produce.real_ratio=0.5",
+                   "produce.copy_paste=2", "produce.copy_paste_classes=[c, d]", "produce.min_classes=2",
+                   "produce.class_balance=true", "produce.balance_calibration=6")
+    assert code == 0
+    import webdataset as wds
+
+    metas = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "synth-{000000..000002}.tar"), shardshuffle=False)]
+    assert {m["layout_source"] for m in metas} == {"real", "generated"}
+    assert all(m["layout_id"] in {"s0", "s1", "s2"} for m in metas if m["layout_source"] == "real")
+
+
+def test_produce_reports_missing_stages_and_bad_settings(tmp_path, run_dir, capsys):
+    assert produce(tmp_path / "empty") == 2
+    assert "synthdata train recipe=toy stage=layout" in capsys.readouterr().err
+    assert produce(run_dir, f"produce.out={tmp_path / 'x'}", "produce.copy_paste_classes=[zebra]") == 2
+    assert "zebra" in capsys.readouterr().err
+
+
+def test_run_dir_defaults_to_runs_slash_recipe_name(tmp_path, monkeypatch, capsys):
+    """`accelerate launch synthdata/produce.py recipe=cityscapes` as written in the brief."""
+    from synthdata.produce import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipe=cityscapes"]) == 2
+    err = capsys.readouterr().err
+    assert "runs/cityscapes/checkpoints" in err and "synthdata train recipe=cityscapes stage=layout" in err
+
+
+def test_two_processes_write_the_same_bytes_as_one(run_dir, tmp_path):
+    """A real distributed run (torchrun, gloo on CPU): shards round-robin, bytes unchanged."""
+    import os
+    import subprocess
+    import sys
+
+    produce_file = Path(__file__).resolve().parents[2] / "synthdata" / "produce.py"
+    args = [f"run_dir={run_dir}", f"data.root={run_dir / 'data'}", *TINY, f"produce.out={tmp_path / 'two'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(produce_file), *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 processes" in result.stdout
+    assert produce(run_dir, f"produce.out={tmp_path / 'one'}") == 0
+    two = shard_hashes(tmp_path / "two")
+    assert len(two) == 3 and two == shard_hashes(tmp_path / "one")
+    assert read_manifest(tmp_path / "two")["num_samples"] == 10
+
+
+def test_produce_with_segmenter_fidelity_and_hardness(run_dir, tmp_path):
+    """`load_segmenter` wiring: fidelity scores recorded and thresholded, hard layouts copied."""
+    import webdataset as wds
+
+    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+    from synthdata.core.recipe import SegModelConfig
+    from synthdata.segmentation.segmenters import build_segmenter, segmenter_arch
+
+    cfg = SegModelConfig(arch="unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
+    torch.manual_seed(0)
+    model = build_segmenter(cfg, num_classes=C)
+    path = save_atomic(
+        portable_checkpoint(kind="segmenter", model=model.state_dict(), step=1, recipe={}, classes=CLASSES,
+                            arch=segmenter_arch(cfg)),
+        tmp_path / "segmenter.pt",
+    )
+    out = tmp_path / "scored"
+    code = produce(run_dir, f"produce.out={out}", "produce.num_samples=4", f"produce.fidelity_segmenter={path}",
+                   "produce.fidelity_threshold=0.01", f"produce.hardness_segmenter={path}",
+                   "produce.hardness_max_copies=2")
+    assert code == 0
+    samples = list(wds.WebDataset(str(out / "synth-000000.tar"), shardshuffle=False))
+    metas = [json.loads(s["json"]) for s in samples]
+    originals = [m for m in metas if "copy_of" not in m]
+    assert len(originals) == 4 and all(m["fidelity"] >= 0.01 and 0 <= m["hardness"] <= 1 for m in originals)
+    # a random segmenter errs on most pixels: hardness > 0.5 gives every layout a second image
+    copies = [m for m in metas if "copy_of" in m]
+    assert len(copies) == sum(m["hardness"] >= 0.5 for m in originals)
+    assert all("fidelity" not in m for m in copies)
+    assert read_manifest(out)["num_samples"] == len(samples)
+
+
+def test_console_script_runs_produce(tmp_path, capsys):
+    from synthdata.cli import main as cli
+
+    assert cli(["produce", f"run_dir={tmp_path}"]) == 2
+    assert "stage=layout" in capsys.readouterr().err

@@ -1,0 +1,239 @@
+"""Generator training: each stage optimises, resumes exactly, guards against NaN, keeps a good
+checkpoint when the newest is damaged, and rejects bad input with clear errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthdata.core.checkpoint import CheckpointError
+from synthdata.core.recipe import ConfigError, load_recipe
+from synthdata.core.runtime import resolve_mixed_precision
+from synthdata.data.readers.base import READERS, DatasetReader, register_reader
+from synthdata.generation import stages
+from synthdata.generation.sampler import stage_checkpoint
+from synthdata.generation.training import _diffaugment, train_stage
+from synthdata.train import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class StubStreets(DatasetReader):
+    """Sky / road / box scenes with depth, a few lines of numpy (tests must not depend on how
+    expensive the real toy world is to render)."""
+
+    default_classes = ("sky", "road", "box")
+    needs_root = False
+    has_depth = True
+
+    def _items(self):
+        return list(range(self.cfg.split_sizes.get(self.split, 8)))
+
+    def _load(self, i):
+        rng = np.random.default_rng(i)
+        h, w = self.cfg.height, self.cfg.width
+        horizon = int(rng.integers(h // 4, h // 2))
+        layout = np.zeros((h, w), np.uint8)
+        layout[horizon:] = 1
+        x0, y0 = int(rng.integers(0, w - w // 4)), int(rng.integers(horizon, h - h // 4))
+        layout[y0 : y0 + h // 4, x0 : x0 + w // 4] = 2
+        rows = np.arange(h, dtype=np.float32)[:, None].repeat(w, 1)
+        depth = np.where(rows > horizon, 50.0 / np.maximum(rows - horizon, 1), 0).astype(np.float32)
+        depth[layout == 2] = 5.0
+        palette = np.array([[120, 170, 250], [90, 90, 90], [200, 40, 40]], np.uint8)
+        image = palette[layout] + rng.integers(0, 20, (h, w, 3)).astype(np.uint8)
+        return {"image": image, "layout": layout, "depth": depth, "meta": {"id": f"stub{i}"}}
+
+
+if "stub-streets" not in READERS:
+    register_reader("stub-streets")(StubStreets)
+
+TINY = [
+    "data.reader=stub-streets", "data.height=32", "data.width=64", "data.split_sizes={train: 16, val: 8}",
+    "train.batch_size=2", "train.mixed_precision=no", "train.checkpoint_every=2", "train.sample_every=2",
+    "train.log_every=1", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=16",
+    "stages.depth.ngf=8", "stages.depth.ndf=8", "stages.depth.z_dim=8",
+    "stages.image.ngf=8", "stages.image.ndf=8", "stages.image.z_dim=8",
+]
+
+
+def run(tmp_path: Path, stage: str, steps: int, *extra: str, run_dir: str = "run") -> dict:
+    recipe = load_recipe("toy", TINY + [f"train.steps={steps}", *extra])
+    return train_stage(recipe, stage=stage, run_dir=tmp_path / run_dir)
+
+
+@pytest.mark.parametrize("stage", stages.STAGES)
+def test_stage_steps_change_weights_and_keep_losses_finite(tmp_path, stage, monkeypatch):
+    built = {}
+    real_build = stages.build_generator
+
+    def capture(arch):
+        G = real_build(arch)
+        built["init"] = {k: v.clone() for k, v in G.state_dict().items()}
+        return G
+
+    monkeypatch.setattr(stages, "build_generator", capture)
+    summary = run(tmp_path, stage, 2)
+    assert summary["step"] == 2 and summary["losses"]
+    assert all(np.isfinite(v) for v in summary["losses"].values()), summary["losses"]
+    ckpt, _ = stage_checkpoint(tmp_path / "run", stage)
+    assert ckpt["step"] == 2 and ckpt["arch"]["stage"] == stage
+    changed = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.equal(v, built["init"][k])]
+    assert changed, "two optimisation steps left every generator weight unchanged"
+    assert (tmp_path / "run" / "samples" / stage / "step-000002.png").is_file()
+    assert (tmp_path / "run" / "recipe.yaml").is_file()
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path):
+    run(tmp_path, "depth", 2, run_dir="split")
+    resumed = run(tmp_path, "depth", 4, run_dir="split")
+    straight = run(tmp_path, "depth", 4, run_dir="straight")
+    assert resumed["steps"] == 2 and resumed["step"] == 4
+    for key, value in straight["losses"].items():
+        assert resumed["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    a, _ = stage_checkpoint(tmp_path / "split", "depth")
+    b, _ = stage_checkpoint(tmp_path / "straight", "depth")
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k])
+    again = run(tmp_path, "depth", 4, run_dir="split")
+    assert again["steps"] == 0  # already at train.steps: nothing to do
+
+
+def test_layout_resume_and_gradient_accumulation(tmp_path):
+    run(tmp_path, "layout", 2, "train.gradient_accumulation=2", "stages.layout.loss=nonsaturating")
+    summary = run(tmp_path, "layout", 3, "train.gradient_accumulation=2", "stages.layout.loss=nonsaturating")
+    assert summary["steps"] == 1 and np.isfinite(summary["losses"]["d"])
+
+
+def test_checkpoint_for_other_classes_is_refused(tmp_path, capsys):
+    run(tmp_path, "layout", 1)
+    args = ["stage=layout", f"run_dir={tmp_path / 'run'}", "train.steps=2", "data.classes=[sky, road, car]"]
+    assert main(TINY + args) == 2
+    assert "trained for classes" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    run(tmp_path, "image", 2)
+    real_g_loss = stages.g_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, logs = real_g_loss(*args, **kwargs)
+        return loss * float("nan"), dict(logs, g=logs["g"] * float("nan"))
+
+    monkeypatch.setattr(stages, "g_loss", nan_loss)
+    assert main(TINY + ["stage=image", f"run_dir={tmp_path / 'run'}", "train.steps=4"]) == 3
+    assert "not finite at step 3" in capsys.readouterr().err
+    ckpt, _ = stage_checkpoint(tmp_path / "run", "image")
+    assert ckpt["step"] == 2
+
+
+def test_corrupt_checkpoints_fall_back_to_previous(tmp_path):
+    run(tmp_path, "layout", 4)  # checkpoints at steps 2 and 4
+    folder = tmp_path / "run" / "checkpoints" / "layout"
+    (folder / "latest.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="previous checkpoint"):
+        ckpt, path = stage_checkpoint(tmp_path / "run", "layout")
+    assert path.name == "previous.pt" and ckpt["step"] == 2
+    # a damaged training state resumes from the previous one
+    for f in (folder / "state").glob("model*.safetensors"):
+        f.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="resumed from the previous good state"):
+        summary = run(tmp_path, "layout", 5)
+    assert summary["steps"] == 3  # state.previous was at step 2
+    (folder / "previous.pt").unlink()
+    (folder / "latest.pt").write_bytes(b"\0" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        stage_checkpoint(tmp_path / "run", "layout")
+
+
+def test_bad_input_errors(tmp_path, capsys):
+    base = TINY + [f"run_dir={tmp_path}"]
+    assert main(base + ["stage=colour"]) == 2
+    assert "Valid stages: layout, depth, image" in capsys.readouterr().err
+    assert main(base + ["stage=depth", "data.has_depth=false"]) == 2
+    assert "no depth stage" in capsys.readouterr().err
+    assert main(base + ["stage=image", "data.has_depth=false"]) == 2
+    assert "stages.image.use_depth=false" in capsys.readouterr().err
+    assert main(base + ["stage=layout", "stages.layout.arch=gan9000"]) == 2
+    assert "unknown layout generator arch 'gan9000'; valid: dcgan, style" in capsys.readouterr().err
+    assert main(base + ["stage=image", "data.height=33"]) == 2
+    assert "stages.image" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        resolve_mixed_precision("fp16", "cpu")
+    assert resolve_mixed_precision(False, "cpu") == "no"
+
+
+def test_trains_from_real_data_shards(tmp_path):
+    from synthdata.export import main as export
+
+    assert export(TINY + ["export.shard_size=8", f"out={tmp_path / 'shards'}"]) == 0
+    summary = run(tmp_path, "depth", 2, f"train.shards={tmp_path / 'shards'}")
+    ckpt, _ = stage_checkpoint(tmp_path / "run", "depth")
+    assert summary["step"] == 2 and ckpt["classes"]["classes"] == ["sky", "road", "box"]
+    assert 49 < ckpt["arch"]["max_depth"] < 60  # 1.1 x the stub world's 50 m (1 mm steps in depth.png)
+
+
+def test_depth_normalisation_round_trip_and_diffaugment_setting():
+    depth = torch.tensor([[[[0.0, 0.5, 10.0, 80.0, float("nan")]]]])
+    norm, mask = stages.normalize_depth(depth, 80.0)
+    assert mask.tolist() == [[[[0, 1, 1, 1, 0]]]] and norm.min() >= -1 and norm.max() <= 1
+    back = stages.denormalize_depth(norm, 80.0)
+    torch.testing.assert_close(back[mask.bool()], depth[mask.bool()], rtol=1e-5, atol=1e-5)
+    assert _diffaugment("auto", 16) and not _diffaugment("auto", 5000) and not _diffaugment("auto", None)
+    assert _diffaugment("on", None) and not _diffaugment("off", 16)
+    with pytest.raises(ConfigError, match="auto, on or off"):
+        _diffaugment("sometimes", 16)
+
+
+def test_image_stage_without_depth_uses_layout_only(tmp_path):
+    run(tmp_path, "image", 1, "data.has_depth=false", "stages.image.use_depth=false")
+    ckpt, _ = stage_checkpoint(tmp_path / "run", "image")
+    assert ckpt["arch"]["cond_channels"] == 3 and not ckpt["arch"]["use_depth"]
+
+
+def test_bf16_autocast_trains(tmp_path):
+    summary = run(tmp_path, "image", 1, "train.mixed_precision=bf16")
+    assert all(np.isfinite(v) for v in summary["losses"].values())
+
+
+def test_two_process_launch(tmp_path):
+    """A real 2-process gloo run through `accelerate launch` (`--multi_gpu` without GPUs starts
+    two CPU processes; `--cpu --num_processes 2` would silently start one)."""
+    from synthdata.data.readers import READERS as readers  # importing registers the built-in readers
+
+    if "toy" not in readers:
+        pytest.skip("the toy world reader is not available")
+    with socket.socket() as s:  # a free port, so parallel test runs do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--mixed_precision", "no", "--main_process_port", str(port), "synthdata/train.py", "recipe=toy",
+           "stage=layout", f"run_dir={tmp_path}", "train.steps=2",
+           *[t for t in TINY if not t.startswith(("data.reader", "data.split_sizes"))],
+           "data.split_sizes={train: 8, val: 4, test: 4}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    ckpt, _ = stage_checkpoint(tmp_path, "layout")
+    assert ckpt["step"] == 2
+
+
+def test_command_without_run_dir_trains_under_runs_slash_recipe_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipe=toy", *TINY, "stage=layout", "train.steps=1"]) == 0
+    assert (tmp_path / "runs" / "toy" / "checkpoints" / "layout" / "latest.pt").is_file()
+
+
+def test_loop_settings_are_checked_and_sample_every_zero_means_only_at_the_end(tmp_path):
+    with pytest.raises(ConfigError, match="train.checkpoint_every must be >= 1"):
+        run(tmp_path, "layout", 2, "train.checkpoint_every=0")
+    run(tmp_path, "layout", 3, "train.sample_every=0", "train.checkpoint_every=3")
+    assert [p.name for p in (tmp_path / "run" / "samples" / "layout").glob("*.png")] == ["step-000003.png"]

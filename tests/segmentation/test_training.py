@@ -1,0 +1,282 @@
+"""Segmenters and `synthdata segment`: building, training, resuming, mixing, filtering, errors.
+
+Everything runs on the tiny toy world (32x64) with a 3-stage resnet18 Unet.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synthdata.core.palette import default_palette
+from synthdata.core.recipe import ConfigError, SegModelConfig, load_recipe
+from synthdata.data.loader import Source, make_loader
+from synthdata.data.readers.base import ClassInfo, make_reader
+from synthdata.metrics import miou_cli
+from synthdata.metrics.evaluation import image_ious
+from synthdata.segment import main as segment_main
+from synthdata.segmentation.segmenters import build_segmenter, load_segmenter
+from synthdata.segmentation.training import make_optimizer, segmentation_loss, subset_reader
+
+TINY_MODEL = ["seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]"]
+TINY_SEG = TINY_MODEL + ["seg.batch_size=4", "eval.batch_size=8", "seg.lr=0.003"]
+
+
+def tiny_cfg() -> SegModelConfig:
+    return SegModelConfig(encoder_depth=3, decoder_channels=[16, 8, 8])
+
+
+def test_unknown_arch_and_encoder_list_valid_names():
+    with pytest.raises(ConfigError, match=r"architecture 'unett'.*Did you mean 'unet'.*deeplabv3plus"):
+        build_segmenter(SegModelConfig(arch="unett"), num_classes=3)
+    with pytest.raises(ConfigError, match=r"encoder 'resnet19'.*resnet18.*efficientnet-b0"):
+        build_segmenter(SegModelConfig(encoder="resnet19"), num_classes=3)
+
+
+def test_forward_pads_to_stride_and_returns_input_size():
+    model = build_segmenter(tiny_cfg(), num_classes=5)
+    assert model.multiple == 8  # 3 encoder stages
+    assert model(torch.rand(2, 3, 30, 50)).shape == (2, 5, 30, 50)
+
+
+def test_encoder_weights_only_from_a_local_file(tmp_path):
+    with pytest.raises(ConfigError, match="never downloads"):
+        build_segmenter(SegModelConfig(encoder_weights="imagenet"), num_classes=3)
+    source = build_segmenter(tiny_cfg(), num_classes=3)
+    state = dict(source.model.encoder.state_dict())
+    state["fc.weight"] = torch.zeros(2, 2)  # a torchvision classifier head is dropped
+    torch.save(state, tmp_path / "enc.pth")
+    cfg = SegModelConfig(encoder_depth=3, decoder_channels=[16, 8, 8], encoder_weights=str(tmp_path / "enc.pth"))
+    loaded = build_segmenter(cfg, num_classes=3)
+    for key, value in source.model.encoder.state_dict().items():
+        assert torch.equal(loaded.model.encoder.state_dict()[key], value), key
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    cfg.encoder_weights = str(tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match="lacks"):
+        build_segmenter(cfg, num_classes=3)
+
+
+def test_a_few_steps_reduce_the_loss(tiny_toy_overrides):
+    torch.manual_seed(0)
+    recipe = load_recipe("toy", tiny_toy_overrides)
+    reader = make_reader(recipe.data, "train")
+    batches = list(make_loader(Source(reader=reader), batch_size=8, augment=False, shuffle=False))
+    model = build_segmenter(tiny_cfg(), num_classes=reader.classes.num_classes)
+    recipe.seg.lr = 3e-3
+    opt = make_optimizer(model.parameters(), recipe.seg)
+
+    def mean_loss() -> float:
+        with torch.no_grad():
+            model.eval()
+            return float(np.mean([segmentation_loss(model(b["image"]), b["layout"], ignore_index=255)["loss"].item()
+                                  for b in batches]))
+
+    before = mean_loss()
+    model.train()
+    for step in range(12):
+        batch = batches[step % len(batches)]
+        loss = segmentation_loss(model(batch["image"]), batch["layout"], ignore_index=255)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert mean_loss() < 0.8 * before
+
+
+def test_all_ignore_batch_gives_zero_loss_not_nan():
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    out = segmentation_loss(logits, torch.full((1, 4, 4), 255), ignore_index=255)
+    assert out["loss"].item() == 0.0
+
+
+def test_dice_term_ignores_unlabelled_pixels():
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    dice = DiceLoss("multiclass", from_logits=True, ignore_index=255)
+    logits = torch.randn(2, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 8, 8))
+    target[:, :2] = 255
+    out = segmentation_loss(logits, target, ignore_index=255, dice=dice)
+    assert out["loss"].item() == pytest.approx(out["ce"].item() + out["dice"].item())
+    changed = logits.clone()
+    changed[:, :, :2] = torch.randn(2, 4, 2, 8) * 10  # only ignored pixels differ
+    again = segmentation_loss(changed, target, ignore_index=255, dice=dice)
+    assert again["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-5)
+
+
+def test_real_fraction_subset_is_fixed_and_deterministic(tiny_toy_overrides):
+    reader = make_reader(load_recipe("toy", tiny_toy_overrides).data, "train")
+    a = subset_reader(reader, fraction=0.25, seed=3)
+    b = subset_reader(reader, fraction=0.25, seed=3)
+    assert len(a) == 4 and a.items == b.items and len(reader) == 16
+    assert subset_reader(reader, fraction=0.25, seed=4).items != a.items
+
+
+def test_real_subset_file_lists_sample_ids(tmp_path, tiny_toy_overrides):
+    from synthdata.data.readers.base import DatasetError
+
+    reader = make_reader(load_recipe("toy", tiny_toy_overrides).data, "train")
+    ids = [reader[i]["meta"]["id"] for i in (5, 2)]
+    listing = tmp_path / "ids.txt"
+    listing.write_text("\n".join(ids) + "\n")
+    sub = subset_reader(reader, ids_file=str(listing))
+    assert [sub[i]["meta"]["id"] for i in range(len(sub))] == sorted(ids)
+    listing.write_text("no-such-sample\n")
+    with pytest.raises(DatasetError, match="no-such-sample"):
+        subset_reader(reader, ids_file=str(listing))
+
+
+def write_shards(out, classes: ClassInfo, samples) -> str:
+    from synthdata.data.shards import ShardWriter
+
+    with ShardWriter(out, prefix="synth", shard_size=4, classes=classes, recipe={"name": "test"},
+                     depth_scale=0.001) as writer:
+        for i in range(0, len(samples), 4):
+            writer.write_shard(i // 4, samples[i: i + 4])
+    writer.finalize_manifest()
+    return str(out)
+
+
+@pytest.fixture
+def synthetic_shards(tmp_path, tiny_toy_overrides):
+    reader = make_reader(load_recipe("toy", tiny_toy_overrides).data, "test")
+    samples = [reader[i] for i in range(8)]
+    for s in samples:
+        s["meta"]["id"] = f"synth-{s['meta']['id']}"
+    return write_shards(tmp_path / "synth", reader.classes, samples), reader.classes, samples
+
+
+def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides, capsys):
+    run = tmp_path / "run"
+    args = ["recipe=toy", f"run_dir={run}", *tiny_toy_overrides, *TINY_SEG,
+            "seg.val_every=2", "seg.checkpoint_every=2", "seg.real_fraction=0.5",
+            "seg.mixed_precision='no'"]  # fp32: the image IoUs below are recomputed exactly
+    assert segment_main(args + ["seg.steps=4"]) == 0
+    printed = capsys.readouterr().out
+    assert "segment: 4 steps" in printed and "mean image IoU per class [" in printed
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["info"]["steps"] == 4 and [h["step"] for h in report["info"]["history"]] == [2, 4]
+    assert report["info"]["data_sources"]["real"]["samples"] == 8
+    assert report["info"]["protocol"]["num_images"] == 8 and report["info"]["protocol"]["ignore_index"] == 255
+    assert 0.0 <= report["metrics"]["miou"] <= 1.0 and len(report["metrics"]["per_class_iou"]) == 8
+    md = (run / "report" / "report.md").read_text()
+    assert f"{100 * report['metrics']['miou']:.1f}" in md
+    for png in ("confusion_matrix.png", "per_class_iou.png", "predictions.png"):
+        assert (run / "report" / png).stat().st_size > 0
+    model, ckpt = load_segmenter(run / "checkpoints" / "segmenter" / "latest.pt")
+    assert ckpt["kind"] == "segmenter" and ckpt["step"] == 4 and ckpt["arch"]["encoder_depth"] == 3
+    # image-level IoU as `translate` reports it: per val image, the mean over images where a
+    # class occurs; recomputed from the checkpoint
+    val = make_reader(load_recipe("toy", tiny_toy_overrides).data, "val")
+    image_iou = report["metrics"]["image_iou"]
+    expected = image_ious(model, val, num_classes=8, ignore_index=255, window=None, device="cpu")
+    assert [p["id"] for p in image_iou["per_image"]] == [p["id"] for p in expected] and len(expected) == 8
+    for c, name in enumerate(report["classes"]["classes"]):
+        got = [p["per_class_iou"][c] for p in image_iou["per_image"]]
+        want = [p["per_class_iou"][c] for p in expected]
+        assert [g != g for g in got] == [w != w for w in want]  # NaN where the class is in neither
+        assert [g for g in got if g == g] == pytest.approx([w for w in want if w == w], abs=1e-6)
+        present = [g for g in got if g == g]
+        mean = sum(present) / len(present) if present else None
+        assert image_iou["mean_per_class"][c] == (None if mean is None else pytest.approx(mean, abs=1e-9))
+        assert report["info"][f"mean image IoU {name}"] == (None if mean is None else round(mean, 4))
+
+    assert segment_main(args + ["seg.steps=6"]) == 0  # resumes from step 4
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["info"]["resumed_from_step"] == 4 and report["info"]["steps"] == 6
+    assert report["info"]["source_counts"] == {"real": 24}
+
+    out = tmp_path / "eval"
+    ckpt_path = run / "checkpoints" / "segmenter" / "latest.pt"
+    assert miou_cli.main(["recipe=toy", *tiny_toy_overrides, "seg.mixed_precision='no'",
+                          f"checkpoint={ckpt_path}", f"out={out}"]) == 0
+    evaluated = json.loads((out / "report.json").read_text())
+    assert evaluated["metrics"]["miou"] == pytest.approx(report["metrics"]["miou"], abs=1e-6)
+    assert evaluated["info"]["checkpoint_sha256"] == report["info"]["checkpoint_sha256"]
+
+
+def test_mixing_ratio_and_loss_filter(tmp_path, tiny_toy_overrides, synthetic_shards):
+    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+
+    shards, classes, _ = synthetic_shards
+    judge = build_segmenter(tiny_cfg(), num_classes=classes.num_classes)  # any real-data segmenter
+    judge_path = save_atomic(portable_checkpoint(kind="segmenter", model=judge.state_dict(), step=0, recipe={},
+                                                 classes=classes, arch={"encoder_depth": 3, "decoder_channels": [16, 8, 8]}),
+                             tmp_path / "judge.pt")
+    run = tmp_path / "mixed"
+    assert segment_main(["recipe=toy", *tiny_toy_overrides, *TINY_SEG, "seg.val_every=0", "seg.checkpoint_every=0",
+                         f"run_dir={run}", "seg.steps=6", f"seg.synthetic={shards}", "seg.synthetic_ratio=0.25",
+                         "seg.synthetic_filter=loss", "seg.filter_k=1.0", f"seg.filter_segmenter={judge_path}"]) == 0
+    info = json.loads((run / "report" / "report.json").read_text())["info"]
+    counts = info["source_counts"]
+    # 24 samples drawn 1:3 from the mixed stream; the loader's shuffle buffer makes a batch a
+    # random draw from that mix, so the count is near 6, not exactly 6
+    assert counts["real"] + counts["synthetic"] == 24 and 2 <= counts["synthetic"] <= 10
+    assert info["data_sources"]["synthetic"]["shards"] == shards
+    filt = info["data_sources"]["synthetic"]["filter"]
+    assert filt["k"] == 1.0 and set(filt["class_mean_loss"]) == set(classes.names)
+    # with k = 1 some synthetic pixels are above their class mean and get ignored, never all
+    assert 0.0 < filt["ignored_fraction_total"] < 1.0
+    md = (run / "report" / "report.md").read_text()
+    assert "synthetic_ignored_fraction: road=" in md and "source_counts: real=" in md
+
+
+def test_synthetic_only_stream(tmp_path, tiny_toy_overrides, synthetic_shards):
+    shards, _, _ = synthetic_shards
+    run = tmp_path / "synthetic"
+    assert segment_main(["recipe=toy", *tiny_toy_overrides, *TINY_SEG, "seg.val_every=0", "seg.checkpoint_every=0",
+                         f"run_dir={run}", "seg.steps=2", f"seg.synthetic={shards}", "seg.synthetic_ratio=1.0"]) == 0
+    info = json.loads((run / "report" / "report.json").read_text())["info"]
+    assert info["source_counts"] == {"synthetic": 8}
+
+
+@pytest.mark.parametrize("change", ["classes", "ignore"])
+def test_synthetic_shards_with_other_classes_are_rejected(tmp_path, tiny_toy_overrides, synthetic_shards, capsys, change):
+    _, classes, samples = synthetic_shards
+    if change == "classes":
+        other = ClassInfo(classes.names[:-1] + ("tram",), classes.palette, classes.ignore_index)
+    else:
+        other = ClassInfo(classes.names, classes.palette, 254)
+    shards = write_shards(tmp_path / f"other-{change}", other, samples[:4])
+    code = segment_main(["recipe=toy", f"run_dir={tmp_path / 'r'}", *tiny_toy_overrides, *TINY_SEG,
+                         f"seg.synthetic={shards}", "seg.synthetic_ratio=0.5", "seg.steps=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "seg.synthetic" in err and ("tram" in err or "ignore 254" in err)
+
+
+def test_unknown_arch_from_the_command_line(tmp_path, tiny_toy_overrides, capsys):
+    code = segment_main(["recipe=toy", f"run_dir={tmp_path}", *tiny_toy_overrides, "seg.model.arch=unetx"])
+    assert code == 2 and "Valid names" in capsys.readouterr().err
+
+
+def test_empty_validation_split_is_an_error(tmp_path, tiny_toy_overrides, capsys):
+    code = segment_main(["recipe=toy", f"run_dir={tmp_path}", *tiny_toy_overrides, *TINY_SEG,
+                         "data.split_sizes={train: 4, val: 0, test: 0}", "seg.steps=1"])
+    assert code == 2 and "empty" in capsys.readouterr().err
+
+
+def test_evaluating_a_checkpoint_for_other_classes_fails(tmp_path, tiny_toy_overrides, capsys):
+    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+
+    model = build_segmenter(tiny_cfg(), num_classes=3)
+    other = ClassInfo(("a", "b", "c"), default_palette(3), 255)
+    path = save_atomic(portable_checkpoint(kind="segmenter", model=model.state_dict(), step=1, recipe={},
+                                           classes=other, arch={"encoder_depth": 3, "decoder_channels": [16, 8, 8]}),
+                       tmp_path / "seg.pt")
+    code = miou_cli.main(["recipe=toy", *tiny_toy_overrides, f"checkpoint={path}"])
+    assert code == 2 and "trained for classes ['a', 'b', 'c']" in capsys.readouterr().err
+
+
+def test_real_data_from_shards(tmp_path, tiny_toy_overrides, synthetic_shards, capsys):
+    shards, _, _ = synthetic_shards
+    run = tmp_path / "real-shards"
+    base = ["recipe=toy", *tiny_toy_overrides, *TINY_SEG, "seg.val_every=0", "seg.checkpoint_every=0",
+            f"run_dir={run}", "seg.steps=2", f"seg.real={shards}"]
+    assert segment_main(base) == 0
+    info = json.loads((run / "report" / "report.json").read_text())["info"]
+    assert info["source_counts"] == {"real": 8} and info["data_sources"]["real"] == {"shards": shards}
+    assert segment_main(base + ["seg.real_fraction=0.5"]) == 2  # subsets select from the reader
+    assert "seg.real_fraction" in capsys.readouterr().err
