@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/synthdata demo run_dir=$(RUN_DIR)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check synthdata tests tools
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 tests
 
 clean:

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from synthdata.core.contract import DatasetError
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import parse_command_line
-from synthdata.data.readers.base import DatasetError, DatasetReader, check_pair, make_reader
+from synthdata.core.recipe_loading import parse_command_line
+from synthdata.data.readers.base import DatasetReader, check_pair, make_reader
 
 
 def scan(reader: DatasetReader, limit: int | None = None, progress: bool = True) -> dict[str, Any]:

@@ -11,7 +11,8 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 
 import sys
 
-from synthdata.core.recipe import ConfigError, parse_command_line, recipe_to_yaml
+from synthdata.core.contract import ConfigError
+from synthdata.core.recipe_loading import parse_command_line, recipe_to_yaml
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from synthdata.core.recipe import ConfigError, parse_command_line
+from synthdata.core.contract import ConfigError
+from synthdata.core.recipe_loading import parse_command_line
 
 
 @dataclass(frozen=True)

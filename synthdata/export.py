@@ -13,7 +13,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import parse_command_line, recipe_to_dict, recipe_to_yaml
+from synthdata.core.recipe_loading import parse_command_line, recipe_to_dict, recipe_to_yaml
 from synthdata.data.readers.base import make_reader
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synthdata.data.shards import ShardError, ShardWriter, safe_key
+from synthdata.core.contract import ShardError
+from synthdata.data.shards import ShardWriter, safe_key
 
 ARGUMENTS = {"split": "train", "out": dataclasses.MISSING, "prefix": None, "limit": None}
 

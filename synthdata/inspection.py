@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
+from synthdata.core.contract import ConfigError
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import ConfigError, parse_overrides
+from synthdata.core.recipe_loading import parse_overrides
 from synthdata.core.visualize import save_grid
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
@@ -28,10 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.palette import default_palette
-from synthdata.data.readers.base import ClassInfo
 from synthdata.data.shards import (
-    ShardError,
     decode_sample,
     expected_counts,
     iter_tar,

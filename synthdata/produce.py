@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import default_run_dir, parse_command_line
+from synthdata.core.recipe_loading import default_run_dir, parse_command_line
 from synthdata.generation.production import RejectionError, run
 
 

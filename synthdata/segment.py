@@ -18,7 +18,7 @@ from dataclasses import MISSING
 from pathlib import Path
 
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import parse_command_line
+from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.runtime import make_accelerator
 from synthdata.metrics.evaluation import format_image_iou
 from synthdata.segmentation.training import train, write_segment_report

@@ -19,7 +19,7 @@ from dataclasses import MISSING
 from pathlib import Path
 
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import default_run_dir, parse_command_line
+from synthdata.core.recipe_loading import default_run_dir, parse_command_line
 from synthdata.generation.training import TrainingDiverged, train_stage
 
 

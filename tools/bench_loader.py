@@ -25,8 +25,8 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from synthdata.data.loader import SampleTransform, make_loader
 from synthdata.core.seeding import numpy_rng
+from synthdata.data.loader import SampleTransform, make_loader
 from synthdata.data.shards import ShardWriter, encode_sample
 
 

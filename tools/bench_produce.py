@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from synthdata.core.recipe import Recipe, parse_command_line, recipe_to_dict  # noqa: E402
+from synthdata.core.recipe import Recipe  # noqa: E402
+from synthdata.core.recipe_loading import parse_command_line, recipe_to_dict  # noqa: E402
 from synthdata.generation.layout_sources import GeneratedLayouts  # noqa: E402
 from synthdata.generation.production import ShardGenerator, produce_shards, shard_sizes  # noqa: E402
 from synthdata.generation.quality_controls import QualityControls  # noqa: E402
@@ -31,10 +32,10 @@ ARGUMENTS = {"run_dir": None, "num_samples": 256, "batch_size": 32, "shard_size"
 
 def random_run_dir(recipe: Recipe, folder: Path) -> Path:
     """Stage checkpoints with random weights, so the benchmark needs no training."""
-    from synthdata.generation import stages
     from synthdata.core.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.data.readers.base import ClassInfo
+    from synthdata.core.contract import ClassInfo
     from synthdata.core.palette import default_palette
+    from synthdata.generation import stages
 
     names = tuple(recipe.data.classes or [f"class{i}" for i in range(8)])
     classes = ClassInfo(names, default_palette(len(names)), recipe.data.ignore_index)
@@ -99,8 +100,8 @@ def cpu_costs(pipeline, recipe: Recipe, n: int, batch_size: int) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.generation.sampler import load_pipeline
     from synthdata.data.shards import ShardWriter
+    from synthdata.generation.sampler import load_pipeline
 
     recipe, args = parse_command_line(sys.argv[1:] if argv is None else argv, ARGUMENTS)
     sizes = shard_sizes(int(args["num_samples"]), int(args["shard_size"]))

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from synthdata.core.recipe import parse_command_line  # noqa: E402
+from synthdata.core.recipe_loading import parse_command_line  # noqa: E402
 
 ARGUMENTS = {"num_samples": 128, "shard_size": 32, "precision": "bf16", "scale": 10}
 SUMMARY = re.compile(r"wrote (\d+) samples .* in ([\d.]+) s \([\d.]+ samples/s, (\d+) processes\)")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthdata.core.recipe import load_recipe, parse_command_line  # noqa: E402
+from synthdata.core.recipe_loading import load_recipe, parse_command_line  # noqa: E402
 
 SPEED_ARGUMENTS = {"steps": 30, "warmup": 5, "precisions": "no,bf16"}
 QUALITY_ARGUMENTS = {"run_dir": None, "num_layouts": 512, "split": "val", "batch_size": 32}
@@ -84,11 +84,11 @@ def _stage_l1(arch: dict[str, Any], G: torch.nn.Module, batches: list[dict[str, 
 
 
 def quality(argv: list[str]) -> None:
-    from synthdata.generation import stages
-    from synthdata.data.readers import make_reader
-    from synthdata.metrics.layout_stats import js_divergence, layout_statistics
-    from synthdata.generation.sampler import load_pipeline
     from synthdata.core.runtime import seed_step
+    from synthdata.data.readers import make_reader
+    from synthdata.generation import stages
+    from synthdata.generation.sampler import load_pipeline
+    from synthdata.metrics.layout_stats import js_divergence, layout_statistics
 
     _, args = parse_command_line(["recipe=toy"] + argv, QUALITY_ARGUMENTS)
     if not args["run_dir"]:

@@ -24,13 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthdata.core.recipe import ConfigError, Recipe, parse_command_line, parse_overrides  # noqa: E402
-from synthdata.data.readers.base import ClassInfo, DatasetError, make_reader  # noqa: E402
+from synthdata.core.contract import (  # noqa: E402
+    ClassInfo,
+    ConfigError,  # noqa: E402
+    DatasetError,
+)
 from synthdata.core.entry import run_main  # noqa: E402
 from synthdata.core.imageops import resize_labels  # noqa: E402
-from synthdata.generation.latent import INTERPOLATIONS, chain_codes, interpolate_chain, invert_layouts  # noqa: E402
 from synthdata.core.palette import colorize  # noqa: E402
+from synthdata.core.recipe import Recipe  # noqa: E402
+from synthdata.core.recipe_loading import parse_command_line, parse_overrides  # noqa: E402
 from synthdata.core.visualize import depth_to_rgb, image_grid, write_png  # noqa: E402
+from synthdata.data.readers.base import make_reader  # noqa: E402
+from synthdata.generation.latent import INTERPOLATIONS, chain_codes, interpolate_chain, invert_layouts  # noqa: E402
 
 ARGUMENTS = {"run_dir": dataclasses.MISSING, "seeds": None, "steps": 8, "mode": "slerp", "invert": None,
              "out": None, "starts": 64, "invert_steps": 100, "lr": 0.01, "duration_ms": 150,

@@ -17,11 +17,7 @@ from typing import Any
 
 import torch
 
-from synthdata.data.readers.base import ClassInfo
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or made for other classes."""
+from synthdata.core.contract import CheckpointError, ClassInfo
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from synthdata.core.checkpoint import CheckpointError
-from synthdata.core.recipe import ConfigError
-from synthdata.data.readers.base import DatasetError
+from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 
 
 def run_main(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:

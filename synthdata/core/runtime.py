@@ -17,8 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 
-from synthdata.core.checkpoint import CheckpointError
-from synthdata.core.recipe import ConfigError
+from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.seeding import derive_seed
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")

@@ -42,7 +42,7 @@ def as_rgb(image: Any) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _colormap_lut(name: str) -> np.ndarray:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (matplotlib is slow to import; only plots need it)
 
     return (matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.seeding import derive_seed
-from synthdata.data.readers.base import ClassInfo, DatasetReader
-from synthdata.data.shards import ShardError, decode_sample, expected_counts, iter_tar, manifest_classes, resolve_urls
+from synthdata.data.readers.base import DatasetReader
+from synthdata.data.shards import decode_sample, expected_counts, iter_tar, manifest_classes, resolve_urls
 
 __all__ = ["Source", "make_loader", "source_classes", "ShardError", "SampleStream", "ShardLoader"]
 

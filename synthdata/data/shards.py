@@ -24,16 +24,12 @@ import numpy as np
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
-from synthdata.data.readers.base import ClassInfo, DatasetError
+from synthdata.core.contract import ClassInfo, ShardError
 
 MANIFEST = "manifest.json"
 FORMAT = "synthdata-shards/1"
 SIDECAR_SUFFIX = ".json"  # beside NAME.tar: NAME.tar.json
 REQUIRED = ("image", "layout")
-
-
-class ShardError(DatasetError):
-    """A shard or shard folder that cannot be written or read as declared."""
 
 
 # --------------------------------------------------------------------------------------------

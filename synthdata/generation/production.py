@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from synthdata.core.recipe import ConfigError, recipe_to_dict, recipe_to_yaml
+from synthdata.core.contract import ConfigError
+from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
 from synthdata.core.runtime import make_accelerator
 from synthdata.data.readers.base import make_reader
 from synthdata.data.shards import ShardWriter

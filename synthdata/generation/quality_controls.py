@@ -14,13 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthdata.core.recipe import ConfigError
+from synthdata.core.contract import ConfigError
 from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.segmentation.segmenters import load_segmenter
 
 if TYPE_CHECKING:
+    from synthdata.core.contract import ClassInfo
     from synthdata.core.recipe import ProduceConfig
-    from synthdata.data.readers.base import ClassInfo
 
 BALANCE_TAG = 0xBA1A  # seed domain of the class-balancing coin flips
 

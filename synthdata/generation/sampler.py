@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthdata.core.checkpoint import CheckpointError, check_classes, load_checkpoint
+from synthdata.core.checkpoint import check_classes, load_checkpoint
+from synthdata.core.contract import CheckpointError, ClassInfo
 from synthdata.core.palette import colorize
 from synthdata.core.seeding import torch_generator
-from synthdata.data.readers.base import ClassInfo
+from synthdata.core.visualize import depth_to_rgb
 from synthdata.generation import stages
 
 
@@ -178,12 +179,6 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
 
 
 def _depth_rgb(depth: np.ndarray, max_depth: float | None) -> np.ndarray:
-    try:
-        from synthdata.core.visualize import depth_to_rgb
-    except ImportError:
-        top = max_depth or float(np.nanmax(depth)) or 1.0
-        grey = (255 * (1 - np.clip(np.nan_to_num(depth) / top, 0, 1))).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
     return depth_to_rgb(depth)
 
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from synthdata import models
-from synthdata.core.recipe import ConfigError, LayoutStageConfig, Recipe, SpadeStageConfig
+from synthdata.core.contract import ConfigError
+from synthdata.core.recipe import LayoutStageConfig, Recipe, SpadeStageConfig
 from synthdata.models import losses, straight_through_onehot
 
 STAGES = ("layout", "depth", "image")

@@ -17,13 +17,10 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from synthdata.core.checkpoint import CheckpointError, check_classes, portable_checkpoint, save_atomic
-from synthdata.core.recipe import (
-    ConfigError,
-    Recipe,
-    recipe_to_dict,
-    recipe_to_yaml,
-)
+from synthdata.core.checkpoint import check_classes, portable_checkpoint, save_atomic
+from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
+from synthdata.core.recipe import Recipe
+from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
 from synthdata.core.runtime import (
     count_parameters,
     format_count,
@@ -35,7 +32,6 @@ from synthdata.core.runtime import (
 from synthdata.core.seeding import derive_seed, torch_generator
 from synthdata.data.loader import Source, make_loader, source_classes
 from synthdata.data.readers import make_reader
-from synthdata.data.readers.base import ClassInfo
 from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.sampler import decode_output, save_rows, stage_checkpoint

@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 import synthdata
+from synthdata.core.contract import ClassInfo, ConfigError, DatasetError
 from synthdata.core.imageops import protocol
-from synthdata.core.recipe import ConfigError, Recipe, recipe_to_dict
+from synthdata.core.recipe import Recipe
+from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.data.loader import Source, make_loader
-from synthdata.data.readers.base import ClassInfo, DatasetError, DatasetReader, make_reader
+from synthdata.data.readers.base import DatasetReader, make_reader
 from synthdata.data.shards import sha256_file
 from synthdata.metrics.miou import MIOU_CONVENTION, ConfusionMatrix, evaluate_segmenter, predict_logits
 from synthdata.metrics.report import write_report

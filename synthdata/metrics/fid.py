@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from synthdata.core.contract import ClassInfo, ConfigError, DatasetError
 from synthdata.core.entry import run_main
 from synthdata.core.palette import colorize
-from synthdata.core.recipe import ConfigError, parse_command_line
+from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.seeding import numpy_rng
-from synthdata.data.readers.base import ClassInfo, DatasetError
 from synthdata.metrics.inception import load_inception, resolve_weights, weights_id
 from synthdata.metrics.report import write_metrics_report
 from synthdata.metrics.sources import SampleSource, open_source, take
@@ -121,7 +121,7 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), pytorch-fid's stable implementation."""
 
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    from pytorch_fid.fid_score import calculate_frechet_distance  # noqa: PLC0415  (pytorch-fid only when FID is asked for)
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # it prints its singular-product fallback

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import parse_command_line
+from synthdata.core.recipe_loading import parse_command_line
 from synthdata.metrics.miou import ConfusionMatrix
 from synthdata.metrics.report import write_report
 from synthdata.metrics.sources import open_source, take

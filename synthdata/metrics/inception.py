@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from synthdata.core.checkpoint import CheckpointError
+from synthdata.core.contract import CheckpointError
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 
@@ -32,7 +32,7 @@ def resolve_weights(path: str | os.PathLike | None) -> Path:
     """The weights file to use; stops with where to put it when absent (never downloads)."""
     target = Path(path).expanduser() if path else default_weights_path()
     if not target.is_file():
-        from pytorch_fid.inception import FID_WEIGHTS_URL
+        from pytorch_fid.inception import FID_WEIGHTS_URL  # noqa: PLC0415  (pytorch-fid only when FID is asked for)
 
         raise FIDWeightsError(
             f"FID needs the Inception weights file {WEIGHTS_FILENAME}, not found at {target}. "
@@ -50,7 +50,7 @@ class FIDInception(torch.nn.Module):
 
     def __init__(self, net: torch.nn.Module, dims: int = 2048):
         super().__init__()
-        from pytorch_fid.inception import InceptionV3
+        from pytorch_fid.inception import InceptionV3  # noqa: PLC0415  (pytorch-fid only when FID is asked for)
 
         if dims not in InceptionV3.BLOCK_INDEX_BY_DIM:
             raise ValueError(f"eval.fid_dims must be one of {sorted(InceptionV3.BLOCK_INDEX_BY_DIM)}, got {dims}")
@@ -75,7 +75,7 @@ class FIDInception(torch.nn.Module):
 
 def fid_inception_architecture() -> torch.nn.Module:
     """The FID Inception network (pytorch-fid's `fid_inception_v3`) with no weights loaded."""
-    from pytorch_fid import inception as pf
+    from pytorch_fid import inception as pf  # noqa: PLC0415  (pytorch-fid only when FID is asked for)
 
     net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
     net.Mixed_5b = pf.FIDInceptionA(192, pool_features=32)

@@ -18,9 +18,9 @@ from scipy import ndimage
 from scipy.spatial.distance import jensenshannon
 from tqdm import tqdm
 
+from synthdata.core.contract import ClassInfo, DatasetError
 from synthdata.core.entry import run_main
-from synthdata.core.recipe import parse_command_line
-from synthdata.data.readers.base import ClassInfo, DatasetError
+from synthdata.core.recipe_loading import parse_command_line
 from synthdata.metrics.report import write_metrics_report
 from synthdata.metrics.sources import open_source, take
 
@@ -107,10 +107,10 @@ def compare_layouts(real: dict[str, Any], fake: dict[str, Any]) -> dict[str, Any
 def plot_layout_stats(real: dict[str, Any], fake: dict[str, Any] | None, classes: ClassInfo, path: str | Path) -> Path:
     """Per-class bars (pixel frequency, presence rate): real in the class colour, generated
     hatched beside it. Written with the Agg backend, so no display is needed."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (matplotlib is slow to import; only plots need it)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (matplotlib is slow to import; only plots need it)
 
     n = classes.num_classes
     x = np.arange(n)

@@ -14,18 +14,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import colorize
-from synthdata.data.readers.base import ClassInfo
+from synthdata.core.visualize import save_image_grid
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (matplotlib is slow to import; only plots need it)
 
     matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (matplotlib is slow to import; only plots need it)
 
     return plt
 
@@ -106,25 +106,12 @@ def plot_iou_bars(series: dict[str, list[float | None]], names: list[str], path:
 
 def save_prediction_grid(examples: list[dict[str, np.ndarray]], classes: ClassInfo, path: Path) -> Path:
     """One row per example: image | ground truth | prediction (palette colours, ignore black)."""
-
     rows = []
     for ex in examples:
         gt = colorize(ex["layout"], classes.palette, classes.ignore_index)
         pred = colorize(ex["pred"], classes.palette, classes.ignore_index)
         rows.extend([ex["image"], gt, pred])
-    try:
-        from synthdata.core.visualize import save_image_grid
-    except ImportError:
-        save_image_grid = None
-    if save_image_grid is not None:
-        save_image_grid(rows, path, 3)
-        return Path(path)
-
-    h, w = rows[0].shape[:2]
-    sep = np.full((h, 2, 3), 255, np.uint8)
-    lines = [np.concatenate([rows[i], sep, rows[i + 1], sep, rows[i + 2]], 1) for i in range(0, len(rows), 3)]
-    grid = np.concatenate(lines, 0)
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    save_image_grid(rows, path, 3)
     return Path(path)
 
 

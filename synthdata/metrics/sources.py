@@ -18,10 +18,12 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from synthdata.core.recipe import ConfigError, Recipe, load_recipe
+from synthdata.core.contract import ClassInfo, ConfigError, DatasetError
+from synthdata.core.recipe import Recipe
+from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.seeding import derive_seed
 from synthdata.data.loader import Source, make_loader, source_classes
-from synthdata.data.readers.base import ClassInfo, DatasetError, DatasetReader, make_reader
+from synthdata.data.readers.base import DatasetReader, make_reader
 from synthdata.generation.sampler import load_pipeline
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

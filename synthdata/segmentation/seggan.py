@@ -19,12 +19,14 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthdata.core.checkpoint import CheckpointError, check_classes, load_checkpoint, portable_checkpoint, save_atomic
-from synthdata.core.recipe import Recipe, recipe_to_dict, recipe_to_yaml
+from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_checkpoint, save_atomic
+from synthdata.core.contract import CheckpointError, ClassInfo
+from synthdata.core.recipe import Recipe
+from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
 from synthdata.core.runtime import load_training_state, save_training_state, seed_step
 from synthdata.core.seeding import derive_seed, torch_generator
 from synthdata.data.loader import Source, make_loader
-from synthdata.data.readers.base import ClassInfo, make_reader
+from synthdata.data.readers.base import make_reader
 from synthdata.generation import stages
 from synthdata.metrics.evaluation import evaluate_and_report
 from synthdata.metrics.report import compare_reports, read_report

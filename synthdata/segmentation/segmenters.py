@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthdata.core.checkpoint import CheckpointError, check_classes, load_checkpoint
-from synthdata.core.recipe import ConfigError, SegModelConfig
-from synthdata.data.readers.base import ClassInfo
+from synthdata.core.checkpoint import check_classes, load_checkpoint
+from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
+from synthdata.core.recipe import SegModelConfig
 
 # The statistics every ImageNet-trained smp/timm encoder expects.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

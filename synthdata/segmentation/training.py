@@ -20,11 +20,13 @@ from segmentation_models_pytorch.losses import DiceLoss
 from tqdm.auto import tqdm
 
 from synthdata.core.checkpoint import portable_checkpoint, save_atomic
-from synthdata.core.recipe import ConfigError, Recipe, SegConfig, recipe_to_dict, recipe_to_yaml
+from synthdata.core.contract import ClassInfo, ConfigError, DatasetError
+from synthdata.core.recipe import Recipe, SegConfig
+from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
 from synthdata.core.runtime import load_training_state, save_training_state, seed_step
 from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.data.loader import Source, make_loader, source_classes
-from synthdata.data.readers.base import ClassInfo, DatasetError, DatasetReader, make_reader
+from synthdata.data.readers.base import DatasetReader, make_reader
 from synthdata.metrics.evaluation import eval_reader, eval_window, image_iou_info, image_iou_summary, run_info
 from synthdata.metrics.miou import evaluate_segmenter
 from synthdata.metrics.report import write_report

@@ -15,12 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthdata.core.checkpoint import CheckpointError, check_classes, load_checkpoint, portable_checkpoint, save_atomic
-from synthdata.core.recipe import ConfigError, Recipe, TranslateConfig, recipe_to_dict, recipe_to_yaml
+from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_checkpoint, save_atomic
+from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
+from synthdata.core.recipe import Recipe, TranslateConfig
+from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
 from synthdata.core.runtime import load_training_state, save_training_state, seed_step
 from synthdata.core.seeding import derive_seed
 from synthdata.data.loader import Source, make_loader
-from synthdata.data.readers.base import ClassInfo, make_reader
+from synthdata.data.readers.base import make_reader
 from synthdata.models import base_grid, losses
 from synthdata.models.pix2pix import PatchGANDiscriminator, UNetGenerator
 from synthdata.segmentation.cyclegan import CycleGANWeights, ImagePool, cyclegan_step

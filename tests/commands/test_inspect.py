@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import default_palette
-from synthdata.data.readers.base import ClassInfo
 from synthdata.data.shards import ShardWriter
 from synthdata.inspection import main
 

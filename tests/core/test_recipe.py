@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from synthdata.core.recipe import (
-    ConfigError,
-    Recipe,
+from synthdata.core.contract import ConfigError
+from synthdata.core.recipe import Recipe
+from synthdata.core.recipe_loading import (
     available_recipes,
     load_recipe,
     parse_command_line,
@@ -97,7 +97,7 @@ def test_missing_required_value_is_reported():
     class Needs:
         path: str
 
-    from synthdata.core.recipe import from_dict
+    from synthdata.core.recipe_loading import from_dict
 
     with pytest.raises(ConfigError, match="missing required value 'path'"):
         from_dict(Needs, {})

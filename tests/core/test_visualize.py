@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.core.contract import ClassInfo
 from synthdata.core.visualize import BLANK_GREY, as_rgb, depth_to_rgb, sample_row, save_grid, save_image_grid
-from synthdata.data.readers.base import ClassInfo
 
 CLASSES = ClassInfo(("a", "b", "c"), np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8), 255)
 

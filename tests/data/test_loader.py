@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.palette import default_palette
 from synthdata.core.recipe import DataConfig
 from synthdata.core.seeding import numpy_rng
 from synthdata.data.loader import Source, make_loader, source_classes
-from synthdata.data.readers.base import ClassInfo, DatasetReader
-from synthdata.data.shards import ShardError, ShardWriter
+from synthdata.data.readers.base import DatasetReader
+from synthdata.data.shards import ShardWriter
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3))
 

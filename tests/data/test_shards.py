@@ -18,18 +18,10 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.palette import default_palette
 from synthdata.core.seeding import numpy_rng
-from synthdata.data.readers.base import ClassInfo
-from synthdata.data.shards import (
-    ShardError,
-    ShardWriter,
-    decode_sample,
-    encode_sample,
-    iter_tar,
-    read_manifest,
-    verify_manifest,
-)
+from synthdata.data.shards import ShardWriter, decode_sample, encode_sample, iter_tar, read_manifest, verify_manifest
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3))
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from synthdata.core.checkpoint import portable_checkpoint, save_atomic
-from synthdata.core.recipe import load_recipe, recipe_to_dict, recipe_to_yaml
+from synthdata.core.recipe_loading import load_recipe, recipe_to_dict, recipe_to_yaml
 from synthdata.data.readers.toy import toy_classes
 from synthdata.generation import stages
 from synthdata.generation.latent import (

@@ -11,10 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from synthdata.core.contract import ClassInfo, ConfigError
 from synthdata.core.palette import default_palette
-from synthdata.core.recipe import ConfigError
 from synthdata.core.seeding import torch_generator
-from synthdata.data.readers.base import ClassInfo
 from synthdata.data.shards import ShardWriter, read_manifest, sha256_file
 from synthdata.generation.layout_sources import GeneratedLayouts
 from synthdata.generation.production import (
@@ -166,7 +165,7 @@ def test_resume_skips_complete_shards_and_matches_a_fresh_run(tmp_path):
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
-    from synthdata.core.recipe import load_recipe
+    from synthdata.core.recipe_loading import load_recipe
 
     check_same_production(tmp_path, load_recipe("toy", ["produce.num_samples=10"]))
     check_same_production(tmp_path, load_recipe("toy", ["produce.num_samples=20"]))  # extending is fine
@@ -193,7 +192,7 @@ def run_dir(tmp_path_factory) -> Path:
     import cv2
 
     from synthdata.core.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.core.recipe import load_recipe, recipe_to_dict
+    from synthdata.core.recipe_loading import load_recipe, recipe_to_dict
     from synthdata.generation import stages
 
     root = tmp_path_factory.mktemp("produce_run")

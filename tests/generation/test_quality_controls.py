@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from synthdata.core.contract import ClassInfo, ConfigError
 from synthdata.core.palette import default_palette
-from synthdata.core.recipe import ConfigError, ProduceConfig
-from synthdata.data.readers.base import ClassInfo
+from synthdata.core.recipe import ProduceConfig
 from synthdata.generation.quality_controls import (
     ClassBalancer,
     LayoutFilter,

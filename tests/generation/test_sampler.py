@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthdata.core.checkpoint import CheckpointError, portable_checkpoint, save_atomic
+from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+from synthdata.core.contract import CheckpointError, ClassInfo
 from synthdata.core.palette import default_palette
-from synthdata.core.recipe import load_recipe, recipe_to_dict
-from synthdata.data.readers.base import READERS, ClassInfo
+from synthdata.core.recipe_loading import load_recipe, recipe_to_dict
+from synthdata.data.readers.base import READERS
 from synthdata.generation import stages
 from synthdata.generation.sampler import load_pipeline
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthdata.core.checkpoint import CheckpointError
-from synthdata.core.recipe import ConfigError, load_recipe
+from synthdata.core.contract import CheckpointError, ConfigError
+from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.runtime import resolve_mixed_precision
 from synthdata.data.readers.base import READERS, DatasetReader, register_reader
 from synthdata.generation import stages

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import default_palette
-from synthdata.data.readers.base import ClassInfo
 from synthdata.metrics import fid, inception
 from synthdata.metrics.sources import open_source
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import colorize, default_palette, snap_to_palette
-from synthdata.data.readers.base import ClassInfo
 from synthdata.metrics import fidelity
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3), 255)

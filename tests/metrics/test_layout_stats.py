@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import default_palette
-from synthdata.data.readers.base import ClassInfo
 from synthdata.metrics import layout_stats as ls
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3), 255)
@@ -121,7 +121,7 @@ def run_dir(tmp_path):
     import torch
 
     from synthdata.core.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.core.recipe import load_recipe, recipe_to_dict
+    from synthdata.core.recipe_loading import load_recipe, recipe_to_dict
     from synthdata.generation import stages
 
     tiny = ["data.height=32", "data.width=64", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=8"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from synthdata.compare import main as compare_main
+from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import default_palette
-from synthdata.data.readers.base import ClassInfo
 from synthdata.metrics.miou import ConfusionMatrix
 from synthdata.metrics.report import write_report
 

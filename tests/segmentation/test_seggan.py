@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from synthdata.core.checkpoint import CheckpointError, load_checkpoint, save_atomic
-from synthdata.data.readers.base import ClassInfo
+from synthdata.core.checkpoint import load_checkpoint, save_atomic
+from synthdata.core.contract import CheckpointError, ClassInfo
 from synthdata.refine import main as refine_main
 from synthdata.segmentation import seggan as refine_mod
 

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.core.contract import ClassInfo, ConfigError
 from synthdata.core.palette import default_palette
-from synthdata.core.recipe import ConfigError, SegModelConfig, load_recipe
+from synthdata.core.recipe import SegModelConfig
+from synthdata.core.recipe_loading import load_recipe
 from synthdata.data.loader import Source, make_loader
-from synthdata.data.readers.base import ClassInfo, make_reader
+from synthdata.data.readers.base import make_reader
 from synthdata.metrics import miou_cli
 from synthdata.metrics.evaluation import image_ious
 from synthdata.segment import main as segment_main
@@ -115,7 +117,7 @@ def test_real_fraction_subset_is_fixed_and_deterministic(tiny_toy_overrides):
 
 
 def test_real_subset_file_lists_sample_ids(tmp_path, tiny_toy_overrides):
-    from synthdata.data.readers.base import DatasetError
+    from synthdata.core.contract import DatasetError
 
     reader = make_reader(load_recipe("toy", tiny_toy_overrides).data, "train")
     ids = [reader[i]["meta"]["id"] for i in (5, 2)]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthdata.core.recipe import ConfigError, TranslateConfig
+from synthdata.core.contract import ConfigError
+from synthdata.core.recipe import TranslateConfig
 from synthdata.segmentation import translation as translate
 from synthdata.segmentation.cyclegan import CycleGANWeights, ImagePool, cycle_losses, cyclegan_step
 from synthdata.translate import main as translate_main

@@ -1,15 +1,11 @@
 """Dataset readers (one per dataset family) and the procedural toy world.
 
-`make_reader(cfg.data, "train")` returns the reader named by `data.reader`.
+`make_reader(cfg.data, "train")` returns the reader named by `data.reader`; importing this
+package registers every reader.
 """
 
-from synthdata.data.readers import (
-    ade20k,  # noqa: F401  (registers "ade20k")
-    camvid,  # noqa: F401  (registers "camvid")
-    cityscapes,  # noqa: F401  (registers "cityscapes")
-    folder,  # noqa: F401  (registers "folder")
-    particles,  # noqa: F401  (registers "particles")
-    toy,  # noqa: F401  (registers "toy")
-    voc,  # noqa: F401  (registers "voc")
-)
-from synthdata.data.readers.base import READERS, ClassInfo, DatasetError, DatasetReader, make_reader
+from synthdata.data.readers import ade20k, camvid, cityscapes, folder, particles, toy, voc
+from synthdata.data.readers.base import READERS, DatasetReader, make_reader
+
+__all__ = ["READERS", "DatasetReader", "make_reader", "ade20k", "camvid", "cityscapes", "folder", "particles",
+           "toy", "voc"]

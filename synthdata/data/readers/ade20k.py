@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synthdata.data.readers.base import DatasetError, DatasetReader, register_reader
+from synthdata.core.contract import DatasetError
+from synthdata.data.readers.base import DatasetReader, register_reader
 from synthdata.data.readers.io import as_layout, missing_files_error, read_labels, read_rgb
 
 # The 150 SceneParsing class names, in annotation order (value 1 = "wall").

@@ -9,46 +9,15 @@ resolution through `synthdata.core.imageops`.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from synthdata.core.contract import ClassInfo, DatasetError
 from synthdata.core.imageops import resize_sample
 from synthdata.core.palette import default_palette
 from synthdata.core.recipe import DataConfig
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read as declared (missing files, bad labels, size mismatch)."""
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """Class names, their RGB palette `(C, 3)` and the ignore label."""
-
-    names: tuple[str, ...]
-    palette: np.ndarray
-    ignore_index: int = 255
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.names)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "classes": list(self.names),
-            "palette": np.asarray(self.palette).astype(int).tolist(),
-            "ignore_index": int(self.ignore_index),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClassInfo":
-        return cls(tuple(d["classes"]), np.asarray(d["palette"], dtype=np.uint8), int(d["ignore_index"]))
-
-    def same_as(self, other: "ClassInfo") -> bool:
-        return self.names == other.names and self.ignore_index == other.ignore_index
 
 
 class DatasetReader:
@@ -186,7 +155,7 @@ def register_reader(name: str):
 
 def make_reader(cfg: DataConfig, split: str) -> DatasetReader:
     """The reader named by `cfg.reader` for `split`; an unknown name lists the valid ones."""
-    import synthdata.data.readers  # noqa: F401  (registers the readers)
+    import synthdata.data.readers  # noqa: F401, PLC0415  (registers the readers; the package imports this module)
 
     if cfg.reader not in READERS:
         raise DatasetError(f"unknown dataset reader '{cfg.reader}'. Valid readers: {', '.join(sorted(READERS))}")

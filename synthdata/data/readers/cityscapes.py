@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from synthdata.core.contract import DatasetError
 from synthdata.core.recipe import DataConfig
-from synthdata.data.readers.base import DatasetError, DatasetReader, register_reader
+from synthdata.data.readers.base import DatasetReader, register_reader
 from synthdata.data.readers.io import missing_files_error, read_json, read_labels, read_rgb
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -20,15 +21,15 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 
 def cityscapes_labels() -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """`(train-class names, palette (19, 3), lookup (256,) labelId -> trainId or 255)`."""
-    from cityscapesscripts.helpers.labels import labels
+    from cityscapesscripts.helpers.labels import labels  # noqa: PLC0415  (only the Cityscapes reader needs its label table)
 
-    train = sorted((l for l in labels if 0 <= l.trainId < 255), key=lambda l: l.trainId)
-    names = tuple(l.name for l in train)
-    palette = np.array([l.color for l in train], dtype=np.uint8)
+    train = sorted((lab for lab in labels if 0 <= lab.trainId < 255), key=lambda lab: lab.trainId)
+    names = tuple(lab.name for lab in train)
+    palette = np.array([lab.color for lab in train], dtype=np.uint8)
     lut = np.full(256, 255, dtype=np.uint8)
-    for l in labels:
-        if 0 <= l.id < 256 and 0 <= l.trainId < 255:
-            lut[l.id] = l.trainId
+    for lab in labels:
+        if 0 <= lab.id < 256 and 0 <= lab.trainId < 255:
+            lut[lab.id] = lab.trainId
     return names, palette, lut
 
 

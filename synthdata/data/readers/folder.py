@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from synthdata.core.contract import DatasetError
 from synthdata.core.palette import IGNORE_COLOR, rgb_to_index
-from synthdata.data.readers.base import DatasetError, DatasetReader, register_reader
+from synthdata.data.readers.base import DatasetReader, register_reader
 from synthdata.data.readers.io import as_layout, missing_files_error, read_labels, read_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -15,7 +15,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from synthdata.data.readers.base import DatasetError
+from synthdata.core.contract import DatasetError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from synthdata.data.readers.base import DatasetError, DatasetReader, register_reader
+from synthdata.core.contract import DatasetError
+from synthdata.data.readers.base import DatasetReader, register_reader
 from synthdata.data.readers.io import as_layout, missing_files_error, read_labels, read_tiff, to_uint8
 
 # Hold-out for benchmarks: every 6th of the 30 shared stems (sorted), starting at the 3rd.

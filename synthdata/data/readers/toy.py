@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from synthdata.core.contract import ClassInfo, DatasetError
 from synthdata.core.recipe import DataConfig
 from synthdata.core.visualize import save_grid
-from synthdata.data.readers.base import ClassInfo, DatasetError, DatasetReader, register_reader
+from synthdata.data.readers.base import DatasetReader, register_reader
 
 # Cityscapes names and colours (train ids of these classes), in the toy world's index order.
 TOY_CLASSES = ("road", "sidewalk", "building", "pole", "vegetation", "sky", "person", "car")

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from synthdata.data.readers.base import DatasetError, DatasetReader, register_reader
+from synthdata.core.contract import DatasetError
+from synthdata.data.readers.base import DatasetReader, register_reader
 from synthdata.data.readers.io import as_layout, missing_files_error, read_labels, read_rgb
 
 VOC_CLASSES = (

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthdata.core.recipe import DataConfig, load_recipe
-from synthdata.data.readers import READERS, DatasetError, make_reader
+from synthdata.core.contract import DatasetError
+from synthdata.core.recipe import DataConfig
+from synthdata.core.recipe_loading import load_recipe
+from synthdata.data.readers import READERS, make_reader
 from synthdata.data.readers.io import read_labels, read_rgb, read_tiff
 
 

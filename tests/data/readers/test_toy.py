@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from synthdata.core.contract import DatasetError
 from synthdata.core.recipe import DataConfig
-from synthdata.data.readers import DatasetError, make_reader
+from synthdata.data.readers import make_reader
 from synthdata.data.readers.toy import CAR, FAR_DEPTH, PERSON, ROAD, SKY, TOY_CLASSES, main, render_scene, scene_seed
 
 

@@ -1,0 +1,263 @@
+"""Recipes: YAML files plus dotted command-line overrides, turned into the typed dataclasses of
+`synthdata.core.recipe`.
+
+`load_recipe("toy", ["train.steps=10"])` reads `recipes/toy.yaml` (or a path), applies the
+overrides (values parsed as YAML), and validates everything against the dataclasses. An unknown
+key, a wrong type or a missing required value raises `ConfigError` before any work, naming the
+dotted key and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.resources
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from synthdata.core.contract import ConfigError
+from synthdata.core.recipe import Recipe
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def recipes_dir() -> Path:
+    """The folder of the shipped recipes (works for editable and regular installs)."""
+    return Path(str(importlib.resources.files("synthdata.recipes")))
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        return path
+    shipped = recipes_dir() / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = available_recipes()
+    close = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"unknown recipe '{name_or_path}'.{hint} Shipped recipes: {', '.join(names)}; "
+        "or give a path to a .yaml file."
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"malformed YAML in {path}: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """`["a.b=1", "c=x"]` -> `{"a.b": 1, "c": "x"}` with values typed by YAML."""
+    out: dict[str, Any] = {}
+    for token in tokens:
+        if "=" not in token:
+            raise ConfigError(f"expected key=value, got '{token}'")
+        key, raw = token.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"empty key in '{token}'")
+        try:
+            out[key] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse value of {key}: {raw!r} ({e})") from e
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_recipe(name_or_path: str = "toy", overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe, apply dotted overrides and validate it into a `Recipe`."""
+    path = resolve_recipe_path(name_or_path)
+    tree = read_yaml(path)
+    tree.setdefault("name", path.stem)
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    return from_dict(Recipe, tree, source=str(path))
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
+
+
+def recipe_from_mapping(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    """Validate a plain dict (e.g. stored in a checkpoint or manifest) into a `Recipe`."""
+    return from_dict(Recipe, tree, source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# dict -> dataclass with type checking
+# --------------------------------------------------------------------------------------------
+
+
+def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        where = f"'{prefix.rstrip('.')}' should be a mapping" if prefix else "a recipe must be a mapping"
+        raise ConfigError(f"{source}: {where}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}{key}"
+            valid = [f"{prefix}{name}" for name in fields]
+            close = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key '{dotted}'.{hint} Valid keys here: {', '.join(valid)}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}{name}"
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], source, dotted)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing required value '{dotted}'")
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        return from_dict(tp, value, source, prefix=f"{dotted}.")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, source, dotted)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{source}: '{dotted}' should be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: '{dotted}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{dotted}' should be a list, got {value!r}")
+        (item,) = args or (Any,)
+        return [_coerce(item, v, source, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{dotted}' should be a mapping, got {value!r}")
+        kt, vt = args or (Any, Any)
+        return {
+            _coerce(kt, k, source, dotted): _coerce(vt, v, source, f"{dotted}.{k}")
+            for k, v in value.items()
+        }
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. split=2007 or a numeric file name
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(
+        f"{source}: '{dotted}' should be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Command lines: recipe=NAME, entry-point arguments (stage=, run_dir=, ...) and dotted overrides
+# --------------------------------------------------------------------------------------------
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    """Where generator stages train and produce writes when no `run_dir=` is given: `runs/NAME`."""
+    return Path("runs") / recipe.name
+
+
+def parse_command_line(
+    argv: list[str], arguments: dict[str, Any] | None = None
+) -> tuple[Recipe, dict[str, Any]]:
+    """Split `key=value` tokens into the recipe (with overrides) and the entry point's arguments.
+
+    `arguments` maps each argument the entry point accepts to its default; a default of
+    `dataclasses.MISSING` makes it required. Returns `(recipe, args)`.
+    """
+    arguments = dict(arguments or {})
+    values = parse_overrides(argv)
+    recipe_name = values.pop("recipe", "toy")
+    if not isinstance(recipe_name, str):
+        recipe_name = str(recipe_name)
+    args: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    top_level = {f.name for f in dataclasses.fields(Recipe)}
+    for key, value in values.items():
+        if key in arguments:
+            args[key] = value
+        elif "." in key or key in top_level:
+            overrides[key] = value
+        else:
+            valid = sorted(set(arguments) | top_level | {"recipe"})
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown argument '{key}'.{hint} Arguments: {', '.join(sorted(arguments))}; "
+                "recipe keys are dotted (e.g. train.steps=100)."
+            )
+    for key, default in arguments.items():
+        if key not in args:
+            if default is dataclasses.MISSING:
+                raise ConfigError(f"missing required argument '{key}=...'")
+            args[key] = default
+    recipe = load_recipe(recipe_name, overrides)
+    return recipe, args
