@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("synthdata.evaluate", "evaluate: miou | fid | fidelity | layouts"),
     "compare": ("synthdata.compare", "compare evaluation reports side by side"),
     "demo": ("synthdata.demo", "the whole pipeline on the toy world, with a report"),
+    "study": ("synthdata.study", "baseline vs variants x seeds: does synthetic data pay? (intervals)"),
 }
 
 

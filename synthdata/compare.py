@@ -19,6 +19,9 @@ from synthdata.metrics.report import compare_reports, read_report
 def main(argv: list[str] | None = None) -> int:
     """`synthdata compare REPORT [REPORT...] [out=DIR]` (default out: the current folder)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(token in ("-h", "--help") for token in argv):
+        print(__doc__.strip() + "\n\narguments: REPORT.json|DIR (one or more), out=DIR (default: the current folder)")
+        return 0
     out = "."
     paths = []
     for token in argv:

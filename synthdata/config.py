@@ -11,18 +11,18 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 
 import sys
 
-from synthdata.core.contract import ConfigError
+from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import parse_command_line, recipe_to_yaml
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        recipe, _ = parse_command_line(list(sys.argv[1:] if argv is None else argv))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _main(argv: list[str]) -> int:
+    recipe, _ = parse_command_line(argv)
     print(recipe_to_yaml(recipe), end="")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)  # ConfigError -> one line, exit 2; --help -> the recipe keys
 
 
 if __name__ == "__main__":

@@ -137,6 +137,11 @@ def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: 
                       f"train.sample_every={max(n // 2, 1)}", f"train.checkpoint_every={n}"]))
     step(5, f"producing {budget.samples} synthetic samples")
     timer.run("produce", lambda: produce.main(common + [f"run_dir={gen_dir}"]))
+    # the same generated layouts textured with real pixels (segment bank, no image stage), for the pictures
+    composite_shards = gen_dir / "shards-composite"
+    timer.run("produce composite (pictures)", lambda: produce.main(common + [
+        f"run_dir={gen_dir}", "stages.image.arch=composite", "stages.image.composite.missing=fill",
+        f"produce.out={composite_shards}", "produce.num_samples=8", "produce.shard_size=8"]))
     step(6, f"training a segmenter on real data only ({budget.seg_steps} steps)")
     timer.run("segment real only", lambda: segment.main(common + [f"run_dir={seg_real}"]))
     step(7, f"training the same segmenter on real + synthetic data ({budget.seg_steps} steps)")
@@ -153,6 +158,7 @@ def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: 
     reports = [read_report(seg_real / "report" / "report.json"), read_report(seg_mixed / "report" / "report.json")]
     compare_md = compare_reports(reports, run_dir / "compare")
     _contact_sheet(shards, run_dir / "pictures" / "synthetic_samples.png")
+    _contact_sheet(composite_shards, run_dir / "pictures" / "composite_samples.png")
     report = write_demo_report(run_dir, budget_name, budget, common, reports, compare_md, timer.rows, fid_line)
     real, mixed = (r["metrics"]["miou"] for r in reports)
     print(f"\ndemo report: {report}")
@@ -245,6 +251,11 @@ def write_demo_report(run_dir: Path, budget_name: str, budget: Budget, common: l
         "Produced synthetic samples (image | layout | depth):",
         "",
         "![synthetic](pictures/synthetic_samples.png)",
+        "",
+        "Generated layouts textured with real pixels instead (`stages.image.arch=composite`: segments of the "
+        "training scenes from a segment bank, no image stage; shown for comparison, not used for training here):",
+        "",
+        "![composite](pictures/composite_samples.png)",
         "",
     ]
     for stage in ("layout", "depth", "image"):

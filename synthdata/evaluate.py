@@ -23,6 +23,10 @@ EVALUATIONS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: synthdata evaluate {{{'|'.join(EVALUATIONS)}}} key=value ...\n\n"
+              "`synthdata evaluate WHAT --help` lists the keys of WHAT.")
+        return 0
     if not argv or argv[0] not in EVALUATIONS:
         given = argv[0] if argv else ""
         close = difflib.get_close_matches(given, EVALUATIONS, n=1)

@@ -13,7 +13,8 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from synthdata.core.entry import run_main
-from synthdata.core.recipe_loading import parse_command_line, recipe_to_dict, recipe_to_yaml
+from synthdata.core.recipe_loading import parse_command_line, recipe_to_dict
+from synthdata.core.run_dir import save_resolved_recipe
 from synthdata.data.readers.base import make_reader
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from synthdata.core.contract import ShardError
-from synthdata.data.shards import ShardWriter, safe_key
+from synthdata.data.shard_writer import ShardWriter
+from synthdata.data.shards import safe_key
 
 ARGUMENTS = {"split": "train", "out": dataclasses.MISSING, "prefix": None, "limit": None}
 
@@ -115,7 +117,7 @@ def _main(argv: list[str]) -> int:
                              image_format=recipe.export.image_format)
         manifest = writer.finalize_manifest(range(stats["num_shards"]))
         writer.close()
-        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        save_resolved_recipe(out, recipe)
         seconds = time.perf_counter() - start
         print(f"export: {manifest['num_samples']} samples in {len(manifest['shards'])} shards "
               f"({written} written now, {written / max(seconds, 1e-9):.1f} samples/s) -> {out}")

@@ -82,7 +82,8 @@ def _add(stats: dict[str, Any], sample: dict[str, Any], n: int) -> None:
     stats["samples"] += 1
     layout = sample["layout"]
     stats["sizes"][f"{layout.shape[1]}x{layout.shape[0]}"] += 1
-    stats["sources"][str(sample["meta"].get("source", "?"))] += 1
+    texturing = sample["meta"].get("texturing")  # synthetic: spade | pix2pix | composite
+    stats["sources"][str(sample["meta"].get("source", "?")) + (f" ({texturing})" if texturing else "")] += 1
     values, counts = np.unique(layout, return_counts=True)
     stats["pixels"].update(dict(zip(values.tolist(), counts.tolist())))
     stats["images_with"].update(values.tolist())
@@ -155,6 +156,11 @@ def _main(argv: list[str]) -> int:
         if key not in ARGUMENTS:
             raise ConfigError(f"unknown argument '{key}'; arguments: {', '.join(ARGUMENTS)}")
         args[key] = value
+    for key in ("n", "limit"):  # whole numbers (limit may stay None); e.g. limit=abc is refused here
+        if args[key] is not None and (isinstance(args[key], bool) or not isinstance(args[key], int) or args[key] < 0):
+            raise ConfigError(f"inspect: '{key}' should be a whole number >= 0, got {args[key]!r}")
+    if not isinstance(args["verify"], bool):
+        raise ConfigError(f"inspect: 'verify' should be true or false, got {args['verify']!r}")
     stats = summarize(paths if len(paths) > 1 else paths[0], n=int(args["n"]), verify=bool(args["verify"]),
                       limit=args["limit"], progress=sys.stderr.isatty())
     classes = classes_of(stats)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import default_run_dir, parse_command_line
+from synthdata.core.runtime import make_accelerator
 from synthdata.generation.production import RejectionError, run
 
 
@@ -25,7 +26,8 @@ def _main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None})
     run_dir = Path(args["run_dir"]) if args["run_dir"] else default_run_dir(recipe)
     try:
-        return run(recipe, run_dir=run_dir, max_shards=args["max_shards"])
+        return run(recipe, run_dir=run_dir, max_shards=args["max_shards"],
+                   accelerator=make_accelerator(mixed_precision=recipe.produce.mixed_precision))
     except RejectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

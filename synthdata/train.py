@@ -20,14 +20,16 @@ from pathlib import Path
 
 from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import default_run_dir, parse_command_line
+from synthdata.core.runtime import make_accelerator
 from synthdata.generation.training import TrainingDiverged, train_stage
 
 
 def _main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, {"stage": MISSING, "run_dir": None})
     run_dir = Path(str(args["run_dir"])) if args["run_dir"] else default_run_dir(recipe)
+    accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_dir=run_dir / "logs")
     try:
-        train_stage(recipe, stage=str(args["stage"]), run_dir=run_dir)
+        train_stage(recipe, stage=str(args["stage"]), run_dir=run_dir, accelerator=accelerator)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -26,8 +26,9 @@ import torch
 from synthdata.core.recipe import DataConfig
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers import make_reader
+from synthdata.generation.bank_building import build_bank
 from synthdata.generation.composite import composite
-from synthdata.generation.segment_bank import build_bank, load_bank
+from synthdata.generation.segment_bank import load_bank
 
 
 def _model_name() -> str:

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from synthdata.core.seeding import numpy_rng
 from synthdata.data.loader import SampleTransform, make_loader
-from synthdata.data.shards import ShardWriter, encode_sample
+from synthdata.data.shard_writer import ShardWriter
+from synthdata.data.shards import encode_sample
 
 
 def make_samples(num: int, height: int, width: int) -> list[dict]:

@@ -100,7 +100,7 @@ def cpu_costs(pipeline, recipe: Recipe, n: int, batch_size: int) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthdata.data.shards import ShardWriter
+    from synthdata.data.shard_writer import ShardWriter
     from synthdata.generation.sampler import load_pipeline
 
     recipe, args = parse_command_line(sys.argv[1:] if argv is None else argv, ARGUMENTS)

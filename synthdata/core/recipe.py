@@ -7,6 +7,7 @@ Choices are `Literal` types, so a bad value is refused when the recipe is loaded
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 # --------------------------------------------------------------------------------------------
 # The schema. Defaults are those of `recipes/toy.yaml` unless a recipe says otherwise.
@@ -35,18 +36,22 @@ class DataConfig:
     masks_dir: str = "masks"
     has_depth: bool = True  # False: the layout -> image chain skips the depth stage
     depth_scale: float = 0.001  # depth.png stores depth / depth_scale as uint16 (1 mm steps)
+    # low-data subset of the training split, obeyed by every command (generators, production,
+    # filters, segmenters): a fraction f (every round(1/f)-th of the ids sorted), "every:K", or a
+    # file of ids (one a line); None: all
+    subset: float | str | None = None
 
 
 @dataclass
 class LayoutStageConfig:
     """Unconditional layout GAN: noise z -> C-class label map."""
 
-    arch: str = "dcgan"  # dcgan | style
+    arch: Literal["dcgan", "style"] = "dcgan"
     z_dim: int = 128
     ngf: int = 64
     ndf: int = 64
-    upsample: str = "nearest"  # nearest | transposed (dcgan)
-    loss: str = "wgan-gp"  # wgan-gp | nonsaturating
+    upsample: Literal["nearest", "transposed"] = "nearest"  # transposed: dcgan
+    loss: Literal["wgan-gp", "nonsaturating"] = "wgan-gp"
     gp_weight: float = 10.0
     gumbel_tau: float = 1.0
     lr_g: float = 2.0e-4
@@ -58,7 +63,7 @@ class LayoutStageConfig:
 class SpadeStageConfig:
     """Conditional generator for the depth (layout -> depth) or image stage."""
 
-    arch: str = "spade"  # spade | pix2pix
+    arch: Literal["spade", "pix2pix"] = "spade"
     ngf: int = 64
     ndf: int = 64
     num_discriminators: int = 2
@@ -72,10 +77,32 @@ class SpadeStageConfig:
 
 
 @dataclass
+class CompositeConfig:
+    """stages.image.arch=composite: texture layouts with real segments of a bank built from the
+    training split into RUN_DIR/bank/ (`synthdata.generation.texturing`); nothing to train."""
+
+    blend: Literal["none", "gaussian"] = "none"  # gaussian: feathered boundaries, `sigma` pixels
+    sigma: float = 1.0
+    k: int = 8  # shortlist of bank segments scored by mask IoU per component
+    min_pixels: int = 16  # bank: drop smaller components (a class never loses all of them)
+    region_classes: list[str] | None = None  # bank: region (stuff) classes; None: the bank's rule
+    missing: Literal["error", "fill"] = "error"  # a layout class with no bank segment: error, or fill with neutral grey
+    flip: bool = True  # retrieval may mirror a segment
+
+
+@dataclass
+class ImageStageConfig(SpadeStageConfig):
+    """The image stage: a trained conditional generator, or composite texturing from real pixels."""
+
+    arch: Literal["spade", "pix2pix", "composite"] = "spade"
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+
+
+@dataclass
 class StagesConfig:
     layout: LayoutStageConfig = field(default_factory=LayoutStageConfig)
     depth: SpadeStageConfig = field(default_factory=lambda: SpadeStageConfig(lambda_l1=20.0))
-    image: SpadeStageConfig = field(default_factory=SpadeStageConfig)
+    image: ImageStageConfig = field(default_factory=ImageStageConfig)
 
 
 @dataclass
@@ -90,7 +117,7 @@ class TrainConfig:
     log_every: int = 25
     mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16 (YAML reads a bare `no` as false)
     gradient_accumulation: int = 1
-    diffaugment: str = "auto"  # auto (on under 1000 images) | on | off
+    diffaugment: Literal["auto", "on", "off"] = "auto"  # auto: on under 1000 images
     num_workers: int = 0
     shards: str | None = None  # train from real-data shards instead of the reader
 
@@ -104,9 +131,9 @@ class ProduceConfig:
     batch_size: int = 16
     out: str | None = None  # default: RUN_DIR/shards
     prefix: str = "synth"
-    layouts: str = "generated"  # generated | real | mixed
+    layouts: Literal["generated", "real", "mixed"] = "generated"
     real_ratio: float = 0.5  # for layouts=mixed
-    image_format: str = "png"  # png | jpg
+    image_format: Literal["png", "jpg"] = "png"
     png_compression: int = 1
     jpeg_quality: int = 95
     encode_workers: int = 2
@@ -122,8 +149,12 @@ class ProduceConfig:
     max_attempts: int = 50  # redraws of a rejected sample before the run stops with an error
     balance_calibration: int = 256  # layouts drawn to measure the source's class distribution
     real_hflip: bool = True  # real layouts: mirror half of them
-    copy_paste: int = 0  # real layouts: paste up to this many objects from another layout
+    copy_paste: int = 0  # real layouts: paste up to this many objects from the training layouts
     copy_paste_classes: list[str] | None = None  # classes whose objects may be pasted (None: any)
+    copy_paste_choice: Literal["inverse_frequency", "uniform"] = "inverse_frequency"  # inverse_frequency: of class pixels; uniform: any object
+    copy_paste_scale: list[float] = field(default_factory=lambda: [0.8, 1.25])  # [0.1, 2.0]: large jitter
+    copy_paste_flip: bool = True  # mirror half of the pasted objects
+    copy_paste_position: Literal["uniform", "class", "donor"] = "uniform"  # class: vertical place of that class in real layouts
 
 
 @dataclass
@@ -144,15 +175,19 @@ class SegConfig:
     batch_size: int = 8
     lr: float = 1.0e-3
     weight_decay: float = 1.0e-4
-    optimizer: str = "adamw"  # adamw | sgd
-    schedule: str = "poly"  # poly | cosine
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["poly", "cosine"] = "poly"
     dice: bool = False
     real: str | None = None  # real data as shards; None: the recipe's reader
     synthetic: str | None = None  # shard pattern or folder of synthetic shards
     synthetic_ratio: float = 0.0
+    # synthetic share per step: constant (synthetic_ratio throughout), decay (linearly from
+    # synthetic_ratio to 0 at the last step), pretrain (synthetic only for pretrain_steps, then real)
+    synthetic_schedule: Literal["constant", "decay", "pretrain"] = "constant"
+    pretrain_steps: int = 0  # schedule=pretrain: the first steps of seg.steps (one optimiser and LR schedule)
     real_fraction: float = 1.0
     real_subset: str | None = None  # file listing sample ids to train on
-    synthetic_filter: str = "none"  # none | loss
+    synthetic_filter: Literal["none", "loss"] = "none"
     filter_k: float = 1.25
     filter_segmenter: str | None = None
     val_every: int = 250
@@ -193,7 +228,7 @@ class RefineConfig:
 
 @dataclass
 class TranslateConfig:
-    mode: str = "pix2pix"  # pix2pix | cyclegan
+    mode: Literal["pix2pix", "cyclegan"] = "pix2pix"
     steps: int = 1000
     batch_size: int = 4
     lr: float = 2.0e-4
@@ -218,8 +253,21 @@ class ExportConfig:
 
 @dataclass
 class DemoConfig:
-    budget: str = "small"  # tiny | small | full
+    budget: Literal["tiny", "small", "full"] = "small"
     real_train: int | None = None  # labelled toy scenes to learn from (None: the budget's)
+
+
+@dataclass
+class StudyConfig:
+    """`synthdata study`: the real-only baseline and named variants x seeds (synthdata.experiments)."""
+
+    variants: str | dict[str, Any] | None = None  # YAML file of variants, or {name: {dotted.key: value}}
+    seeds: int = 3  # cells per variant, seeds recipe.seed, recipe.seed + 1, ...
+    workers: int = 2  # cells (and generator runs) in parallel processes
+    threads: int = 1  # OMP/torch threads of each worker process
+    baseline: str = "real only"  # name of the baseline row (every variant is compared to it)
+    confidence: float = 0.95
+    bootstrap: int = 10000  # resamples of the per-image paired bootstrap
 
 
 @dataclass
@@ -238,3 +286,4 @@ class Recipe:
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)

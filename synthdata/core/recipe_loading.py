@@ -9,6 +9,7 @@ dotted key and the closest valid key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.resources
@@ -38,13 +39,15 @@ def available_recipes() -> list[str]:
 
 def resolve_recipe_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError(f"recipe file not found: {path}")
         return path
     shipped = recipes_dir() / f"{name_or_path}.yaml"
-    if shipped.is_file():
+    if shipped.is_file() and path.name == name_or_path:  # a shipped name wins over a folder of that name
         return shipped
+    if path.is_file():
+        return path
     names = available_recipes()
     close = difflib.get_close_matches(name_or_path, names, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -58,8 +61,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"malformed YAML in {path}: {e}") from e
+    except yaml.YAMLError as e:  # its text spans lines; keep the problem and where it is
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -67,9 +73,22 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+class HelpRequested(Exception):
+    """`-h` / `--help` on a command line: the entry point prints its usage and keys, exit 0."""
+
+    def __init__(self, arguments: dict[str, Any] | None = None):
+        super().__init__("help requested")
+        self.arguments = arguments
+
+
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     """`["a.b=1", "c=x"]` -> `{"a.b": 1, "c": "x"}` with values typed by YAML."""
     out: dict[str, Any] = {}
+    if any(token in HELP_FLAGS for token in tokens):
+        raise HelpRequested()
     for token in tokens:
         if "=" not in token:
             raise ConfigError(f"expected key=value, got '{token}'")
@@ -104,9 +123,12 @@ def load_recipe(name_or_path: str = "toy", overrides: list[str] | dict[str, Any]
     tree.setdefault("name", path.stem)
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    for key, value in (overrides or {}).items():
+    if not overrides:
+        return from_dict(Recipe, tree, source=str(path))
+    from_dict(Recipe, copy.deepcopy(tree), source=str(path))  # the file's own mistakes name the file
+    for key, value in overrides.items():
         _set_dotted(tree, key, value)
-    return from_dict(Recipe, tree, source=str(path))
+    return from_dict(Recipe, tree, source=f"command line (over {path.name})")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -234,6 +256,8 @@ def parse_command_line(
     `dataclasses.MISSING` makes it required. Returns `(recipe, args)`.
     """
     arguments = dict(arguments or {})
+    if any(token in HELP_FLAGS for token in argv):
+        raise HelpRequested(arguments)
     values = parse_overrides(argv)
     recipe_name = values.pop("recipe", "toy")
     if not isinstance(recipe_name, str):
@@ -261,3 +285,37 @@ def parse_command_line(
             args[key] = default
     recipe = load_recipe(recipe_name, overrides)
     return recipe, args
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return "required"
+
+
+def recipe_keys(cls: type = Recipe, prefix: str = "") -> list[str]:
+    """One line per recipe section: `section: key=default, ...` (nested sections get their own)."""
+    hints = typing.get_type_hints(cls)
+    scalars, sections = [], []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            sections += recipe_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            scalars.append(f"{f.name}={_field_default(f)!r}")
+    head = f"  {prefix.rstrip('.')}: " if prefix else "  (top level): "
+    return ([head + ", ".join(scalars)] if scalars else []) + sections
+
+
+def command_help(doc: str | None, arguments: dict[str, Any] | None) -> str:
+    """The `--help` text of an entry point: its docstring, its own arguments, the recipe keys."""
+    lines = [(doc or "synthdata COMMAND recipe=NAME key=value ...").strip(), ""]
+    if arguments is not None:
+        own = [f"{k}=..." + (" (required)" if v is dataclasses.MISSING else f" (default {v!r})")
+               for k, v in arguments.items()]
+        lines.append("arguments: " + (", ".join(own) if own else "none besides the recipe"))
+        lines.append(f"recipe=NAME|PATH (default toy; shipped: {', '.join(available_recipes())})")
+        lines.append("recipe keys, overridden as section.key=value (YAML-typed), with their defaults:")
+        lines += recipe_keys()
+    return "\n".join(lines)

@@ -1,23 +1,18 @@
-"""Run-time plumbing shared by the training entry points: the Accelerator and its precision,
-per-step seeding, trackers, parameter counts, and resumable training state on disk
-(Accelerate `save_state` folders written atomically, with the previous one kept as a fallback).
+"""Run-time plumbing shared by the entry points: the Accelerator and its precision, CPU threads,
+per-step seeding, trackers and parameter counts (resumable state: `synthdata.core.run_dir`).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import shutil
-import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 
-from synthdata.core.contract import CheckpointError, ConfigError
+from synthdata.core.contract import ConfigError
 from synthdata.core.seeding import derive_seed
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -61,17 +56,52 @@ def available_trackers() -> list[str]:
     return found
 
 
+def cpu_threads(*, environ: dict[str, str] | None = None, cores: int | None = None,
+                load: float | None = None) -> int | None:
+    """Intra-op threads for this process, or None when the user chose them (`OMP_NUM_THREADS`).
+
+    The cores this process may use (its affinity mask) shared by the processes of this machine
+    (`LOCAL_WORLD_SIZE` from accelerate/torchrun), less the cores other programs keep busy (the
+    1-minute load average when we start): PyTorch's OpenMP threads wait for each other at every
+    operation, so one thread more than there are free cores stalls them all (issue 16 measured
+    generator training beside one busy process at 0.28-0.32x of idle speed with 2 threads and
+    0.6-0.75x with 1 thread on a 2-core machine).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    share = max(1, cores // local)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    free = cores - int(load + 0.5)  # busy cores, rounded: a half-busy core still counts as free
+    return max(1, min(share, free if free > 0 else 1))
+
+
+def configure_threads() -> int:
+    """Set torch's intra-op threads from `cpu_threads()` (CPU runs only); returns the count used."""
+    threads = cpu_threads()
+    if threads is not None and not torch.cuda.is_available():
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def make_accelerator(*, mixed_precision: str | bool = "auto", log_dir: str | Path | None = None):
-    """An `Accelerator` whose precision is resolved from `mixed_precision` (see above).
+    """An `Accelerator` whose precision is resolved from `mixed_precision` (see above), with CPU
+    threads chosen by `configure_threads`.
 
     Gradient accumulation is done by the training loop (two optimizers, GAN phases), so the
     Accelerator itself always steps every call.
     """
-
-
     # Without a GPU, Accelerate forms a multi-process (gloo) group only when told cpu=True
     cpu = not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
+    configure_threads()
     precision = resolve_mixed_precision(mixed_precision, state.device.type)
     if AcceleratorState._shared_state and state.num_processes == 1:
         # Accelerate keeps one precision per process; in-process reruns (tests, notebooks,
@@ -99,63 +129,3 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 def format_count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
-
-
-# --------------------------------------------------------------------------------------------
-# Resumable state: DIR/state (Accelerate save_state + progress.json), DIR/state.previous
-# --------------------------------------------------------------------------------------------
-
-PROGRESS_FILE = "progress.json"
-
-
-def save_training_state(accelerator, ckpt_dir: Path, progress: dict[str, Any]) -> Path:
-    """Write `ckpt_dir/state` atomically (all processes must call this); the state it replaces
-    is kept as `state.previous` so a later corrupt write still leaves one that loads."""
-    final = ckpt_dir / "state"
-    tmp = ckpt_dir / "state.tmp"  # same name on every process: save_state is collective
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=1))
-        previous = ckpt_dir / "state.previous"
-        if final.exists():
-            # between these renames only state.previous exists, and resuming falls back to it
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(final, previous)
-        os.replace(tmp, final)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def read_progress(state_dir: Path) -> dict[str, Any]:
-    path = state_dir / PROGRESS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path} (incomplete or corrupt training state): {e}") from e
-
-
-def load_training_state(accelerator, ckpt_dir: Path) -> dict[str, Any] | None:
-    """Restore the newest loadable state under `ckpt_dir`; returns its progress dict, or None
-    when there is nothing to resume. A corrupt `state` falls back to `state.previous` with a
-    warning; when neither loads, `CheckpointError` names both."""
-    candidates = [d for d in (ckpt_dir / "state", ckpt_dir / "state.previous") if d.is_dir()]
-    if not candidates:
-        return None
-    errors = []
-    for state_dir in candidates:
-        try:
-            progress = read_progress(state_dir)
-            accelerator.load_state(str(state_dir))
-        except Exception as e:  # safetensors/pickle/torch raise many types for damaged files
-            errors.append(f"{state_dir}: {e}")
-            warnings.warn(f"cannot resume from {state_dir} ({e}); trying an older state", stacklevel=2)
-            continue
-        if state_dir.name != "state":
-            warnings.warn(f"resumed from the previous good state {state_dir}", stacklevel=2)
-        return progress
-    raise CheckpointError("no loadable training state: " + "; ".join(errors))

@@ -4,6 +4,18 @@ Each source maps a list of sample seeds to `(B, H, W)` long layouts plus a `meta
 sample; everything a source draws comes from the seed alone. Real layouts can be varied with a
 horizontal flip and class-preserving object copy-paste (Ghiasi et al., "Simple Copy-Paste is a
 Strong Data Augmentation Method for Instance Segmentation", CVPR 2021, applied to label maps).
+
+Copy-paste (`produce.copy_paste=N`, see `paste_objects`): objects are the connected components
+of the training layouts no larger than 10% of the frame (an `ObjectPool`; with composite
+texturing, the thing segments of the run's segment bank, so each pasted object carries its own
+real pixels, see `synthdata.generation.texturing`). Per pasted object: a class by inverse pixel
+frequency of the classes (`produce.copy_paste_choice=inverse_frequency`; `uniform`: any object
+equally likely) among `produce.copy_paste_classes` (default: every class with objects), an
+object of that class, a horizontal flip with probability 1/2, a scale uniform in
+`produce.copy_paste_scale` ([0.8, 1.25] standard, [0.1, 2.0] large jitter), and a place:
+`uniform` (anywhere in the frame), `class` (vertical centre drawn from where objects of that
+class sit in real layouts, horizontal uniform) or `donor` (where the object was in its own
+frame, as Ghiasi et al. paste).
 """
 
 from __future__ import annotations
@@ -17,9 +29,12 @@ from scipy import ndimage
 
 from synthdata.core.imageops import resize_labels
 from synthdata.core.seeding import numpy_rng
+from synthdata.generation.bank_building import components
 
 REAL_TAG = 0x5EA1  # seed domains, so sources never reuse each other's random streams
 MIX_TAG = 0x313C
+PASTE_CHOICES = ("inverse_frequency", "uniform")
+PASTE_POSITIONS = ("uniform", "class", "donor")
 
 
 class LayoutSource(Protocol):
@@ -115,12 +130,157 @@ def _erases_a_class(layout: np.ndarray, covered: np.ndarray, cls: int) -> bool:
     return False
 
 
+class ObjectPool:
+    """Pasteable objects: per object its class, mask (bool, cropped to its box), frame size,
+    centre (y, x) as fractions of its frame, source sample id, component index and bank segment
+    (None without a bank); `frequency[c]` is class c's share of labelled pixels."""
+
+    def __init__(self, objects: list[dict[str, Any]], frequency: np.ndarray):
+        self.objects = objects
+        self.frequency = np.asarray(frequency, np.float64)
+        self.classes = np.array([o["cls"] for o in objects], np.int64)
+        self.by_class = {int(c): np.flatnonzero(self.classes == c) for c in np.unique(self.classes)}
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    @classmethod
+    def from_layouts(cls, layouts: Sequence[tuple[np.ndarray, str]], num_classes: int | None = None, *,
+                     ignore_index: int = 255, max_object_fraction: float = 0.1,
+                     min_object_pixels: int = 16) -> "ObjectPool":
+        """Components of `(layout, id)` pairs, in the bank's order (id, class, raster order)."""
+        objects: list[dict[str, Any]] = []
+        counts = np.zeros(max(num_classes or 0, 1), np.float64)
+        for layout, sid in sorted(layouts, key=lambda pair: pair[1]):
+            height, width = layout.shape
+            values = np.bincount(layout[layout != ignore_index].ravel().astype(np.int64))
+            if len(values) > len(counts):
+                counts = np.pad(counts, (0, len(values) - len(counts)))
+            counts[: len(values)] += values
+            for c in np.flatnonzero(values).tolist():
+                labels, order, stats, centroids = components(layout, c)
+                for index, j in enumerate(order):
+                    x, y, w, h, area = (int(v) for v in stats[j])
+                    if min_object_pixels <= area <= max_object_fraction * height * width:
+                        objects.append({"cls": c, "mask": labels[y:y + h, x:x + w] == j, "frame": (height, width),
+                                        "centre": (float(centroids[j][1]) / height, float(centroids[j][0]) / width),
+                                        "source": sid, "component": index, "segment": None})
+        return cls(objects, counts / max(counts.sum(), 1.0))
+
+    @classmethod
+    def from_bank(cls, bank: Any, *, max_object_fraction: float = 0.1) -> "ObjectPool":
+        """The bank's thing segments (region classes never move) no larger than
+        `max_object_fraction` of the frame; each object keeps its bank `segment`."""
+        height, width = bank.resolution
+        objects = []
+        for s in range(len(bank)):
+            c = int(bank.seg_class[s])
+            if bank.region[c] or bank.seg_area[s] > max_object_fraction * height * width:
+                continue
+            objects.append({"cls": c, "mask": bank.mask(s), "frame": (height, width),
+                            "centre": tuple(float(v) for v in bank.seg_centre[s]), "source": bank.source_of(s),
+                            "component": int(bank.seg_component[s]), "segment": s})
+        area = np.bincount(bank.seg_class, weights=bank.seg_area, minlength=len(bank.classes))
+        return cls(objects, area / max(area.sum(), 1.0))
+
+    def class_weights(self, classes: Sequence[int] | None, choice: str) -> tuple[np.ndarray, np.ndarray]:
+        """(classes with objects, probability of each) for `choice`."""
+        eligible = sorted(self.by_class) if classes is None else [c for c in sorted(self.by_class) if c in set(classes)]
+        eligible_arr = np.asarray(eligible, np.int64)
+        if not eligible:
+            return eligible_arr, np.zeros(0)
+        if choice == "inverse_frequency":
+            freq = np.array([self.frequency[c] if c < len(self.frequency) else 0.0 for c in eligible])
+            weights = 1.0 / np.maximum(freq, 1e-12)
+        else:  # uniform over objects: a class in proportion to its object count
+            weights = np.array([len(self.by_class[c]) for c in eligible], np.float64)
+        return eligible_arr, weights / weights.sum()
+
+
+def paste_objects(
+    layout: np.ndarray,
+    pool: ObjectPool,
+    rng: np.random.Generator,
+    *,
+    num_objects: int,
+    classes: Sequence[int] | None = None,
+    choice: str = "inverse_frequency",
+    scale: Sequence[float] = (0.8, 1.25),
+    flip: bool = True,
+    position: str = "uniform",
+    tries: int = 8,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Paste up to `num_objects` objects of `pool` into `layout` (see the module docstring).
+    A paste that would erase a class of the layout is retried elsewhere (at most `tries`
+    times). Returns `(new_layout, records)`, one record per pasted object: class, class_index,
+    source, source_component, segment, flip, scale and box [y0, x0, y1, x1] of the scaled mask
+    in the frame (it may reach outside; the outside part is clipped)."""
+    if choice not in PASTE_CHOICES:
+        raise ValueError(f"produce.copy_paste_choice must be one of {', '.join(PASTE_CHOICES)}, got {choice!r}")
+    if position not in PASTE_POSITIONS:
+        raise ValueError(f"produce.copy_paste_position must be one of {', '.join(PASTE_POSITIONS)}, got {position!r}")
+    lo, hi = (float(v) for v in scale)
+    if not 0 < lo <= hi:
+        raise ValueError(f"produce.copy_paste_scale must be [low, high] with 0 < low <= high, got {list(scale)}")
+    out = layout.copy()
+    height, width = layout.shape
+    eligible, probs = pool.class_weights(classes, choice)
+    records: list[dict[str, Any]] = []
+    if len(eligible) == 0:
+        return out, records
+    for _ in range(num_objects):
+        cls = int(eligible[int(rng.choice(len(eligible), p=probs))])
+        members = pool.by_class[cls]
+        obj = pool.objects[int(members[int(rng.integers(len(members)))])]
+        flipped = bool(flip and rng.random() < 0.5)
+        s = float(rng.uniform(lo, hi)) if hi > lo else lo
+        fh, fw = obj["frame"]
+        mh, mw = obj["mask"].shape
+        th, tw = max(1, round(mh * s * height / fh)), max(1, round(mw * s * width / fw))
+        mask = obj["mask"][:, ::-1] if flipped else obj["mask"]
+        mask = mask[_nearest(mh, th)][:, _nearest(mw, tw)]
+        for _ in range(tries):
+            if position == "donor":
+                cy, cx = obj["centre"]
+                cx = 1.0 - cx if flipped else cx
+            elif position == "class":
+                other = pool.objects[int(members[int(rng.integers(len(members)))])]
+                cy, cx = other["centre"][0], float(rng.random())
+            else:
+                cy = cx = None
+            if cy is None:
+                top = int(rng.integers(min(0, height - th), max(0, height - th) + 1))
+                left = int(rng.integers(min(0, width - tw), max(0, width - tw) + 1))
+            else:
+                top, left = int(round(cy * height - th / 2)), int(round(cx * width - tw / 2))
+            fy0, fx0, fy1, fx1 = max(0, top), max(0, left), min(height, top + th), min(width, left + tw)
+            if fy0 >= fy1 or fx0 >= fx1:
+                continue
+            part = mask[fy0 - top: fy1 - top, fx0 - left: fx1 - left]
+            region = out[fy0:fy1, fx0:fx1]
+            if not part.any() or _erases_a_class(out, region[part], cls):
+                continue
+            region[part] = cls
+            records.append({"class_index": cls, "source": obj["source"], "source_component": obj["component"],
+                            "segment": obj["segment"], "flip": flipped, "scale": round(s, 6),
+                            "box": [top, left, top + th, left + tw]})
+            break
+    return out, records
+
+
+def _nearest(source: int, target: int) -> np.ndarray:
+    """Nearest source index of each of `target` rows (pixel centres aligned, exact integers);
+    the same rule as `texturing.nearest_coords`."""
+    t = np.arange(target, dtype=np.int64)
+    return ((2 * t + 1) * source) // (2 * target)
+
+
 class RealLayouts:
     """Layouts of a real dataset split (any sequence of samples with a `layout`), chosen by seed.
 
-    `hflip` mirrors half of them; `copy_paste` > 0 pastes up to that many objects from another
-    randomly chosen layout (see `copy_paste_objects`). Layouts read are cached (`cache_size`),
-    since readers also decode images.
+    `hflip` mirrors half of them; `copy_paste` > 0 pastes up to that many objects of `pool`
+    (default: an `ObjectPool` of the dataset's layouts, built on first use; see
+    `paste_objects`). Layouts read are cached (`cache_size`), since readers also decode images.
     """
 
     name = "real"
@@ -136,6 +296,11 @@ class RealLayouts:
         copy_paste: int = 0,
         paste_classes: Sequence[int] | None = None,
         cache_size: int = 1024,
+        pool: ObjectPool | None = None,
+        paste_choice: str = "inverse_frequency",
+        paste_scale: Sequence[float] = (0.8, 1.25),
+        paste_flip: bool = True,
+        paste_position: str = "uniform",
     ):
         if len(dataset) == 0:
             raise ValueError("produce.layouts=real needs a dataset split with at least one sample")
@@ -147,6 +312,19 @@ class RealLayouts:
         self.paste_classes = paste_classes
         self.cache_size = cache_size
         self._cache: OrderedDict[int, tuple[np.ndarray, str]] = OrderedDict()
+        self._pool = pool
+        self.paste = {"choice": paste_choice, "scale": tuple(paste_scale), "flip": paste_flip,
+                      "position": paste_position}
+        if copy_paste > 0:  # refuse bad settings now, not at the first sample
+            paste_objects(np.zeros((1, 1), np.int64), ObjectPool([], np.zeros(1)), np.random.default_rng(0),
+                          num_objects=0, **self.paste)
+
+    @property
+    def pool(self) -> ObjectPool:
+        if self._pool is None:
+            self._pool = ObjectPool.from_layouts([self.layout_at(i) for i in range(len(self.dataset))],
+                                                 ignore_index=self.ignore_index)
+        return self._pool
 
     def layout_at(self, index: int) -> tuple[np.ndarray, str]:
         """The layout of sample `index` at the production size, and its id."""
@@ -171,17 +349,10 @@ class RealLayouts:
             layout = layout[:, ::-1]
             meta["hflip"] = True
         if self.copy_paste > 0:
-            donor, donor_id = self.layout_at(int(rng.integers(len(self.dataset))))
-            layout, pasted = copy_paste_objects(
-                layout,
-                donor,
-                rng,
-                num_objects=int(rng.integers(1, self.copy_paste + 1)),
-                ignore_index=self.ignore_index,
-                classes=self.paste_classes,
-            )
+            layout, pasted = paste_objects(layout, self.pool, rng, num_objects=int(rng.integers(1, self.copy_paste + 1)),
+                                           classes=self.paste_classes, **self.paste)
             if pasted:
-                meta.update(pasted_objects=pasted, paste_donor=donor_id)
+                meta.update(pasted_objects=len(pasted), pasted=pasted)
         return np.ascontiguousarray(layout), meta
 
     def layouts(self, seeds: list[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
@@ -230,8 +401,10 @@ def build_layout_source(
     hflip: bool = True,
     copy_paste: int = 0,
     paste_classes: Sequence[int] | None = None,
+    **paste: Any,
 ) -> LayoutSource:
-    """The source named by `produce.layouts` (generated | real | mixed)."""
+    """The source named by `produce.layouts` (generated | real | mixed); `paste`: `pool`,
+    `paste_choice`, `paste_scale`, `paste_flip`, `paste_position` of `RealLayouts`."""
     kinds = ("generated", "real", "mixed")
     if kind not in kinds:
         raise ValueError(f"unknown produce.layouts '{kind}'. Valid: {', '.join(kinds)}")
@@ -248,6 +421,7 @@ def build_layout_source(
             hflip=hflip,
             copy_paste=copy_paste,
             paste_classes=paste_classes,
+            **paste,
         )
     if kind == "generated":
         return generated

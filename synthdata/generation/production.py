@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING, Any
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from synthdata.core.contract import ConfigError
-from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
+from synthdata.core.checkpoint import check_classes
+from synthdata.core.contract import CheckpointError, ConfigError
+from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.run_dir import save_resolved_recipe
 from synthdata.core.runtime import make_accelerator
-from synthdata.data.readers.base import make_reader
-from synthdata.data.shards import ShardWriter
-from synthdata.generation.layout_sources import build_layout_source
+from synthdata.data.readers.base import declared_classes, make_reader
+from synthdata.data.shard_writer import ShardWriter
+from synthdata.generation.layout_sources import ObjectPool, build_layout_source
 from synthdata.generation.quality_controls import build_quality_controls
 from synthdata.generation.sampler import load_pipeline
+from synthdata.generation.texturing import composite_pipeline, is_composite
 
 if TYPE_CHECKING:
     from synthdata.core.recipe import Recipe
@@ -103,14 +106,17 @@ class ShardGenerator:
             keep = [i for i, r in enumerate(reasons) if r is None]
             if keep:
                 with torch.inference_mode():
-                    out = self.pipeline.from_layouts(layouts[keep].to(self.device), [seeds[i] for i in keep])
+                    out = self.pipeline.from_layouts(layouts[keep].to(self.device), [seeds[i] for i in keep],
+                                                     **self._layout_metas([metas[i] for i in keep]))
                 images, kept_layouts = out["image"].float(), out["layout"]
                 fid_reasons, scores = self.controls.check_samples(images, kept_layouts)
                 for j, i in enumerate(keep):
                     reasons[i] = fid_reasons[j]
                     if reasons[i] is None:
                         depth = None if out.get("depth") is None else out["depth"][j].float()
-                        done[pending[i]] = (seeds[i], images[j], kept_layouts[j], depth, {**metas[i], **scores[j]})
+                        texture = out["meta"][j] if out.get("meta") else {}  # composite: its sources
+                        done[pending[i]] = (seeds[i], images[j], kept_layouts[j], depth,
+                                            {**metas[i], **texture, **scores[j]})
             retry = [pending[i] for i, r in enumerate(reasons) if r is not None]
             for p in retry:
                 attempt[p] += 1
@@ -138,11 +144,16 @@ class ShardGenerator:
                 samples += self._variants(shard, p, seed, layout, copies[k] - 1, meta)
         return samples
 
+    def _layout_metas(self, metas: list[dict[str, Any]]) -> dict[str, Any]:
+        """`metas=` for pipelines that use the layout source's meta (composite: pasted objects)."""
+        return {"metas": metas} if getattr(self.pipeline, "takes_layout_meta", False) else {}
+
     def _variants(self, shard: int, position: int, seed: int, layout, count: int, meta: dict) -> list[dict]:
         """Extra images of a hard layout, each with its own style noise."""
         seeds = [derive_seed(seed, 0xC0B1, c) for c in range(1, count + 1)]
         with torch.inference_mode():
-            out = self.pipeline.from_layouts(layout.unsqueeze(0).repeat(count, 1, 1).to(self.device), seeds)
+            out = self.pipeline.from_layouts(layout.unsqueeze(0).repeat(count, 1, 1).to(self.device), seeds,
+                                             **self._layout_metas([meta] * count))
         return [
             self._sample(
                 sample_key(self.prefix, shard, position, c + 1),
@@ -150,8 +161,8 @@ class ShardGenerator:
                 out["layout"][c],
                 None if out.get("depth") is None else out["depth"][c].float(),
                 # the variant's own image was not re-segmented: no fidelity score for it
-                {**{k: v for k, v in meta.items() if k != "fidelity"}, "seed": seeds[c],
-                 "copy_of": sample_key(self.prefix, shard, position)},
+                {**{k: v for k, v in meta.items() if k != "fidelity"}, **(out["meta"][c] if out.get("meta") else {}),
+                 "seed": seeds[c], "copy_of": sample_key(self.prefix, shard, position)},
             )
             for c in range(count)
         ]
@@ -179,16 +190,27 @@ def produce_shards(
     *,
     overlap: bool = True,
     progress: bool = True,
+    job: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Generate and write `(shard index, size)` pairs; shards already complete are skipped.
 
     `writer.write_shard` encodes and writes in background threads, so with `overlap` shard k is
     encoded while shard k+1 is generated; `overlap=False` waits for each write (benchmarks).
+    `job`: every shard of the run, all processes' (default: `shards`); the progress bar counts
+    the whole job, the other processes' shards as they appear complete on disk.
     """
 
     todo = [(s, n) for s, n in shards if not writer.is_complete(s)]
     stats = {"shards": 0, "samples": 0, "skipped_shards": len(shards) - len(todo)}
-    with tqdm(total=sum(n for _, n in todo), desc="produce", unit="sample", disable=not progress) as bar:
+    mine = {s for s, _ in todo}
+    others = [(s, n) for s, n in (shards if job is None else job) if s not in mine]
+    made = 0
+
+    def position() -> int:  # samples of the job done: made here, or complete on disk
+        return made + sum(n for s, n in others if writer.is_complete(s))
+
+    total = sum(n for _, n in todo) + sum(n for _, n in others)
+    with tqdm(total=total, initial=position(), desc="produce", unit="sample", disable=not progress) as bar:
         for shard, size in todo:
             samples = generator.generate(shard, size)
             writer.write_shard(shard, samples)
@@ -196,8 +218,10 @@ def produce_shards(
                 writer.flush()
             stats["shards"] += 1
             stats["samples"] += len(samples)
-            bar.update(size)
-    writer.flush()
+            made += size
+            bar.update(position() - bar.n)
+        writer.flush()
+        bar.update(position() - bar.n)
     stats["attempts"] = generator.attempts
     stats["rejected"] = dict(generator.controls.rejected)
     return stats
@@ -220,7 +244,8 @@ def check_same_production(out_dir: Path, recipe: "Recipe") -> None:
 
     mine = json.loads(json.dumps(production_fingerprint(recipe)))
     path = Path(out_dir) / PRODUCTION_FILE
-    if path.is_file():
+    holds_shards = any(Path(out_dir).glob("*.tar")) or any(Path(out_dir).glob("*.tar.json"))
+    if path.is_file() and holds_shards:  # settings of a run that wrote nothing do not bind the next
         theirs = json.loads(path.read_text())
         changed = _differences(mine, theirs if isinstance(theirs, dict) else {})
         if changed:
@@ -244,6 +269,43 @@ def _differences(mine: dict, theirs: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def check_production_settings(recipe: "Recipe") -> None:
+    """produce.* values that cannot work, refused (ConfigError naming the key) before any work."""
+    cfg = recipe.produce
+    for key, low in (("num_samples", 0), ("shard_size", 1), ("batch_size", 1), ("max_attempts", 1),
+                     ("hardness_max_copies", 1), ("encode_workers", 1)):
+        value = getattr(cfg, key)
+        if value < low:
+            raise ConfigError(f"produce.{key} must be >= {low}, got {value}")
+    if cfg.image_format not in ("png", "jpg"):
+        raise ConfigError(f"produce.image_format must be one of ['png', 'jpg'], got {cfg.image_format!r}")
+    if not cfg.prefix or any(c in cfg.prefix for c in "./\\"):
+        raise ConfigError(f"produce.prefix must be a non-empty name without dots or slashes, got {cfg.prefix!r}")
+
+
+def check_no_extra_shards(out_dir: Path, recipe: "Recipe") -> None:
+    """Refuse a run that plans fewer shards than the folder already holds complete: its manifest
+    would list them all, more samples than produce.num_samples asks for."""
+    cfg = recipe.produce
+    planned = len(shard_sizes(cfg.num_samples, cfg.shard_size))
+    extra, held = [], 0
+    for sidecar in sorted(Path(out_dir).glob(f"{cfg.prefix}-*.tar.json")):
+        index = sidecar.name[len(cfg.prefix) + 1: -len(".tar.json")]
+        try:
+            record = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        held += int(record.get("samples", 0))
+        if index.isdigit() and int(index) >= planned:
+            extra.append(sidecar.name[: -len(".json")])
+    if extra:
+        raise ConfigError(
+            f"{out_dir} already holds {held} samples, shards up to {extra[-1]}, more than "
+            f"produce.num_samples={cfg.num_samples} plans ({planned} shards); give produce.num_samples={held} "
+            "or more, another produce.out, or delete the extra shards"
+        )
+
+
 def check_complete_sizes(writer: Any, shards: list[tuple[int, int]]) -> None:
     """A complete shard must hold at least its planned samples (num_samples may have grown)."""
 
@@ -258,21 +320,31 @@ def check_complete_sizes(writer: Any, shards: list[tuple[int, int]]) -> None:
                 )
 
 
-def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overlap: bool = True) -> int:
+def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overlap: bool = True,
+        accelerator=None) -> int:
     """Produce `recipe.produce.num_samples` samples from the stages trained in `run_dir`.
 
     `max_shards` bounds the shards this process writes in this call (chunked jobs; the manifest
-    is finalized only once every shard exists)."""
-
-
+    is finalized only once every shard exists). `accelerator`: the command's (default: one made
+    from `produce.mixed_precision`)."""
     cfg = recipe.produce
-    if cfg.batch_size < 1 or cfg.max_attempts < 1:
-        raise ConfigError("produce.batch_size and produce.max_attempts must be >= 1")
-    accelerator = make_accelerator(mixed_precision=cfg.mixed_precision)
+    check_production_settings(recipe)  # before anything is loaded or written
+    accelerator = accelerator or make_accelerator(mixed_precision=cfg.mixed_precision)
     # the pipeline autocasts to bf16, the one reduced precision it offers
     autocast = accelerator.mixed_precision in ("bf16", "fp16")
-    pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
+    if is_composite(recipe):  # image stage: real pixels from RUN_DIR/bank (built here when missing)
+        try:
+            base = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
+        except CheckpointError:
+            if cfg.layouts != "real":  # generated layouts need the layout stage
+                raise
+            base = None  # real layouts + composite: nothing to train
+        pipeline = composite_pipeline(recipe, run_dir, accelerator=accelerator, base=base,
+                                      progress=accelerator.is_local_main_process)
+    else:
+        pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
     classes = pipeline.classes
+    check_classes({"classes": classes.to_dict()}, declared_classes(recipe.data), Path(run_dir) / "checkpoints")
     paste_classes = None
     if cfg.copy_paste_classes is not None:
         unknown = [c for c in cfg.copy_paste_classes if c not in classes.names]
@@ -286,7 +358,10 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
             dataset=make_reader(recipe.data, recipe.data.train_split) if cfg.layouts != "generated" else None,
             height=pipeline.height, width=pipeline.width, ignore_index=classes.ignore_index,
             real_ratio=cfg.real_ratio, hflip=cfg.real_hflip, copy_paste=cfg.copy_paste,
-            paste_classes=paste_classes,
+            paste_classes=paste_classes, paste_choice=cfg.copy_paste_choice, paste_scale=cfg.copy_paste_scale,
+            paste_flip=cfg.copy_paste_flip, paste_position=cfg.copy_paste_position,
+            # composite: pasted objects are bank segments, so they carry their own pixels
+            pool=ObjectPool.from_bank(pipeline.bank) if is_composite(recipe) and cfg.copy_paste > 0 else None,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e
@@ -297,6 +372,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
 
     controls = build_quality_controls(cfg, classes=classes, draw=draw, seed=recipe.seed, device=accelerator.device)
     out_dir = Path(cfg.out) if cfg.out else Path(run_dir) / "shards"
+    check_no_extra_shards(out_dir, recipe)
     if accelerator.is_main_process:
         check_same_production(out_dir, recipe)
     accelerator.wait_for_everyone()
@@ -306,7 +382,8 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
         png_compression=cfg.png_compression, jpeg_quality=cfg.jpeg_quality, encode_workers=cfg.encode_workers,
     )
     meta = {"source": "synthetic", "dataset": recipe.data.reader, "split": "synthetic",
-            "recipe": recipe.name, "layouts": cfg.layouts, "run_dir": str(run_dir)}
+            "recipe": recipe.name, "layouts": cfg.layouts, "run_dir": str(run_dir),
+            "texturing": recipe.stages.image.arch}
     generator = ShardGenerator(
         pipeline, source, controls, seed=recipe.seed, prefix=cfg.prefix, batch_size=cfg.batch_size,
         max_attempts=cfg.max_attempts, device=accelerator.device, meta=meta,
@@ -319,7 +396,8 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     start = time.perf_counter()
     with writer:
         check_complete_sizes(writer, mine)
-        stats = produce_shards(generator, writer, mine, overlap=overlap, progress=accelerator.is_local_main_process)
+        stats = produce_shards(generator, writer, mine, overlap=overlap, progress=accelerator.is_local_main_process,
+                               job=list(enumerate(sizes)))
     accelerator.wait_for_everyone()
     everyone = gather_object([stats])
     if accelerator.is_main_process:
@@ -327,7 +405,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
         complete = all(writer.is_complete(s) for s in range(len(sizes)))
         if complete:
             writer.finalize_manifest(list(range(len(sizes))))
-            (out_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+            save_resolved_recipe(out_dir, recipe)
         total = {k: sum(s[k] for s in everyone) for k in ("shards", "samples", "skipped_shards", "attempts")}
         rejected: dict[str, int] = {}
         for s in everyone:

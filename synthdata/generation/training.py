@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,16 +16,15 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from synthdata.core.checkpoint import check_classes, portable_checkpoint, save_atomic
+from synthdata.core.checkpoint import check_classes, portable_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.recipe import Recipe
-from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
+from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
 from synthdata.core.runtime import (
     count_parameters,
     format_count,
-    load_training_state,
     make_accelerator,
-    save_training_state,
     seed_step,
 )
 from synthdata.core.seeding import derive_seed, torch_generator
@@ -35,6 +33,7 @@ from synthdata.data.readers import make_reader
 from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.sampler import decode_output, save_rows, stage_checkpoint
+from synthdata.generation.texturing import build_for_training, is_composite
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
 
@@ -153,14 +152,15 @@ class StageRun:
     opt_g: Any
     opt_d: Any
     ema: Any
+    checkpoints: CheckpointFolder
     source: Any
     classes: ClassInfo
     needs_depth: bool
     diffaugment: bool
 
 
-def prepare_stage(recipe: Recipe, stage: str, run_dir: Path) -> StageRun:
-    """Check the recipe and data for `stage`, make the Accelerator, networks and optimizers."""
+def prepare_stage(recipe: Recipe, stage: str, run_dir: Path, accelerator) -> StageRun:
+    """Check the recipe and data for `stage`; make the networks and optimizers on `accelerator`."""
 
     stages.check_stage(stage)
     cfg = recipe.train
@@ -173,7 +173,6 @@ def prepare_stage(recipe: Recipe, stage: str, run_dir: Path) -> StageRun:
         ckpt, path = stage_checkpoint(run_dir, stage)
         check_classes(ckpt, classes, path)
 
-    accelerator = make_accelerator(mixed_precision=cfg.mixed_precision, log_dir=run_dir / "logs")
     arch = stages.stage_arch(stage, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                              max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth))
     seed_step(recipe.seed, stages.STAGE_IDS[stage])  # reproducible initial weights
@@ -184,29 +183,32 @@ def prepare_stage(recipe: Recipe, stage: str, run_dir: Path) -> StageRun:
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     G_plain, D_plain = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
     ema = EMA(G_plain, cfg.ema_decay)  # after prepare: the average lives on the training device
-    accelerator.register_for_checkpointing(ema)
+    checkpoints = CheckpointFolder(accelerator, folder, extras={"ema": ema})
     if accelerator.is_main_process:
         print(f"{stage}: generator {type(G_plain).__name__} {format_count(count_parameters(G_plain))} params, "
               f"critic {type(D_plain).__name__} {format_count(count_parameters(D_plain))} params, "
               f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)")
-    return StageRun(accelerator, arch, G, D, G_plain, D_plain, opt_g, opt_d, ema, source, classes,
+    return StageRun(accelerator, arch, G, D, G_plain, D_plain, opt_g, opt_d, ema, checkpoints, source, classes,
                     needs_depth, _diffaugment(cfg.diffaugment, size))
 
 
-def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) one stage up to `recipe.train.steps`; returns a summary dict."""
-
-
+def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=None) -> dict[str, Any]:
+    """Train (or resume) one stage up to `recipe.train.steps`; returns a summary dict. `accelerator`:
+    the command's (default: one made from `train.mixed_precision`)."""
     run_dir = Path(run_dir)
+    if stage == "image" and is_composite(recipe):  # nothing to train: build or check RUN_DIR/bank
+        return build_for_training(recipe, run_dir, accelerator=accelerator)
     for key in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
         if getattr(recipe.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(recipe.train, key)}")
     if recipe.train.sample_every < 0:
         raise ConfigError(f"train.sample_every must be >= 0 (0: a sample grid only at the end), got {recipe.train.sample_every}")
-    r = prepare_stage(recipe, stage, run_dir)
-    accelerator, cfg, folder = r.accelerator, recipe.train, checkpoint_dir(run_dir, stage)
+    if accelerator is None:
+        accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_dir=run_dir / "logs")
+    r = prepare_stage(recipe, stage, run_dir, accelerator)
+    cfg, folder = recipe.train, checkpoint_dir(run_dir, stage)
     main_proc = accelerator.is_main_process
-    progress = load_training_state(accelerator, folder)
+    progress = r.checkpoints.resume(portable=lambda p: _portable(r, stage=stage, step=int(p["step"]), recipe=recipe))
     start = 0
     if progress is not None:
         check_classes(progress, r.classes, folder / "state")
@@ -216,8 +218,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
             print(f"{stage}: already trained to step {start} (train.steps={cfg.steps}); nothing to do")
         return {"stage": stage, "steps": 0, "step": start, "checkpoint": str(folder / "latest.pt")}
     if main_proc:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        save_resolved_recipe(run_dir, recipe)  # the generator run's recipe, read by tools/ and produce
         if start:
             print(f"{stage}: resuming from step {start}")
     accelerator.init_trackers(f"train-{stage}", config={"stage": stage, "steps": cfg.steps})
@@ -246,7 +247,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path) -> dict[str,
             if main_proc and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps):
                 _save_samples(r.arch, r.ema.module, preview, r.classes,
                               run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)
-        _save_checkpoint(r, folder, stage=stage, step=step, recipe=recipe)
+        _save_checkpoint(r, stage=stage, step=step, recipe=recipe)
     bar.close()
     accelerator.end_training()
     seconds = time.perf_counter() - t0
@@ -328,19 +329,15 @@ def _check_finite(accelerator, logged: dict[str, torch.Tensor], stage: str, step
         )
 
 
-def _save_checkpoint(r: StageRun, folder: Path, *, stage: str, step: int, recipe: Recipe) -> None:
-    accelerator = r.accelerator
-    save_training_state(accelerator, folder, {"step": step, "stage": stage, "classes": r.classes.to_dict()})
-    if accelerator.is_main_process:
-        ckpt = portable_checkpoint(kind=f"generator-{stage}", model=r.G_plain.state_dict(), step=step,
-                                   recipe=recipe_to_dict(recipe), classes=r.classes,
-                                   ema=r.ema.module.state_dict(), arch=r.arch)
-        latest = folder / "latest.pt"
-        if latest.exists():  # keep the last good file in case the next one is damaged
-            shutil.copy2(latest, folder / "previous.pt.tmp")
-            Path(folder / "previous.pt.tmp").replace(folder / "previous.pt")
-        save_atomic(ckpt, latest)
-    accelerator.wait_for_everyone()
+def _portable(r: StageRun, *, stage: str, step: int, recipe: Recipe) -> dict[str, Any]:
+    return portable_checkpoint(kind=f"generator-{stage}", model=r.G_plain.state_dict(), step=step,
+                               recipe=recipe_to_dict(recipe), classes=r.classes, ema=r.ema.module.state_dict(),
+                               arch=r.arch)
+
+
+def _save_checkpoint(r: StageRun, *, stage: str, step: int, recipe: Recipe) -> None:
+    r.checkpoints.save({"step": step, "stage": stage, "classes": r.classes.to_dict()},
+                       portable=lambda p: _portable(r, stage=stage, step=step, recipe=recipe))
 
 
 def _save_samples(arch, G_ema, batch, classes: ClassInfo, path: Path, seed: int) -> None:

@@ -259,8 +259,6 @@ def default_cache_dir() -> Path:
 
 
 def _main(argv: list[str]) -> int:
-
-
     recipe, args = parse_command_line(argv, {
         "real": MISSING, "fake": MISSING, "modality": "image", "count": None,
         "out": None, "cache": None, "device": "auto",

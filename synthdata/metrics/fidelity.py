@@ -53,8 +53,6 @@ def layout_fidelity(
     pixel_accuracy, per_class_iou, ...) of `segment(image)` against each sample's layout, plus
     per-sample pixel accuracy: `sample_accuracy_mean`, `sample_accuracy_p10` and the ids of the
     `worst` samples. Logits of another size are resized bilinearly to the layout's size."""
-
-
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     accuracies: list[float] = []
     ids: list[str] = []
@@ -97,8 +95,6 @@ def layout_fidelity(
 
 
 def _main(argv: list[str]) -> int:
-
-
     recipe, args = parse_command_line(
         argv, {"shards": MISSING, "segmenter": MISSING, "count": None, "out": None, "device": "auto"}
     )

@@ -133,8 +133,6 @@ def plot_layout_stats(real: dict[str, Any], fake: dict[str, Any] | None, classes
 
 
 def _main(argv: list[str]) -> int:
-
-
     recipe, args = parse_command_line(argv, {"real": MISSING, "fake": None, "count": None, "out": None})
     start = time.perf_counter()
     real = open_source(str(args["real"]), recipe=recipe, layouts_only=True, batch_size=recipe.eval.batch_size)

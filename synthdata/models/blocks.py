@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 MIN_BASE = 4  # the short side of the starting grid lies in [MIN_BASE, 2 * MIN_BASE)
@@ -56,6 +57,29 @@ def _reachable(height: int, width: int) -> bool:
 def maybe_spectral(module: nn.Module, enabled: bool) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) when `enabled`."""
     return spectral_norm(module) if enabled else module
+
+
+def fold_spectral_norm(module: nn.Module) -> nn.Module:
+    """Replaces, in place, every parametrised tensor of `module` (spectral norm's `weight`) by the
+    plain parameter it currently evaluates to, and returns `module`. In eval mode that is W / sigma
+    with the stored singular vectors, as every eval forward recomputes it; in training mode it
+    would first run a power iteration, so call this on an eval-mode module (sampling, not training).
+
+    `parametrize.remove_parametrizations` is not used: a deep copy of a parametrised module shares
+    its generated class with the original, and removing the parametrisation edits that class, which
+    would break the original too. Here only the copy's own class pointer changes.
+    """
+    with torch.inference_mode(False), torch.no_grad():  # parameters must stay normal tensors
+        for m in list(module.modules()):
+            if not parametrize.is_parametrized(m):
+                continue
+            values = {name: getattr(m, name).detach().clone() for name in m.parametrizations}
+            requires_grad = {name: p.original.requires_grad for name, p in m.parametrizations.items()}
+            del m._modules["parametrizations"]
+            m.__class__ = m.__class__.__bases__[0]  # ParametrizedConv2d -> Conv2d
+            for name, value in values.items():
+                m.register_parameter(name, nn.Parameter(value, requires_grad=requires_grad[name]))
+    return module
 
 
 def make_norm(kind: str, channels: int, affine: bool = True) -> nn.Module:

@@ -22,7 +22,7 @@ class ImagePool:
     probability 1/2 once the pool is full, swapped for a stored older fake (which the new one
     replaces): the discriminator then sees the generator's history, not only its latest state.
     Randomness comes from a seeded `torch.Generator`, and the pool has `state_dict()` /
-    `load_state_dict()` so `accelerator.register_for_checkpointing` resumes it exactly.
+    `load_state_dict()` (tensors and numbers only) so a resumed run continues it exactly.
     """
 
     def __init__(self, size: int = 50, seed: int = 0):

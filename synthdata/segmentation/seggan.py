@@ -19,11 +19,12 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_checkpoint, save_atomic
+from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo
 from synthdata.core.recipe import Recipe
-from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
-from synthdata.core.runtime import load_training_state, save_training_state, seed_step
+from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
+from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed, torch_generator
 from synthdata.data.loader import Source, make_loader
 from synthdata.data.readers.base import make_reader
@@ -113,8 +114,6 @@ def _segmenter_path(recipe: Recipe, run_dir: Path) -> Path:
 
 def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     """Fine-tune the segmenter with the SegGAN loss (resumable) and write the before / after reports."""
-
-
     cfg, device = recipe.refine, accelerator.device
     reader = make_reader(recipe.data, recipe.data.train_split)
     classes, ignore = reader.classes, reader.classes.ignore_index
@@ -127,8 +126,7 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     model, seg_ckpt = load_segmenter(seg_path, expected=classes, device=device)
     out = run_dir / "refine"
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        save_resolved_recipe(out, recipe)
     if not (out / "before" / "report.json").exists():
         evaluate_and_report(model, recipe, out_dir=out / "before", title=f"{recipe.name}: segmenter before refinement",
                             checkpoint=seg_path, accelerator=accelerator, info={"stage": "before refinement"})
@@ -136,20 +134,20 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model, optimizer = accelerator.prepare(model, optimizer)
     ckpt_dir = run_dir / "checkpoints" / "refine"
-    progress = load_training_state(accelerator, ckpt_dir) or {}
+    checkpoints = CheckpointFolder(accelerator, ckpt_dir)
+
+    def portable(progress: dict[str, Any]) -> dict[str, Any]:
+        return portable_checkpoint(kind="segmenter", model=accelerator.unwrap_model(model).state_dict(),
+                                   step=int(progress["step"]), recipe=recipe_to_dict(recipe), classes=classes,
+                                   arch=seg_ckpt.get("arch"), extra={"refined_from": str(seg_path)})
+
+    progress = checkpoints.resume(portable) or {}
     if progress:
         check_classes(progress, classes, ckpt_dir / "state")
     start, step, last, started = int(progress.get("step", 0)), int(progress.get("step", 0)), {}, time.time()
 
     def checkpoint(step: int) -> Path:
-        save_training_state(accelerator, ckpt_dir, {"step": step, "classes": classes.to_dict()})
-        path = ckpt_dir / "latest.pt"
-        if accelerator.is_main_process:
-            save_atomic(portable_checkpoint(kind="segmenter", model=accelerator.unwrap_model(model).state_dict(),
-                                            step=step, recipe=recipe_to_dict(recipe), classes=classes,
-                                            arch=seg_ckpt.get("arch"), extra={"refined_from": str(seg_path)}), path)
-        accelerator.wait_for_everyone()
-        return path
+        return checkpoints.save({"step": step, "classes": classes.to_dict()}, portable)
 
     z_dim = int(g_arch.get("z_dim") or 0)
     bar = tqdm(total=cfg.steps, initial=start, desc="refine", unit="step", disable=not accelerator.is_main_process)

@@ -1,7 +1,9 @@
 """`accelerate launch synthdata/segment.py recipe=R run_dir=DIR [seg.*=...]`: train a segmenter.
 
 Real data (the recipe's reader, or `seg.real` shards) and synthetic shards (`seg.synthetic`) are
-streamed and mixed by `seg.synthetic_ratio`; validation mIoU every `seg.val_every` steps;
+streamed and mixed by `seg.synthetic_ratio` under `seg.synthetic_schedule` (constant | decay |
+pretrain, see `synthetic_per_step`; after pretraining neither the optimiser nor the LR schedule
+restarts); validation mIoU every `seg.val_every` steps;
 resumable checkpoints under RUN_DIR/checkpoints/segmenter; the run ends with RUN_DIR/report.
 """
 
@@ -19,11 +21,12 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 from tqdm.auto import tqdm
 
-from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+from synthdata.core.checkpoint import portable_checkpoint
 from synthdata.core.contract import ClassInfo, ConfigError, DatasetError
 from synthdata.core.recipe import Recipe, SegConfig
-from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
-from synthdata.core.runtime import load_training_state, save_training_state, seed_step
+from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
+from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.data.loader import Source, make_loader, source_classes
 from synthdata.data.readers.base import DatasetReader, make_reader
@@ -84,8 +87,8 @@ def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[st
         raise ConfigError("seg.synthetic_ratio > 0 needs seg.synthetic=SHARDS (a pattern or folder)")
     info: dict[str, Any] = {}
     if seg.real:
-        if seg.real_fraction < 1.0 or seg.real_subset:
-            raise ConfigError("seg.real_fraction / seg.real_subset select from the reader; unset seg.real")
+        if seg.real_fraction < 1.0 or seg.real_subset or recipe.data.subset is not None:
+            raise ConfigError("seg.real_fraction / seg.real_subset / data.subset select from the reader; unset seg.real")
         real = Source(urls=seg.real, name="real")
         info["real"] = {"shards": seg.real}
     else:
@@ -95,12 +98,15 @@ def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[st
             raise DatasetError(f"{recipe.data.reader}: training split '{recipe.data.train_split}' is empty")
         real = Source(reader=reader, name="real")
         info["real"] = {"reader": recipe.data.reader, "root": recipe.data.root, "split": recipe.data.train_split,
-                        "samples": len(reader), "fraction": seg.real_fraction, "subset_file": seg.real_subset}
+                        "samples": len(reader), "fraction": seg.real_fraction, "subset_file": seg.real_subset,
+                        "data_subset": reader.subset}
     got = source_classes(real)
     if got is not None and not got.same_as(classes):
         raise DatasetError(f"seg.real {seg.real}: classes {list(got.names)} differ from the recipe's")
-    if seg.synthetic_ratio == 0:
+    if seg.synthetic_ratio == 0 and seg.synthetic_schedule != "pretrain":
         return [real], info
+    if seg.synthetic_schedule != "constant" and not seg.synthetic:
+        raise ConfigError(f"seg.synthetic_schedule={seg.synthetic_schedule} needs seg.synthetic=SHARDS")
     synth = Source(urls=seg.synthetic, weight=seg.synthetic_ratio, name="synthetic")
     got = source_classes(synth)
     if got is None or not got.same_as(classes):
@@ -110,8 +116,53 @@ def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[st
             f"(ignore {classes.ignore_index})"
         )
     real.weight = 1.0 - seg.synthetic_ratio
-    info["synthetic"] = {"shards": seg.synthetic, "ratio": seg.synthetic_ratio}
+    info["synthetic"] = {"shards": seg.synthetic, "ratio": seg.synthetic_ratio, "schedule": seg.synthetic_schedule}
+    if seg.synthetic_schedule == "pretrain":
+        info["synthetic"]["pretrain_steps"] = seg.pretrain_steps
     return [real, synth], info
+
+
+def synthetic_per_step(seg: SegConfig) -> list[int]:
+    """Synthetic samples in the batch of each step 0..seg.steps-1 under `seg.synthetic_schedule`.
+
+    The share of step s is `synthetic_ratio` (constant), `synthetic_ratio * (1 - s / (steps - 1))`
+    (decay: 0 at the last step) or 1 for s < `pretrain_steps` and 0 after (pretrain). Counts are
+    rounded on the running total, so the long-run share is exact, not rounded per step (ratio 0.1,
+    batches of 8: 0 or 1 synthetic samples a step, 10% in all).
+    """
+    steps, batch, schedule = seg.steps, seg.batch_size, seg.synthetic_schedule
+    if schedule == "pretrain":
+        if not 0 < seg.pretrain_steps <= steps:
+            raise ConfigError(f"seg.synthetic_schedule=pretrain needs 0 < seg.pretrain_steps <= seg.steps ({steps}), "
+                              f"got {seg.pretrain_steps}")
+        return [batch if s < seg.pretrain_steps else 0 for s in range(steps)]
+    if not 0.0 <= seg.synthetic_ratio <= 1.0:
+        raise ConfigError(f"seg.synthetic_ratio must be in [0, 1], got {seg.synthetic_ratio}")
+    if schedule == "constant":
+        ratios = [seg.synthetic_ratio] * steps
+    elif schedule == "decay":
+        ratios = [seg.synthetic_ratio * (1.0 - s / (steps - 1)) if steps > 1 else seg.synthetic_ratio
+                  for s in range(steps)]
+    else:
+        raise ConfigError(f"seg.synthetic_schedule must be constant, decay or pretrain, got {schedule!r}")
+    out, total, given = [], 0.0, 0
+    for r in ratios:
+        total += r * batch
+        n = min(batch, max(0, math.floor(total + 0.5) - given))
+        out.append(n)
+        given += n
+    return out
+
+
+def merge_batches(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Loader batches -> one batch (tensors concatenated, lists joined), in the given order."""
+    out: dict[str, Any] = {}
+    for key, value in parts[0].items():
+        if isinstance(value, torch.Tensor):
+            out[key] = torch.cat([p[key] for p in parts])
+        elif isinstance(value, list):
+            out[key] = [v for p in parts for v in p[key]]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,17 +228,21 @@ class SegmentationRun:
         optimizer = make_optimizer(model.parameters(), seg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(seg.schedule, s, seg.steps))
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)  # not prepared: one step per step
+        # the scheduler is not prepared (one step per step); its state is saved as plain tensors
+        self.checkpoints = CheckpointFolder(accelerator, self.ckpt_dir, extras={"scheduler": self.scheduler})
         self.dice = None
         if seg.dice:
 
             self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=self.ignore)
-        progress = load_training_state(accelerator, self.ckpt_dir) or {}
+        progress = self.checkpoints.resume(self.portable) or {}
         self.start = int(progress.get("step", 0))
         self.history: list[dict[str, Any]] = progress.get("history", [])
         # samples per source, summed over processes when saved: one process carries them on
         self.counts: dict[str, int] = dict(progress.get("source_counts", {})) if accelerator.is_main_process else {}
         self.loss_filter = self._loss_filter()
+        self.step_sources: list[int] = []  # synthetic samples in each batch trained on by this process
+        if "synthetic" in self.data_info:
+            synthetic_per_step(self.seg)  # a bad schedule stops here, before any training
 
     def _loss_filter(self):
 
@@ -211,12 +266,43 @@ class SegmentationRun:
         summed = self.accelerator.reduce(local, "sum") if self.accelerator.num_processes > 1 else local
         return {n: int(v) for n, v in zip(names, summed.tolist()) if v}
 
+    def batches(self, step: int):
+        """Training batches for steps `step`..seg.steps-1.
+
+        constant: one loader mixing the sources by weight (smooth weighted round robin, then a
+        shuffle buffer). decay / pretrain: each batch is composed of exactly
+        `synthetic_per_step(seg)[s]` synthetic samples and the rest real, drawn from one endless
+        loader per source. The optimiser and the LR schedule run once over all seg.steps: after
+        pretraining neither restarts (the real-only phase continues the same poly/cosine decay).
+        """
+        seg, seed = self.seg, derive_seed(self.recipe.seed, step)
+        if seg.synthetic_schedule == "constant" or len(self.sources) == 1:
+            yield from make_loader(self.sources, batch_size=seg.batch_size, augment=True, shuffle=True,
+                                   epoch_length=(seg.steps - step) * seg.batch_size, num_workers=seg.num_workers,
+                                   seed=seed, crop=self.crop)
+            return
+        counts = synthetic_per_step(seg)[step:]
+        real_src, synth_src = self.sources
+        needed = {"real": seg.batch_size * len(counts) - sum(counts), "synthetic": sum(counts)}
+        streams = {}
+        for k, src in enumerate((real_src, synth_src)):
+            if needed[src.name]:
+                streams[src.name] = iter(make_loader(
+                    dataclasses.replace(src, weight=1.0), batch_size=1, augment=True, shuffle=True,
+                    epoch_length=needed[src.name], num_workers=seg.num_workers, seed=derive_seed(seed, k),
+                    crop=self.crop))
+        for n in counts:
+            parts = [next(streams["synthetic"]) for _ in range(n)]
+            parts += [next(streams["real"]) for _ in range(seg.batch_size - n)]
+            yield merge_batches(parts)
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One optimiser step on a loader batch; returns the losses (detached)."""
         images = batch["image"].to(self.device, non_blocking=True)
         target = batch["layout"].to(self.device, non_blocking=True)
         for name in batch["source"]:
             self.counts[name] = self.counts.get(name, 0) + 1
+        self.step_sources.append(sum(name == "synthetic" for name in batch["source"]))
         if self.loss_filter is not None:
             synthetic = torch.tensor([s == "synthetic" for s in batch["source"]], device=self.device)
             target = self.loss_filter(images, target, synthetic)
@@ -238,32 +324,24 @@ class SegmentationRun:
         self.history.append({"step": step, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"]})
         return out
 
-    def checkpoint(self, step: int) -> Path:
-        """Accelerate state (resume) + portable latest.pt (sampling, evaluation), both atomic."""
+    def portable(self, progress: dict[str, Any]) -> dict[str, Any]:
+        weights = self.accelerator.unwrap_model(self.model).state_dict()
+        return portable_checkpoint(kind="segmenter", model=weights, step=int(progress["step"]),
+                                   recipe=recipe_to_dict(self.recipe), classes=self.classes,
+                                   arch=segmenter_arch(self.seg.model))
 
-        path = self.ckpt_dir / "latest.pt"
-        save_training_state(self.accelerator, self.ckpt_dir,
-                            {"step": step, "history": self.history, "source_counts": self.total_counts()})
-        if self.accelerator.is_main_process:
-            weights = self.accelerator.unwrap_model(self.model).state_dict()
-            save_atomic(portable_checkpoint(kind="segmenter", model=weights, step=step,
-                                            recipe=recipe_to_dict(self.recipe), classes=self.classes,
-                                            arch=segmenter_arch(self.seg.model)), path)
-        self.accelerator.wait_for_everyone()
-        return path
+    def checkpoint(self, step: int) -> Path:
+        """Portable latest.pt (sampling, evaluation) and Accelerate state (resume), both atomic."""
+        return self.checkpoints.save({"step": step, "history": self.history, "source_counts": self.total_counts()},
+                                     self.portable)
 
     def run(self) -> dict[str, Any]:
-
-
         seg, accelerator = self.seg, self.accelerator
         if accelerator.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "segment_recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+            save_resolved_recipe(self.ckpt_dir, self.recipe)
         started, step, last = time.time(), self.start, {}
         if step < seg.steps:
-            loader = make_loader(self.sources, batch_size=seg.batch_size, augment=True, shuffle=True,
-                                 epoch_length=(seg.steps - step) * seg.batch_size, num_workers=seg.num_workers,
-                                 seed=derive_seed(self.recipe.seed, step), crop=self.crop)
+            loader = self.batches(step)
             bar = tqdm(total=seg.steps, initial=step, desc="segment", unit="step",
                        disable=not accelerator.is_main_process)
             self.model.train()

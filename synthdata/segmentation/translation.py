@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_checkpoint, save_atomic
+from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.recipe import Recipe, TranslateConfig
-from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
-from synthdata.core.runtime import load_training_state, save_training_state, seed_step
+from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
+from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed
 from synthdata.data.loader import Source, make_loader
 from synthdata.data.readers.base import make_reader
@@ -198,8 +199,6 @@ def _crop(recipe: Recipe) -> tuple[int, int]:
 
 def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     """Train (or resume) `recipe.translate.mode` up to `translate.steps`, then evaluate it."""
-
-
     cfg, mode = recipe.translate, check_mode(recipe.translate.mode)
     reader = make_reader(recipe.data, recipe.data.train_split)
     classes = reader.classes
@@ -219,25 +218,22 @@ def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     nets, (opt_g, opt_d) = dict(zip(keys, prepared[: len(keys)])), prepared[len(keys):]
     pools = (ImagePool(cfg.pool_size, seed=derive_seed(recipe.seed, 0x7A, 1)),
              ImagePool(cfg.pool_size, seed=derive_seed(recipe.seed, 0x7A, 2)))
-    for pool in pools:
-        accelerator.register_for_checkpointing(pool)
-    progress = load_training_state(accelerator, ckpt_dir) or {}
+    G_main = accelerator.unwrap_model(nets["G" if mode == "pix2pix" else "G_ab"])
+    checkpoints = CheckpointFolder(accelerator, ckpt_dir, extras={"pool_a": pools[0], "pool_b": pools[1]})
+
+    def portable(progress: dict[str, Any]) -> dict[str, Any]:
+        return portable_checkpoint(kind=name, model=G_main.state_dict(), step=int(progress["step"]),
+                                   recipe=recipe_to_dict(recipe), classes=classes, arch=arch)
+
+    progress = checkpoints.resume(portable) or {}
     if progress:
         check_classes(progress, classes, ckpt_dir / "state")
     start = int(progress.get("step", 0))
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / f"{name}_recipe.yaml").write_text(recipe_to_yaml(recipe))
-    G_main = accelerator.unwrap_model(nets["G" if mode == "pix2pix" else "G_ab"])
+        save_resolved_recipe(ckpt_dir, recipe)
 
     def checkpoint(step: int) -> Path:
-        save_training_state(accelerator, ckpt_dir, {"step": step, "classes": classes.to_dict()})
-        path = ckpt_dir / "latest.pt"
-        if accelerator.is_main_process:
-            save_atomic(portable_checkpoint(kind=name, model=G_main.state_dict(), step=step,
-                                            recipe=recipe_to_dict(recipe), classes=classes, arch=arch), path)
-        accelerator.wait_for_everyone()
-        return path
+        return checkpoints.save({"step": step, "classes": classes.to_dict()}, portable)
 
     def stream(seed: int, count: int):
         return iter(make_loader(Source(reader=reader), batch_size=cfg.batch_size, augment=True, shuffle=True,

@@ -20,7 +20,8 @@ def test_tiny_demo_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
     assert f"real only:        mIoU {100 * real['metrics']['miou']:.1f}%" in out
     assert "demo report:" in out and str(run_dir / "report.md") in out
     # pictures the report links to exist
-    for picture in ("pictures/real_scenes.png", "pictures/synthetic_samples.png", "compare/compare.png"):
+    for picture in ("pictures/real_scenes.png", "pictures/synthetic_samples.png", "pictures/composite_samples.png",
+                    "compare/compare.png"):
         assert f"]({picture})" in report
         assert (run_dir / picture).is_file()
     assert "FID" in report  # computed or a line saying how to enable it
@@ -37,7 +38,7 @@ def test_tiny_demo_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
 
 def test_unknown_budget_is_a_clear_error(tmp_path, capsys):
     assert demo.main([f"run_dir={tmp_path}", "demo.budget=huge"]) == 2
-    assert "demo.budget must be one of tiny, small, full" in capsys.readouterr().err
+    assert "'demo.budget' must be one of ['tiny', 'small', 'full'], got 'huge'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", sorted(demo.BUDGETS))

@@ -7,7 +7,7 @@ import numpy as np
 
 from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import default_palette
-from synthdata.data.shards import ShardWriter
+from synthdata.data.shard_writer import ShardWriter
 from synthdata.inspection import main
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3))
@@ -60,3 +60,30 @@ def test_inspect_usage_errors(tmp_path, capsys):
     assert "matched no shards" in capsys.readouterr().err
     assert main([str(tmp_path), "bogus=1"]) == 2
     assert "unknown argument 'bogus'" in capsys.readouterr().err
+
+
+def test_manifest_cannot_point_outside_its_folder(tmp_path, capsys):
+    """Issue 15, defect 7: '../x.tar' or absolute shard names in a manifest are refused, not followed."""
+    import json
+    import shutil
+
+    write(tmp_path / "shards")
+    shutil.copy(tmp_path / "shards" / "synth-000000.tar", tmp_path / "outside.tar")
+    manifest_path = tmp_path / "shards" / "manifest.json"
+    original = json.loads(manifest_path.read_text())
+    for name in ("../outside.tar", str(tmp_path / "outside.tar")):
+        manifest = json.loads(json.dumps(original))
+        manifest["shards"][0]["name"] = name
+        manifest_path.write_text(json.dumps(manifest))
+        assert main([str(tmp_path / "shards"), "n=0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "manifest.json" in err[0] and name in err[0]
+
+
+def test_bad_argument_values_are_one_line(tmp_path, capsys):
+    """Issue 15, defect 5: `inspect limit=abc` was a ValueError traceback."""
+    write(tmp_path / "shards")
+    for bad in ("limit=abc", "n=-1", "verify=maybe"):
+        assert main([str(tmp_path / "shards"), bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and bad.split("=")[0] in err[0]

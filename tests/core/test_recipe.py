@@ -158,3 +158,26 @@ def test_bare_no_for_mixed_precision_means_no(section):
     value = getattr(recipe, section).mixed_precision
     assert value is False  # YAML reads a bare `no` as false ...
     assert resolve_mixed_precision(value, "cpu") == "no"  # ... and it means no autocast
+
+
+def test_override_mistakes_are_blamed_on_the_command_line_not_the_file(tmp_path):
+    """Issue 15, defect 6: a typo in an override is not reported as an error in recipes/toy.yaml."""
+    with pytest.raises(ConfigError) as raised:
+        load_recipe("toy", ["train.stpes=3"])
+    assert str(raised.value).startswith("command line") and "'train.stpes'" in str(raised.value)
+    assert "recipes/toy.yaml" not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"^command line.*'train.steps' should be int"):
+        load_recipe("toy", ["train.steps=many"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {stpes: 3}\n")  # the file's own mistake still names the file
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'train.stpes'"):
+        load_recipe(str(bad), ["seed=1"])
+
+
+def test_a_folder_named_like_a_recipe_does_not_hide_the_shipped_one(tmp_path, monkeypatch):
+    """Issue 15, defect 6: `mkdir camvid` in the working directory used to give 'recipe file not found'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "camvid").mkdir()
+    assert load_recipe("camvid").name == "camvid" and load_recipe("camvid").data.reader == "camvid"
+    (tmp_path / "mine").write_text("seed: 3\n")  # a recipe file without .yaml still works
+    assert load_recipe("mine").seed == 3

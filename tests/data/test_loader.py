@@ -20,7 +20,7 @@ from synthdata.core.recipe import DataConfig
 from synthdata.core.seeding import numpy_rng
 from synthdata.data.loader import Source, make_loader, source_classes
 from synthdata.data.readers.base import DatasetReader
-from synthdata.data.shards import ShardWriter
+from synthdata.data.shard_writer import ShardWriter
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3))
 

@@ -21,7 +21,8 @@ from PIL import Image
 from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.palette import default_palette
 from synthdata.core.seeding import numpy_rng
-from synthdata.data.shards import ShardWriter, decode_sample, encode_sample, iter_tar, read_manifest, verify_manifest
+from synthdata.data.shard_writer import ShardWriter
+from synthdata.data.shards import decode_sample, encode_sample, iter_tar, read_manifest, verify_manifest
 
 CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3))
 
@@ -161,7 +162,7 @@ CRASHING_WRITER = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {tests!r})
-    import synthdata.data.shards as shards
+    import synthdata.data.shard_writer as shards
     from test_shards import CLASSES, random_sample
     slow_add = shards._add_member
     def add_member(tar, name, data):  # slow enough to be killed while a shard is half written

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from synthdata.core.contract import ClassInfo, ConfigError
 from synthdata.core.palette import default_palette
 from synthdata.core.seeding import torch_generator
-from synthdata.data.shards import ShardWriter, read_manifest, sha256_file
+from synthdata.data.shard_writer import ShardWriter
+from synthdata.data.shards import read_manifest, sha256_file
 from synthdata.generation.layout_sources import GeneratedLayouts
 from synthdata.generation.production import (
     RejectionError,
@@ -168,6 +169,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     from synthdata.core.recipe_loading import load_recipe
 
     check_same_production(tmp_path, load_recipe("toy", ["produce.num_samples=10"]))
+    (tmp_path / "synth-000000.tar").write_bytes(b"")  # settings bind only a folder that holds shards
     check_same_production(tmp_path, load_recipe("toy", ["produce.num_samples=20"]))  # extending is fine
     with pytest.raises(ConfigError, match="produce.prefix"):
         check_same_production(tmp_path, load_recipe("toy", ["produce.prefix=other"]))
@@ -334,3 +336,64 @@ def test_console_script_runs_produce(tmp_path, capsys):
 
     assert cli(["produce", f"run_dir={tmp_path}"]) == 2
     assert "stage=layout" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 15: refusals before any work, and what a rerun may find in the folder
+# --------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_classes_must_match_the_recipe(run_dir, tmp_path, capsys):
+    """Defect 3: stages trained on other classes are refused with both lists, nothing written."""
+    out = tmp_path / "other"
+    assert produce(run_dir, f"produce.out={out}", "data.classes=[a, b, c, zebra]") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "['a', 'b', 'c', 'd']" in err[0] and "['a', 'b', 'c', 'zebra']" in err[0]
+    assert str(run_dir / "checkpoints") in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("bad, key", [("produce.num_samples=-5", "produce.num_samples"),
+                                      ("produce.shard_size=0", "produce.shard_size"),
+                                      ("produce.image_format=webp", "produce.image_format")])
+def test_bad_production_settings_are_refused_before_anything_is_written(run_dir, tmp_path, capsys, bad, key):
+    """Defects 4 and 5: one line naming the key, exit 2, no production.json left to block the fix."""
+    out = tmp_path / "shards"
+    assert produce(run_dir, f"produce.out={out}", bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0] and "Traceback" not in err[0]
+    assert not out.exists()
+    assert produce(run_dir, f"produce.out={out}", "produce.num_samples=4") == 0
+
+
+def test_settings_file_without_shards_does_not_block_a_new_run(run_dir, tmp_path, capsys):
+    """Defect 4: production.json left by a run that wrote no shard is replaced, not enforced."""
+    from synthdata.core.recipe_loading import load_recipe
+
+    out = tmp_path / "shards"
+    check_same_production(out, load_recipe("toy", ["produce.prefix=other"]))  # a failed run's leftovers
+    assert produce(run_dir, f"produce.out={out}", "produce.num_samples=4") == 0
+    assert read_manifest(out)["num_samples"] == 4
+    assert json.loads((out / "production.json").read_text())["produce"]["prefix"] == "synth"
+
+
+def test_fewer_samples_than_the_folder_holds_is_refused(run_dir, tmp_path, capsys):
+    """Defect 7: a rerun with a smaller num_samples says why instead of 'wrote 0 samples'."""
+    out = tmp_path / "shards"
+    assert produce(run_dir, f"produce.out={out}") == 0
+    before = (out / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert produce(run_dir, f"produce.out={out}", "produce.num_samples=4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds 10 samples" in err[0] and "produce.num_samples=4" in err[0]
+    assert (out / "manifest.json").read_bytes() == before
+
+
+def test_progress_bar_counts_every_process_share(tmp_path, capsys):
+    """Defect 7: rank 0 of 2 shows the whole job (10 samples), not its own 6."""
+    sizes = shard_sizes(10, 4)
+    with writer(tmp_path) as w:  # rank 1 has written its shard 1
+        produce_shards(make_generator(), w, [(1, 4)], progress=False)
+    with writer(tmp_path) as w:
+        produce_shards(make_generator(), w, [(0, 4), (2, 2)], progress=True, job=list(enumerate(sizes)))
+    bar = capsys.readouterr().err
+    assert "10/10" in bar and "/6" not in bar

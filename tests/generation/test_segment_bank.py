@@ -17,8 +17,10 @@ from scipy import ndimage
 from synthdata.core.contract import ClassInfo
 from synthdata.core.recipe import DataConfig
 from synthdata.data.readers import make_reader
+from synthdata.generation import bank_building
 from synthdata.generation import segment_bank as sb
-from synthdata.generation.segment_bank import BankError, build_bank, load_bank, load_or_build, mirror_fill_index
+from synthdata.generation.bank_building import build_bank, load_or_build
+from synthdata.generation.segment_bank import BankError, load_bank, mirror_fill_index
 from synthdata.segmentation.training import subset_reader
 
 EIGHT = np.ones((3, 3), int)  # 8-connectivity, as the bank uses
@@ -171,13 +173,14 @@ def test_kill_during_build_leaves_no_bank_and_rebuild_is_identical(tmp_path, rea
         from synthdata.core.recipe import DataConfig
         from synthdata.data.readers import make_reader
         from synthdata.generation import segment_bank as sb
+        from synthdata.generation.bank_building import load_or_build
         def killed(f, arrays):
             f.write(b"PK" * 1000)
             f.flush()
             os._exit(9)  # like SIGKILL: no cleanup runs
         sb._write_npz = killed
         cfg = DataConfig(reader="toy", height=32, width=64, split_sizes={{"train": 16, "val": 6, "test": 2}})
-        sb.load_or_build({str(path)!r}, make_reader(cfg, "train"), progress=False)
+        load_or_build({str(path)!r}, make_reader(cfg, "train"), progress=False)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
@@ -193,7 +196,7 @@ def test_load_or_build_builds_once_then_reuses(tmp_path, reader, bank, monkeypat
     lines = []
     first = load_or_build(path, reader, progress=False, log=lines.append)
     assert path.is_file() and len(lines) == 1 and "segments from 16 images" in lines[0]
-    monkeypatch.setattr(sb, "build_bank", lambda *a, **k: pytest.fail("rebuilt an existing bank"))
+    monkeypatch.setattr(bank_building, "build_bank", lambda *a, **k: pytest.fail("rebuilt an existing bank"))
     again = load_or_build(path, reader, progress=False, log=lines.append)
     _bank_arrays_equal(again, first)
     assert again.path == path and len(lines) == 1

@@ -195,7 +195,7 @@ def test_cli_with_local_weights_writes_a_report(fid_weights, tmp_path, no_networ
 
 
 def test_layout_fid_from_shards_through_the_evaluate_command(fid_weights, tmp_path, no_network):
-    from synthdata.data.shards import ShardWriter
+    from synthdata.data.shard_writer import ShardWriter
     from synthdata.evaluate import main as evaluate
 
     classes = ClassInfo(("road", "car", "sky"), default_palette(3), 255)

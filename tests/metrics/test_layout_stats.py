@@ -16,7 +16,7 @@ CLASSES = ClassInfo(("road", "car", "sky"), default_palette(3), 255)
 
 
 def _write_shards(folder, layouts):
-    from synthdata.data.shards import ShardWriter
+    from synthdata.data.shard_writer import ShardWriter
 
     samples = [
         {"image": np.zeros((*lay.shape, 3), np.uint8), "layout": lay, "meta": {"id": f"s{i}"}}

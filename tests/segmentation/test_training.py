@@ -131,7 +131,7 @@ def test_real_subset_file_lists_sample_ids(tmp_path, tiny_toy_overrides):
 
 
 def write_shards(out, classes: ClassInfo, samples) -> str:
-    from synthdata.data.shards import ShardWriter
+    from synthdata.data.shard_writer import ShardWriter
 
     with ShardWriter(out, prefix="synth", shard_size=4, classes=classes, recipe={"name": "test"},
                      depth_scale=0.001) as writer:
@@ -197,6 +197,13 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
     evaluated = json.loads((out / "report.json").read_text())
     assert evaluated["metrics"]["miou"] == pytest.approx(report["metrics"]["miou"], abs=1e-6)
     assert evaluated["info"]["checkpoint_sha256"] == report["info"]["checkpoint_sha256"]
+    # issue 15, defect 9: `evaluate miou` reports the mean per-image IoU as `segment` does
+    assert "mean image IoU per class [" in capsys.readouterr().out
+    image_keys = [f"mean image IoU {name}" for name in report["classes"]["classes"]]
+    for key in image_keys:
+        assert evaluated["info"][key] == (None if report["info"][key] is None else pytest.approx(report["info"][key], abs=1e-4))
+    assert [p["id"] for p in evaluated["metrics"]["image_iou"]["per_image"]] == \
+        [p["id"] for p in report["metrics"]["image_iou"]["per_image"]]
 
 
 def test_mixing_ratio_and_loss_filter(tmp_path, tiny_toy_overrides, synthetic_shards):

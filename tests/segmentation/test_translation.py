@@ -52,7 +52,7 @@ def test_unknown_mode_lists_the_valid_ones(capsys) -> None:
     with pytest.raises(ConfigError, match="pix2pix, cyclegan"):
         translate.check_mode("unet")
     assert translate_main(["recipe=toy", "run_dir=/nonexistent", "translate.mode=cycle"]) == 2
-    assert "Valid modes: pix2pix, cyclegan" in capsys.readouterr().err
+    assert "'translate.mode' must be one of ['pix2pix', 'cyclegan']" in capsys.readouterr().err
 
 
 def test_image_pool_mixes_history_and_resumes() -> None:

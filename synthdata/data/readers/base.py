@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synthdata.core.contract import ClassInfo, DatasetError
+from synthdata.core.contract import ClassInfo, ConfigError, DatasetError
 from synthdata.core.imageops import resize_sample
 from synthdata.core.palette import default_palette
 from synthdata.core.recipe import DataConfig
@@ -36,6 +36,10 @@ class DatasetReader:
     def __init__(self, cfg: DataConfig, split: str):
         self.cfg = cfg
         self.split = split
+        for key in ("height", "width"):  # a size of 0 or less would fail deep inside the resize
+            size = getattr(cfg, key)
+            if size is not None and size < 1:
+                raise ConfigError(f"data.{key} must be >= 1 (or null for the native size), got {size}")
         self.classes = self._class_info(cfg)
         if self.needs_root:
             if cfg.root is None:
@@ -49,6 +53,7 @@ class DatasetReader:
             self.root = Path(cfg.root) if cfg.root else None
         self.items = self._items()
         self.out_of_range_pixels = 0
+        self.subset: dict[str, Any] | None = None  # what `data.subset` kept (make_reader sets it)
 
     needs_root = True
 
@@ -82,6 +87,20 @@ class DatasetReader:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+    def item_id(self, index: int) -> str:
+        """The `meta["id"]` of sample `index` without reading it: the file stem of path items,
+        `item["id"]` of dict items, `NAME-SPLIT-000042` of integer items (the toy world)."""
+        item = self.items[index]
+        if isinstance(item, dict) and "id" in item:
+            return str(item["id"])
+        if isinstance(item, (tuple, list)) and item and isinstance(item[0], (str, Path)):
+            return Path(item[0]).stem
+        if isinstance(item, (str, Path)):
+            return Path(item).stem
+        if isinstance(item, int):
+            return f"{self.name}-{self.split}-{item:06d}"
+        return str(self._load(item)["meta"]["id"])
 
     def read_native(self, index: int) -> dict[str, Any]:
         """Sample `index` as stored on disk: native size, labels not yet checked (for `check`)."""
@@ -132,9 +151,10 @@ def check_pair(sample: dict[str, Any], where: str) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DatasetError(f"{where}: image must be uint8 HxWx3, got {image.dtype} {image.shape}")
     if layout.shape != image.shape[:2]:
+        label_path = (sample.get("meta") or {}).get("label_path")  # name the mask file first: it is the odd one
         raise DatasetError(
-            f"{where}: mask size {layout.shape[1]}x{layout.shape[0]} differs from image size "
-            f"{image.shape[1]}x{image.shape[0]}"
+            f"{label_path or where}: mask size {layout.shape[1]}x{layout.shape[0]} differs from image size "
+            f"{image.shape[1]}x{image.shape[0]}" + (f" of {where}" if label_path and label_path != where else "")
         )
     depth = sample.get("depth")
     if depth is not None and depth.shape != layout.shape:
@@ -153,10 +173,72 @@ def register_reader(name: str):
     return wrap
 
 
+def declared_classes(cfg: DataConfig) -> ClassInfo:
+    """The classes `make_reader(cfg, ...)` delivers (data.classes, else the reader's own), found
+    without reading the dataset, so no data.root is needed (e.g. `produce` checking checkpoints)."""
+    import synthdata.data.readers  # noqa: F401, PLC0415  (registers the readers; the package imports this module)
+
+    if cfg.reader not in READERS:
+        raise DatasetError(f"unknown dataset reader '{cfg.reader}'. Valid readers: {', '.join(sorted(READERS))}")
+    cls = READERS[cfg.reader]
+    return cls._class_info(cls.__new__(cls), cfg)  # type: ignore[attr-defined]
+
+
 def make_reader(cfg: DataConfig, split: str) -> DatasetReader:
     """The reader named by `cfg.reader` for `split`; an unknown name lists the valid ones."""
     import synthdata.data.readers  # noqa: F401, PLC0415  (registers the readers; the package imports this module)
 
     if cfg.reader not in READERS:
         raise DatasetError(f"unknown dataset reader '{cfg.reader}'. Valid readers: {', '.join(sorted(READERS))}")
-    return READERS[cfg.reader](cfg, split)
+    reader = READERS[cfg.reader](cfg, split)
+    if cfg.subset is not None and split == cfg.train_split:
+        apply_subset(reader, cfg.subset)
+    return reader
+
+
+def subset_indices(ids: list[str], spec: float | str, where: str = "data.subset") -> tuple[list[int], str]:
+    """Indices into `ids` kept by a `data.subset` spec, in their original order, and a description.
+
+    A fraction f in (0, 1]: every k-th id of the sorted ids, k = round(1/f), starting with the
+    first (CamVid's 367 train images at 0.1: the 37 ids 0, 10, ..., 360 of the sorted names).
+    `"every:K"`: the same with K given. Anything else: a file of ids, one a line (`#` comments);
+    an id the split does not have is an error naming it."""
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    if isinstance(spec, str) and spec.startswith("every:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise ConfigError(f"{where}: expected every:K with an integer K >= 1, got {spec!r}")
+        keep, text = order[::k], f"every {k}th of the sorted ids"
+    elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not 0.0 < float(spec) <= 1.0:
+            raise ConfigError(f"{where}: a fraction must be in (0, 1], got {spec}")
+        k = max(1, round(1.0 / float(spec)))
+        keep, text = order[::k], f"fraction {spec}: every {k}th of the sorted ids"
+    else:
+        path = Path(str(spec)).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"{where}: id file not found: {path}")
+        wanted = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+        wanted = [w for w in wanted if w]
+        lookup = {sid: i for i, sid in enumerate(ids)}
+        unknown = [w for w in wanted if w not in lookup]
+        if unknown:
+            raise DatasetError(f"{where}: {path} lists {len(unknown)} ids the split does not have: "
+                               f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+        if not wanted:
+            raise DatasetError(f"{where}: {path} lists no ids")
+        keep, text = sorted({lookup[w] for w in wanted}), f"the {len(set(wanted))} ids listed in {path}"
+    return sorted(keep), text
+
+
+def apply_subset(reader: DatasetReader, spec: float | str) -> DatasetReader:
+    """Restrict `reader` in place to a `data.subset`; `reader.subset` records what was kept."""
+    ids = [reader.item_id(i) for i in range(len(reader))]
+    keep, text = subset_indices(ids, spec, where=f"data.subset ({reader.name} {reader.split})")
+    reader.items = [reader.items[i] for i in keep]
+    reader.subset = {"spec": spec, "rule": text, "kept": len(keep), "of": len(ids),
+                     "ids": [ids[i] for i in keep]}
+    return reader

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from synthdata.core.contract import DatasetError
+from synthdata.core.contract import ClassInfo, DatasetError
 from synthdata.core.recipe import DataConfig
 from synthdata.data.readers.base import DatasetReader, register_reader
 from synthdata.data.readers.io import missing_files_error, read_json, read_labels, read_rgb
@@ -50,6 +50,11 @@ class CityscapesReader(DatasetReader):
         names, palette, self.lut = cityscapes_labels()
         self.default_classes, self.default_palette = names, palette
         super().__init__(cfg, split)
+
+    def _class_info(self, cfg: DataConfig) -> ClassInfo:
+        if not self.default_classes:  # `declared_classes` asks before __init__ ran
+            self.default_classes, self.default_palette = cityscapes_labels()[:2]
+        return super()._class_info(cfg)
 
     def layout_help(self) -> str:
         return (

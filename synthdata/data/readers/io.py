@@ -8,6 +8,7 @@ Label files keep their raw values: palette PNGs are read as indices, never conve
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,18 @@ def read_tiff(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
+    log = logging.getLogger("tifffile")  # it logs, then returns an empty array, for a cut-off file
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
-        array = tifffile.imread(path, key=0)
+        array = np.asarray(tifffile.imread(path, key=0))
     except Exception as e:  # tifffile raises TiffFileError, ValueError, struct.error ...
         raise DatasetError(f"{path}: cannot decode TIFF ({type(e).__name__}: {e})") from e
-    return np.asarray(array)
+    finally:
+        log.setLevel(level)
+    if array.size == 0:
+        raise DatasetError(f"{path}: cannot decode TIFF (no image data: truncated or corrupt file?)")
+    return array
 
 
 def to_uint8(array: np.ndarray, path: Path) -> np.ndarray:

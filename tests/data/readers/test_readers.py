@@ -323,3 +323,28 @@ def test_particles_shared_all(shared_datasets):
         assert set(np.unique(sample["layout"]).tolist()) == {0, 1}
     assert reader.read_native(0)["image"].shape == (712, 1024, 3)  # 56-row data bar cropped
     assert len(make_reader(recipe.data, "val")) == 5 and len(make_reader(recipe.data, "train")) == 25
+
+
+def test_size_mismatch_names_the_label_file_first(tmp_path):
+    """Issue 15, defect 6: the mask that is the wrong size is named, not (only) the image."""
+    root = fx.make_camvid(tmp_path / "camvid", sizes={"train": 2})
+    fx.save_png(root / "trainannot" / "0001TP_train000.png", np.zeros((5, 5), dtype=np.uint8))
+    with pytest.raises(DatasetError) as raised:
+        make_reader(data_cfg("camvid", root), "train")[0]
+    message = str(raised.value)
+    assert message.startswith(str(root / "trainannot" / "0001TP_train000.png") + ": mask size 5x5")
+    assert message.endswith(f"of {root / 'train' / '0001TP_train000.png'}")
+
+
+def test_truncated_tiff_mask_is_named_without_tifffile_noise(tmp_path, capsys):
+    """Issue 15, defect 5: a TIFF cut before its directory (stored at the end, as the SEM masks
+    are) decoded to an empty array: 'expected a label map, got an array of shape (0,)'."""
+    import struct
+
+    root = fx.make_particles(tmp_path / "p")
+    mask = root / "masks" / "1908252_m.tif"
+    mask.write_bytes(b"II*\x00" + struct.pack("<I", 1 << 20) + bytes(400))  # directory offset past the end
+    reader = make_reader(data_cfg("particles", root), "all")
+    with pytest.raises(DatasetError, match=r"1908252_m.tif: cannot decode TIFF \(no image data"):
+        reader[1]
+    assert capsys.readouterr().err == ""  # tifffile's log line is not passed on

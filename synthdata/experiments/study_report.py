@@ -1,0 +1,248 @@
+"""The report of `synthdata study`: RUN_DIR/study/report.md + report.json + PNGs.
+
+Per variant: mIoU mean +- std over seeds; the paired difference to the baseline per seed (the
+same seed, the same evaluation images) with a t-interval over seeds and a per-image paired
+bootstrap interval; per-class differences; samples seen (the "equal steps" and "equal real
+samples" readings); the time it cost; one verdict line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
+from synthdata.metrics.report import _json_safe, _plt
+
+if TYPE_CHECKING:
+    from synthdata.experiments.study import Plan
+
+INTERVAL_RULE = (
+    "Verdicts use the {conf}% t-interval over seeds of the paired differences (variant minus baseline, "
+    "same seed, same evaluation images): it contains the run-to-run variation of training, which is what "
+    "changes when you train again, so 'pays' means the gain is larger than retraining noise. The per-image "
+    "bootstrap keeps the trained models fixed and resamples only the evaluation images; it is narrower and "
+    "answers a smaller question (do these particular models differ on images like these), so it is shown "
+    "but not used for verdicts, except with a single seed, where no t-interval exists (said on that line)."
+)
+
+
+def _image_scores(result: dict[str, Any]) -> dict[str, float]:
+    """Per-image mIoU: the mean of the image's per-class IoUs over classes in its prediction or ground truth."""
+    out = {}
+    for item in result.get("per_image", []):
+        values = [v for v in item["per_class_iou"] if v is not None and not math.isnan(v)]
+        out[str(item["id"])] = float(np.mean(values)) if values else math.nan
+    return out
+
+
+def verdict(iv: Interval) -> str:
+    if not iv.defined:
+        return "no interval (one image or one seed)"
+    if iv.lo > 0:
+        return "pays"
+    if iv.hi < 0:
+        return "does not pay (hurts)"
+    return "does not pay (no difference shown: the interval contains 0)"
+
+
+def _points(iv: Interval | None) -> str:
+    if iv is None:
+        return "-"
+    if not iv.defined:
+        return f"{100 * iv.mean:+.1f} [-]"
+    return f"{100 * iv.mean:+.1f} [{100 * iv.lo:+.1f}, {100 * iv.hi:+.1f}]"
+
+
+def summarize(plan: "Plan") -> dict[str, Any]:
+    """Every number of the report from the cells' result.json files (missing cells are listed)."""
+    study = plan.recipe.study
+    results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in plan.variants}
+    missing = []
+    for cell in plan.cells:
+        if cell.result_path.is_file():
+            results[cell.variant][cell.seed] = json.loads(cell.result_path.read_text())
+        else:
+            missing.append(f"{cell.variant} seed {cell.seed}")
+    seconds = {}
+    for kind, runs in (("generators", plan.generators), ("productions", plan.productions)):
+        for key in runs:
+            marker = plan.run_dir / kind / key / "done.json"
+            seconds[f"{kind}/{key}"] = json.loads(marker.read_text())["seconds"] if marker.is_file() else None
+    base = results[study.baseline]
+    classes = next((r["classes"] for rs in results.values() for r in rs.values()), [])
+    rows = []
+    for name in plan.variants:
+        mine = results[name]
+        mious = [mine[s]["miou"] for s in sorted(mine)]
+        row: dict[str, Any] = {
+            "variant": name, "overrides": plan.variants[name], "seeds": sorted(mine),
+            "miou": {str(s): mine[s]["miou"] for s in sorted(mine)},
+            "miou_mean": float(np.mean(mious)) if mious else None,
+            "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else (0.0 if mious else None),
+            "steps": sorted({mine[s]["steps"] for s in mine}),
+            "samples": {src: float(np.mean([mine[s]["source_counts"].get(src, 0) for s in mine])) if mine else 0
+                        for src in ("real", "synthetic")},
+            # training-loop seconds (no start-up, no evaluation), comparable across in-process and worker runs
+            "segment_seconds": float(np.mean([mine[s]["train_seconds"] or mine[s]["wall_seconds"] for s in mine]))
+            if mine else None,
+        }
+        shared = [f"productions/{k}" for k, p in plan.productions.items() if name in p["used_by"]]
+        shared += [f"generators/{k}" for k, g in plan.generators.items() if name in g["used_by"]]
+        row["shared_runs"] = shared
+        row["generation_seconds"] = sum(seconds[k] or 0.0 for k in shared)
+        if name != study.baseline:
+            paired = [s for s in sorted(mine) if s in base]
+            row["paired_seeds"] = paired
+            if paired:
+                diffs = [mine[s]["miou"] - base[s]["miou"] for s in paired]
+                row["differences"] = {str(s): d for s, d in zip(paired, diffs)}
+                row["t_interval"] = t_interval(diffs, study.confidence)
+                row["bootstrap"] = _bootstrap([mine[s] for s in paired], [base[s] for s in paired], study)
+                pc = np.array([[np.nan if v is None else v for v in mine[s]["per_class_iou"]] for s in paired], float)
+                pb = np.array([[np.nan if v is None else v for v in base[s]["per_class_iou"]] for s in paired], float)
+                with np.errstate(all="ignore"):
+                    row["per_class_difference"] = [None if math.isnan(v) else float(v)
+                                                   for v in np.nanmean(pc - pb, axis=0)] if np.isfinite(pc - pb).any() \
+                        else [None] * len(classes)
+                use = row["t_interval"] if row["t_interval"].defined else row["bootstrap"]
+                row["verdict_interval"] = "t over seeds" if use is row["t_interval"] else "paired bootstrap over images"
+                row["verdict"] = verdict(use) if use is not None else "no interval"
+                row["verdict_line"] = f"{name}: {_points(use)} mIoU: {row['verdict']}" + (
+                    "" if use is row["t_interval"] else " (one seed: per-image bootstrap interval)")
+        rows.append(row)
+    return {"rows": rows, "classes": classes, "missing": missing, "run_seconds": seconds,
+            "confidence": study.confidence, "baseline": study.baseline}
+
+
+def _bootstrap(mine: list[dict[str, Any]], base: list[dict[str, Any]], study) -> Interval | None:
+    a_scores, b_scores = [_image_scores(r) for r in mine], [_image_scores(r) for r in base]
+    ids = sorted(b_scores[0]) if b_scores and b_scores[0] else []
+    if not ids or any(set(s) != set(ids) for s in a_scores + b_scores):
+        return None  # not the same evaluation images: no paired bootstrap
+    a = np.array([[s[i] for i in ids] for s in a_scores])
+    b = np.array([[s[i] for i in ids] for s in b_scores])
+    try:
+        return paired_bootstrap(a, b, n_boot=study.bootstrap, seed=0, confidence=study.confidence)
+    except ValueError:
+        return None
+
+
+def _plots(summary: dict[str, Any], out: Path) -> dict[str, str]:
+    plt = _plt()
+    rows = [r for r in summary["rows"] if r["miou"]]
+    pictures = {}
+    if rows:
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 2), 3.5))
+        for x, row in enumerate(rows):
+            values = [100 * v for v in row["miou"].values()]
+            ax.scatter([x] * len(values), values, color="0.6", s=14, zorder=2)
+            ax.errorbar([x], [100 * row["miou_mean"]], yerr=[100 * row["miou_std"]], fmt="o", color="C0",
+                        capsize=4, zorder=3)
+        ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("val mIoU (%)")
+        ax.set_title("mIoU per variant: seeds (grey), mean +- std (blue)")
+        fig.tight_layout()
+        fig.savefig(out / "miou.png", dpi=120)
+        plt.close(fig)
+        pictures["mIoU per variant"] = "miou.png"
+    compared = [r for r in rows if r.get("differences")]
+    if compared:
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(compared) + 2), 3.5))
+        for x, row in enumerate(compared):
+            diffs = [100 * d for d in row["differences"].values()]
+            ax.scatter([x - 0.1] * len(diffs), diffs, color="0.5", s=14, zorder=2)
+            for iv, dx, colour, label in ((row["t_interval"], -0.1, "C0", "t over seeds"),
+                                           (row["bootstrap"], 0.1, "C1", "bootstrap over images")):
+                if iv is not None and iv.defined:
+                    ax.errorbar([x + dx], [100 * iv.mean], yerr=[[100 * (iv.mean - iv.lo)], [100 * (iv.hi - iv.mean)]],
+                                fmt="o", color=colour, capsize=4, label=label if x == 0 else None)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(compared)), [r["variant"] for r in compared], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("mIoU difference to baseline (points)")
+        ax.set_title(f"paired differences, {round(100 * summary['confidence'])}% intervals")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "differences.png", dpi=120)
+        plt.close(fig)
+        pictures["Paired differences to the baseline"] = "differences.png"
+        names = summary["classes"]
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) * max(1, len(compared)) / 2 + 3), 3.8))
+        width = 0.8 / len(compared)
+        for k, row in enumerate(compared):
+            values = [0.0 if v is None else 100 * v for v in row["per_class_difference"]]
+            ax.bar(np.arange(len(names)) + (k - (len(compared) - 1) / 2) * width, values, width, label=row["variant"])
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("IoU difference (points)")
+        ax.set_title("per-class IoU difference to the baseline (mean over seeds)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "per_class_difference.png", dpi=120)
+        plt.close(fig)
+        pictures["Per-class difference"] = "per_class_difference.png"
+    return pictures
+
+
+def _fmt(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    return "-" if value is None else f"{scale * value:.{digits}f}"
+
+
+def write_study_report(plan: "Plan") -> Path:
+    """RUN_DIR/study/report.md, report.json and the PNGs; returns the Markdown path."""
+    out = plan.study_dir
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(plan)
+    pictures = _plots(summary, out)
+    recipe, conf = plan.recipe, round(100 * summary["confidence"])
+    seg = recipe.seg
+    subset = recipe.data.subset
+    lines = [f"# Study: {recipe.name}, {len(plan.variants) - 1} variants vs {summary['baseline']}, "
+             f"{len(plan.seeds)} seeds", "",
+             f"Segmenter {seg.model.arch}-{seg.model.encoder} from {seg.model.encoder_weights or 'random init'}, "
+             f"batch {seg.batch_size}, lr {seg.lr}, {seg.schedule} schedule, the same augmentation and evaluation "
+             f"({recipe.data.val_split} split at {recipe.eval.height or recipe.data.height}x"
+             f"{recipe.eval.width or recipe.data.width}) for every cell; seeds {plan.seeds}. "
+             f"Labelled training data: {recipe.data.reader} {recipe.data.train_split}"
+             + (f", subset `{subset}` (every stage, generators included, sees only it)" if subset is not None else "")
+             + ".", "",
+             "## Verdicts", ""]
+    lines += [f"- {r['verdict_line']}" for r in summary["rows"] if "verdict_line" in r]
+    lines += ["", INTERVAL_RULE.format(conf=conf), "",
+              "## Table", "",
+              f"| variant | seeds | mIoU mean +- std | difference [{conf}% t over seeds] | "
+              f"difference [{conf}% bootstrap over images] | steps | real samples | synthetic samples | "
+              "train s / seed | generation s (shared) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['variant']} | {len(r['seeds'])} | {_fmt(r['miou_mean'])} +- {_fmt(r['miou_std'])} | "
+            f"{_points(r.get('t_interval'))} | {_points(r.get('bootstrap'))} | "
+            f"{', '.join(map(str, r['steps'])) or '-'} | {r['samples']['real']:.0f} | {r['samples']['synthetic']:.0f} | "
+            f"{_fmt(r['segment_seconds'], 1, 0)} | {r['generation_seconds']:.0f} |")
+    lines += ["", "Differences are mIoU points (variant minus baseline, paired by seed); the bootstrap is over "
+              "per-image mIoU (each image's mean IoU over the classes in its prediction or ground truth). "
+              "Read 'equal steps' across rows with the same steps; 'equal real samples' from the real-samples "
+              "column (a variant that spends part of each batch on synthetic data sees fewer real samples).", ""]
+    if plan.generators or plan.productions:
+        lines += ["## Shared generator and production runs", "", "| run | used by | seconds |", "| --- | --- | --- |"]
+        for kind, runs in (("generators", plan.generators), ("productions", plan.productions)):
+            for key, run in runs.items():
+                s = summary["run_seconds"].get(f"{kind}/{key}")
+                lines.append(f"| {kind}/{key} | {', '.join(run['used_by'])} | {'-' if s is None else f'{s:.0f}'} |")
+        lines.append("")
+    if summary["missing"]:
+        lines += ["## Missing cells", "", "Not finished (failed or not run yet): " + ", ".join(summary["missing"]), ""]
+    lines += ["## Variants", ""] + [f"- {name}: `{json.dumps(o)}`" for name, o in plan.variants.items()] + [""]
+    for caption, name in pictures.items():
+        lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    data = {"title": lines[0][2:], "summary": {**summary, "rows": [
+        {k: (v.to_dict() if isinstance(v, Interval) else v) for k, v in r.items()} for r in summary["rows"]]},
+        "interval_rule": INTERVAL_RULE.format(conf=conf), "seeds": plan.seeds, "pictures": pictures}
+    (out / "report.json").write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
+    return out / "report.md"

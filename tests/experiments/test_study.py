@@ -1,0 +1,135 @@
+"""`synthdata study`: planning and shared-run keys, bad input, and a tiny study end to end that
+is resumed without redoing finished cells."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synthdata.core.contract import ConfigError, DatasetError
+from synthdata.core.recipe_loading import load_recipe
+from synthdata.experiments.study import make_plan, run_study
+from synthdata.study import main as study_main
+
+TINY = [
+    "data.height=32", "data.width=64", "data.split_sizes={train: 8, val: 4, test: 4}",
+    "train.batch_size=2", "train.mixed_precision=no", "train.steps=2", "train.checkpoint_every=2",
+    "train.sample_every=2", "train.log_every=1",
+    "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=16",
+    "stages.depth.ngf=8", "stages.depth.ndf=8", "stages.depth.z_dim=8", "stages.depth.num_discriminators=1",
+    "stages.image.ngf=8", "stages.image.ndf=8", "stages.image.z_dim=8", "stages.image.num_discriminators=1",
+    "produce.num_samples=8", "produce.shard_size=4", "produce.batch_size=4", "produce.encode_workers=1",
+    "seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]", "seg.batch_size=4", "seg.steps=2",
+    "seg.val_every=0", "seg.checkpoint_every=2", "seg.mixed_precision=no", "eval.batch_size=4",
+    "study.seeds=2", "study.workers=2", "study.bootstrap=200",
+]
+
+
+def write_variants(tmp_path, variants: dict) -> str:
+    path = tmp_path / "variants.yaml"
+    path.write_text(json.dumps({"variants": variants}))  # JSON is YAML
+    return str(path)
+
+
+def plan_for(tmp_path, variants: dict, *extra: str):
+    recipe = load_recipe("toy", TINY + [f"study.variants={write_variants(tmp_path, variants)}", *extra])
+    return make_plan(recipe, tmp_path / "study-run")
+
+
+def test_shared_runs_are_keyed_by_what_decides_them(tmp_path):
+    plan = plan_for(tmp_path, {
+        "half": {"seg.synthetic_ratio": 0.5},
+        "quarter": {"seg": {"synthetic_ratio": 0.25}},  # nested mappings are dotted keys too
+        "real layouts": {"seg.synthetic_ratio": 0.5, "produce.layouts": "real"},
+        "longer generators": {"seg.synthetic_ratio": 0.5, "train.steps": 4},
+        "freemask": {"seg.synthetic_ratio": 0.5, "seg.synthetic_filter": "loss", "seg.filter_segmenter": "@baseline"},
+        "more steps": {"seg.steps": 3},
+    })
+    assert list(plan.variants)[0] == "real only" and len(plan.cells) == 7 * 2
+    by_user = {name: key for key, p in plan.productions.items() for name in p["used_by"]}
+    assert by_user["half"] == by_user["quarter"] == by_user["freemask"]  # seg.* only: one production
+    assert len({by_user["half"], by_user["real layouts"], by_user["longer generators"]}) == 3
+    gens = {name: key for key, g in plan.generators.items() for name in g["used_by"]}
+    assert gens["half"] == gens["quarter"] != gens["longer generators"]
+    assert plan.generators[gens["real layouts"]]["stages"] == ["depth", "image"]  # no layout GAN needed
+    assert plan.generators[gens["half"]]["stages"] == ["layout", "depth", "image"]
+    jobs = {j.id: j for j in plan.jobs}
+    freemask = jobs["cells/freemask/seed-1"]
+    assert "cells/real-only/seed-1" in freemask.deps and f"productions/{by_user['freemask']}" in freemask.deps
+    assert any("real-only/seed-1/checkpoints/segmenter/latest.pt" in t for t in freemask.commands[0])
+    assert jobs["cells/more-steps/seed-0"].deps == [] and "seg.steps=3" in jobs["cells/more-steps/seed-0"].commands[0]
+    # the same plan twice gives the same keys (they are hashes, not counters)
+    assert set(plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}}).productions) == {by_user["half"]}
+
+
+@pytest.mark.parametrize("variants, extra, error, words", [
+    ({"typo": {"seg.synthetic_ratoi": 0.5}}, [], ConfigError, ["typo", "seg.synthetic_ratoi", "synthetic_ratio"]),
+    ({"res": {"data.height": 64}}, [], ConfigError, ["res", "data.height"]),
+    ({"gone": {"seg.synthetic_ratio": 0.5, "seg.synthetic": "/no/such/shards"}}, [], DatasetError,
+     ["gone", "seg.synthetic", "/no/such/shards"]),
+    ({"sched": {"seg.synthetic_ratio": 0.5, "seg.synthetic_schedule": "pretrain"}}, [], ConfigError,
+     ["sched", "pretrain_steps"]),
+    ({"gen": {"train.steps": 5}}, [], ConfigError, ["gen", "mixes no synthetic"]),
+    ({"ok": {"seg.synthetic_ratio": 0.5}}, ["data.subset=IDS"], DatasetError, ["toy-train-000099"]),
+])
+def test_bad_input_stops_before_any_training(tmp_path, capsys, variants, extra, error, words):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("toy-train-000001\ntoy-train-000099\n")
+    extra = [e.replace("IDS", str(ids)) for e in extra]
+    with pytest.raises(error) as info:
+        plan_for(tmp_path, variants, *extra)
+    for word in words:
+        assert word in str(info.value)
+    args = ["recipe=toy", *TINY, f"study.variants={write_variants(tmp_path, variants)}", *extra,
+            f"run_dir={tmp_path / 'run'}"]
+    assert study_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words[0] in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys):
+    variants = write_variants(tmp_path, {"synthetic": {"seg.synthetic_ratio": 0.5},
+                                         "decay": {"seg.synthetic_ratio": 0.5, "seg.synthetic_schedule": "decay"}})
+    run_dir = tmp_path / "run"
+    args = ["recipe=toy", *TINY, f"study.variants={variants}", f"run_dir={run_dir}", "study.workers=1"]
+    assert study_main(args) == 0  # one worker: the jobs run in this process
+    out = capsys.readouterr().out
+    plan = json.loads((run_dir / "study" / "plan.json").read_text())
+    assert len(plan["generators"]) == 1 and len(plan["productions"]) == 1  # shared by both variants
+    (production,) = plan["productions"].values()
+    assert production["used_by"] == ["synthetic", "decay"]
+    cells = sorted(run_dir.glob("cells/*/seed-*/result.json"))
+    assert len(cells) == 6
+    results = {(r["variant"], r["seed"]): r for r in (json.loads(p.read_text()) for p in cells)}
+    assert results[("decay", 1)]["source_counts"] == {"real": 6, "synthetic": 2}  # decay 0.5 over 2 steps: [2, 0]
+    assert results[("real only", 0)]["source_counts"] == {"real": 8}
+    assert len(results[("synthetic", 0)]["per_image"]) == 4  # every evaluation image, for the bootstrap
+    report = (run_dir / "study" / "report.md").read_text()
+    assert "## Verdicts" in report and "t-interval over seeds" in report
+    for name in ("synthetic", "decay"):
+        assert f"- {name}: " in report and f"  {name}: " in out
+    data = json.loads((run_dir / "study" / "report.json").read_text())
+    rows = {r["variant"]: r for r in data["summary"]["rows"]}
+    diffs = [results[("synthetic", s)]["miou"] - results[("real only", s)]["miou"] for s in (0, 1)]
+    assert rows["synthetic"]["t_interval"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert rows["synthetic"]["bootstrap"]["n"] == 4 and rows["synthetic"]["verdict_interval"] == "t over seeds"
+    for picture in ("miou.png", "differences.png", "per_class_difference.png"):
+        assert (run_dir / "study" / picture).is_file() and f"]({picture})" in report
+    assert "study: ran 8 jobs, 0 already done, 0 failed" in out  # 1 generator run, 1 production, 6 cells
+
+    # a kill loses the cell in progress: drop one result; a rerun runs that cell only (in a
+    # worker process: two workers)
+    victim = run_dir / "cells" / "synthetic" / "seed-1" / "result.json"
+    victim.unlink()
+    before = {p: p.stat().st_mtime_ns for p in run_dir.glob("**/result.json")}
+    before.update({p: p.stat().st_mtime_ns for p in run_dir.glob("*/*/done.json")})
+    summary = run_study(load_recipe("toy", TINY + [f"study.variants={variants}"]), run_dir)
+    assert summary["ran"] == ["cells/synthetic/seed-1"] and summary["failed"] == {}
+    assert len(summary["skipped"]) == 7
+    assert victim.is_file()
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    # a finished cell is not silently reused under another recipe
+    with pytest.raises(ConfigError, match="another recipe"):
+        run_study(load_recipe("toy", TINY + [f"study.variants={variants}", "seg.lr=0.5"]), run_dir)
