@@ -5,7 +5,7 @@ The bank lives in `RUN_DIR/bank/segment_bank.npz`. It is built from the recipe's
 (`make_reader(recipe.data, recipe.data.train_split)`, so a low-data subset restricts it too) by
 the main process the first time `produce` (or `train stage=image`) needs it; the other
 processes wait and then load it. Later runs load it and check it against the recipe (classes,
-resolution, number of source images, `stages.image.composite.min_pixels` / `region_classes`);
+resolution, the source image ids, `stages.image.composite.min_pixels` / `region_classes`);
 a mismatch, an empty bank or a corrupt file stops with a `BankError` naming the file.
 
 There is nothing to train: `synthdata train stage=image` with `arch=composite` builds the bank
@@ -104,6 +104,8 @@ def prepare_bank(recipe: "Recipe", run_dir: str | Path, *, accelerator: Any = No
         raise error
     if bank is None:
         bank = load_or_build(path, reader, progress=False, log=None, **bank_settings(cfg))
+    if hasattr(reader, "item_id"):  # same count, other images (another data.subset file): refused
+        bank.check(source_ids=[reader.item_id(i) for i in range(len(reader))])
     return bank
 
 

@@ -359,3 +359,20 @@ def test_bench_composite_produce_tool_runs(monkeypatch, capsys):
     out = capsys.readouterr().out
     for variant in ("spade fp32", "composite, generated layouts", "composite, real layouts + copy-paste 3"):
         assert f"| {H}x{W} | {variant} | " in out, out
+
+
+def test_the_bank_obeys_the_low_data_subset(tmp_path, capsys):
+    from synthdata.core.recipe_loading import load_recipe
+    from synthdata.generation.texturing import prepare_bank
+
+    recipe = load_recipe("toy", [*COMPOSITE[:4], "data.subset=0.25"])
+    bank = prepare_bank(recipe, tmp_path, progress=False, log=None)
+    reader = make_reader(recipe.data, recipe.data.train_split)
+    assert len(reader) == 4 and bank.source_ids == sorted(reader.item_id(i) for i in range(4))
+    # another subset of the same size: the bank of the run dir is refused, naming it
+    ids = tmp_path / "ids.txt"
+    everything = make_reader(load_recipe("toy", COMPOSITE[:4]).data, "train")
+    ids.write_text("\n".join(everything.item_id(i) for i in range(1, 16, 4)))
+    other = load_recipe("toy", [*COMPOSITE[:4], f"data.subset={ids}"])
+    with pytest.raises(BankError, match="segment_bank.npz was built from other source images"):
+        prepare_bank(other, tmp_path, progress=False, log=None)
