@@ -164,7 +164,10 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
             G.load_state_dict(weights)
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit the recorded architecture: {e}") from e
-        generators[stage] = (G.to(device).eval().requires_grad_(False), arch)
+        G = G.to(device)
+        # SPADE stages: spectral norm folded into plain weights, channels_last on CPU (the fast path)
+        G = G.fold_for_inference() if hasattr(G, "fold_for_inference") else G.eval().requires_grad_(False)
+        generators[stage] = (G, arch)
     if not generators:
         raise CheckpointError(
             f"no trained stages in {run_dir / 'checkpoints'}; train them first with "
