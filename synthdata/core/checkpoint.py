@@ -13,21 +13,22 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
 from synthdata.core.contract import CheckpointError, ClassInfo
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save(obj)` to `path` via a temporary file in the same folder + rename."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(file)` on a temporary file beside `path`, fsync it and rename it to `path`: the
+    file either exists whole or not at all (a kill leaves at most a stray `.NAME.*.tmp`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +36,11 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save(obj)` to `path` via a temporary file in the same folder + rename."""
+    return write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def replace_dir_atomic(tmp_dir: Path, final_dir: Path) -> None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from synthdata.core.checkpoint import write_atomic
 from synthdata.core.contract import ClassInfo, DatasetError
 
 FORMAT = "synthdata-segment-bank"
@@ -269,16 +269,7 @@ class SegmentBank:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = np.frombuffer(json.dumps(self.header, sort_keys=True).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                _write_npz(f, {"header": header, **self.arrays()})
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: _write_npz(f, {"header": header, **self.arrays()}))
         self.path = path
         return path
 
