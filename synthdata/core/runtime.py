@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -61,8 +62,8 @@ def cpu_threads(*, environ: dict[str, str] | None = None, cores: int | None = No
     """Intra-op threads for this process, or None when the user chose them (`OMP_NUM_THREADS`).
 
     The cores this process may use (its affinity mask) shared by the processes of this machine
-    (`LOCAL_WORLD_SIZE` from accelerate/torchrun), less the cores other programs keep busy (the
-    1-minute load average when we start): PyTorch's OpenMP threads wait for each other at every
+    (`LOCAL_WORLD_SIZE` from accelerate/torchrun), less the cores other programs keep busy (runnable
+    tasks other than this one, sampled when we start): PyTorch's OpenMP threads wait for each other at every
     operation, so one thread more than there are free cores stalls them all (issue 16 measured
     generator training beside one busy process at 0.28-0.32x of idle speed with 2 threads and
     0.6-0.75x with 1 thread on a 2-core machine).
@@ -75,12 +76,25 @@ def cpu_threads(*, environ: dict[str, str] | None = None, cores: int | None = No
     local = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     share = max(1, cores // local)
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = 0.0
+        load = busy_elsewhere()
     free = cores - int(load + 0.5)  # busy cores, rounded: a half-busy core still counts as free
     return max(1, min(share, free if free > 0 else 1))
+
+
+def busy_elsewhere(samples: int = 5, interval: float = 0.01) -> float:
+    """Runnable tasks on this machine other than this process, the least of a few samples of
+    /proc/stat's `procs_running` (an instant count, unlike the load average, which still counts
+    work that ended a minute ago); 0 where /proc is not available."""
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                running = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+        except (OSError, StopIteration, ValueError):
+            return 0.0
+        counts.append(running - 1)  # this process is running while it reads
+        time.sleep(interval)
+    return float(max(0, min(counts)))
 
 
 def configure_threads() -> int:

@@ -37,3 +37,19 @@ def test_affinity_mask_bounds_the_threads():
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip() == "1", out.stderr[-1000:]
+
+
+def test_busy_elsewhere_counts_a_busy_process():
+    from synthdata.core.runtime import busy_elsewhere
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs /proc/stat")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert busy_elsewhere(samples=5, interval=0.02) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
