@@ -1,4 +1,4 @@
-"""Shared plumbing for entry points: error reporting and `accelerate launch path/to/file.py`."""
+"""Shared plumbing for entry points: one-line errors with exit code 2, and `--help`."""
 
 from __future__ import annotations
 
