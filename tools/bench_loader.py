@@ -1,19 +1,24 @@
-"""Loader benchmark: the same samples as WebDataset shards vs a folder of PNG files.
+"""Loader benchmark: our shard reader vs the stock webdataset pipeline on the same shards vs a
+folder of PNG files.
 
     python tools/bench_loader.py [--num 512] [--height 256] [--width 512] [--workers 2]
 
-Both loaders decode the same PNG bytes, apply the same augmentation (synthdata.data.loader's
-SampleTransform) and return the same batch format; the folder loader is a plain torch Dataset
-(three files per sample, float tensors made in the workers, persistent workers) as a typical
-trainer would write it.
-Prints samples/s and CPU ms per sample of each, their ratio, and peak memory (PSS, main + workers).
+All three decode the same PNG bytes, apply the same augmentation (SampleTransform) and return
+batches of the same format. The stock pipeline (wds.WebDataset, split_by_node/split_by_worker,
+shard and sample shuffle, batched) uses our decode_sample and collate, so it differs from ours
+only in reading, splitting and shuffling; the tool first asserts that both give equal batches
+from one shard. The folder loader is a plain torch Dataset (three files per sample, float tensors
+made in the workers, persistent workers) as a typical trainer would write it.
+Prints samples/s, CPU ms per sample and peak memory (PSS, main + workers) of each, and ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -23,12 +28,13 @@ import cv2
 import numpy as np
 import psutil
 import torch
-from torch.utils.data import DataLoader, Dataset
+import webdataset as wds
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from synthdata.core.seeding import numpy_rng
-from synthdata.data.loader import SampleTransform, make_loader
+from synthdata.core.seeding import derive_seed, numpy_rng
+from synthdata.data.loader import SampleTransform, collate, finish_batch, make_loader
 from synthdata.data.shard_writer import ShardWriter
-from synthdata.data.shards import encode_sample
+from synthdata.data.shards import decode_sample, encode_sample, resolve_urls
 
 
 def make_samples(num: int, height: int, width: int) -> list[dict]:
@@ -100,6 +106,66 @@ class FolderDataset(Dataset):
         return out
 
 
+class StockSample:
+    """decode + augment one raw webdataset sample as our loader does (decode_sample, then
+    SampleTransform seeded per worker); `source` "real" as in our batches."""
+
+    def __init__(self, *, augment: bool, with_depth: bool, seed: int):
+        self.augment, self.with_depth, self.seed = augment, with_depth, seed
+        self.transform: SampleTransform | None = None  # built in the worker, seeded by its id
+
+    def __call__(self, raw: dict) -> dict:
+        if self.transform is None:
+            info = get_worker_info()
+            if info is not None:
+                cv2.setNumThreads(1)  # as our loader does in its workers
+            rank = int(os.environ.get("RANK", 0))
+            self.transform = SampleTransform(augment=self.augment, crop=None, with_depth=self.with_depth,
+                                             seed=derive_seed(self.seed, 7, rank, info.id if info else 0, 0))
+        sample = decode_sample(raw, depth=self.with_depth)
+        if self.with_depth and "depth" not in sample:
+            sample["depth"] = np.zeros(sample["layout"].shape, np.float32)
+        sample["meta"]["source"] = "real"
+        return self.transform(sample)
+
+
+class StockLoader:
+    """The stock webdataset pipeline in a DataLoader: shards split by rank and worker, shard
+    shuffle, a 256-sample shuffle buffer (as ours), batches made in the workers by our collate
+    (uint8 in shared memory), float/int64 in the main process (finish_batch), as ours."""
+
+    def __init__(self, urls: list[str], *, batch_size: int, num_workers: int, augment: bool, shuffle: bool,
+                 with_depth: bool, seed: int = 0, partial: bool = False):
+        dataset = wds.WebDataset(urls, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
+                                 shardshuffle=len(urls) if shuffle else False, seed=seed)
+        if shuffle:
+            dataset = dataset.shuffle(256, initial=16)
+        dataset = dataset.map(StockSample(augment=augment, with_depth=with_depth, seed=seed)).batched(
+            batch_size, collation_fn=functools.partial(collate, with_depth=with_depth), partial=partial)
+        self.loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                                 persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers else None)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield finish_batch(batch)
+
+
+def check_same_batches(shard: str, batch_size: int, with_depth: bool) -> int:
+    """Ours and the stock pipeline, unshuffled and unaugmented, give equal batches from `shard`
+    (keys, sources, dtypes, shapes, values). Returns the number of samples compared."""
+    ours = make_loader(shard, batch_size=batch_size, augment=False, shuffle=False, with_depth=with_depth)
+    stock = StockLoader([shard], batch_size=batch_size, num_workers=0, augment=False, shuffle=False,
+                        with_depth=with_depth, partial=True)  # ours ends a finite pass with a partial batch
+    count = 0
+    for a, b in zip(ours, stock, strict=True):
+        assert a.keys() == b.keys() and a["key"] == b["key"] and a["source"] == b["source"], (a["key"], b["key"])
+        for name in ("image", "layout", "depth") if with_depth else ("image", "layout"):
+            assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), f"{name} differs in {shard}"
+        count += len(a["key"])
+    assert count >= batch_size, f"nothing compared in {shard}"
+    return count
+
+
 def _pss(process: psutil.Process) -> int:
     """Proportional set size: forked workers share pages with the parent, so summing RSS would
     count the shared pages once per process."""
@@ -138,9 +204,11 @@ class PeakMemory:
 
 
 def cpu_seconds() -> float:
-    """User + system CPU time of this process and its live children (the persistent workers)."""
+    """User + system CPU time of this process, its live children (the persistent workers) and
+    its children that ended (getrusage RUSAGE_CHILDREN: workers of a loader that stopped)."""
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = sum(me.cpu_times()[:2]) + ended.ru_utime + ended.ru_stime
     for child in me.children(recursive=True):
         try:
             total += sum(child.cpu_times()[:2])
@@ -175,6 +243,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternate the loaders; best round counts")
     parser.add_argument("--no-depth", dest="depth", action="store_false", help="segmentation only: skip depth")
     args = parser.parse_args()
+    if args.num // args.shard_size < max(1, args.workers):
+        parser.error("the stock webdataset pipeline needs at least one shard per worker "
+                     f"({args.num // args.shard_size} shards of {args.shard_size}, {args.workers} workers)")
     # 2 workers keep the 2 cores busy: a multi-threaded main process would only oversubscribe
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -184,14 +255,19 @@ def main() -> None:
         write_shards(samples, root / "shards", args.shard_size)
         write_folder(samples, root / "folder")
         del samples
+        urls, _ = resolve_urls(str(root / "shards"))
+        checked = check_same_batches(urls[0], args.batch_size, args.depth)
+        print(f"  ours and stock webdataset give equal batches on {checked} samples of {Path(urls[0]).name}")
         loaders = {
             "shards": lambda: make_loader(str(root / "shards"), batch_size=args.batch_size, augment=True,
                                           with_depth=args.depth, epoch_length=args.num, num_workers=args.workers, seed=0),
+            "webdataset": lambda: StockLoader(urls, batch_size=args.batch_size, num_workers=args.workers, augment=True,
+                                              shuffle=True, with_depth=args.depth),
             "folder": lambda: DataLoader(FolderDataset(root / "folder", args.depth), batch_size=args.batch_size, shuffle=True,
                                          num_workers=args.workers, drop_last=True,
                                          persistent_workers=args.workers > 0),
         }
-        results: dict[str, list[tuple[float, int, float]]] = {"shards": [], "folder": []}
+        results: dict[str, list[tuple[float, int, float]]] = {name: [] for name in loaders}
         for _ in range(args.rounds):
             for name, build in loaders.items():
                 loader = build()
@@ -202,12 +278,18 @@ def main() -> None:
                 results[name].append((rate, peak, cpu))
     best = {name: max(runs) for name, runs in results.items()}  # the least disturbed round
     cpu = {name: min(r[2] for r in runs) for name, runs in results.items()}
-    (s_rate, s_rss, _), (f_rate, f_rss, _) = best["shards"], best["folder"]
+    summary = ", ".join(f"{name} {best[name][0]:.1f} samples/s ({cpu[name]:.2f} CPU ms/sample, "
+                        f"peak PSS {best[name][1] / 2**20:.0f} MiB)" for name in results)
     print(f"loader benchmark: {args.num} samples {args.height}x{args.width}, {args.workers} workers, "
-          f"batch {args.batch_size}, {'with' if args.depth else 'no'} depth, {os.cpu_count()} CPUs (load avg {os.getloadavg()[0]:.1f}): "
-          f"shards {s_rate:.1f} samples/s ({cpu['shards']:.2f} CPU ms/sample, peak PSS {s_rss / 2**20:.0f} MiB), "
-          f"folder {f_rate:.1f} samples/s ({cpu['folder']:.2f} CPU ms/sample, peak PSS {f_rss / 2**20:.0f} MiB), "
-          f"ratio {s_rate / f_rate:.2f}x (CPU per sample {cpu['folder'] / cpu['shards']:.2f}x)")
+          f"batch {args.batch_size}, {'with' if args.depth else 'no'} depth, {os.cpu_count()} CPUs "
+          f"(load avg {os.getloadavg()[0]:.1f}): {summary}; "
+          f"shards vs folder: ratio {best['shards'][0] / best['folder'][0]:.2f}x "
+          f"(CPU per sample {cpu['folder'] / cpu['shards']:.2f}x), shards vs webdataset: "
+          f"{best['shards'][0] / best['webdataset'][0]:.2f}x (CPU per sample {cpu['webdataset'] / cpu['shards']:.2f}x)")
+    print("| loader | samples/s | CPU ms/sample | peak PSS MiB |\n| --- | --- | --- | --- |")
+    for name in results:
+        print(f"| {name} | {best[name][0]:.1f} | {cpu[name]:.2f} | {best[name][1] / 2**20:.0f} |")
+
 
 if __name__ == "__main__":
     main()

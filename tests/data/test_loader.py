@@ -234,6 +234,18 @@ def test_docs_loader_snippets_run_as_written(tmp_path, monkeypatch):
     assert isinstance(namespace["loss"], torch.Tensor) and namespace["logits"].shape == (4, 3, 32, 64)
 
 
+def test_docs_stock_webdataset_snippet_runs_as_written(tmp_path, monkeypatch):
+    """docs/loader.md's stock-pipeline snippet (fenced `py`) reads our shards as written."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "loader.md").read_text()
+    (block,) = re.findall(r"```py\n(.*?)```", doc, flags=re.S)
+    write(tmp_path / "shards" / "real", 8, tag="real")  # 2 shards: one per DataLoader worker
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "docs/loader.md", "exec"), namespace)
+    assert namespace["images"].shape == (4, 3, 32, 64) and namespace["images"].dtype == torch.float32
+    assert namespace["masks"].shape == (4, 32, 64) and namespace["masks"].dtype == torch.int64
+
+
 def test_loader_benchmark_runs(monkeypatch, capsys):
     import runpy
     import sys
