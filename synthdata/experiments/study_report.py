@@ -3,7 +3,9 @@
 Per variant: mIoU mean +- std over seeds; the paired difference to the baseline per seed (the
 same seed, the same evaluation images) with a t-interval over seeds and a per-image paired
 bootstrap interval; per-class differences; samples seen (the "equal steps" and "equal real
-samples" readings); the time it cost; one verdict line.
+samples" readings); the time it cost; one verdict line. Refine variants (SegGAN after training)
+also show their segmenter and refinement steps, the refinement's own gain and the paired
+difference to their control: the same segmenter trained as many steps more without refinement.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def summarize(plan: "Plan") -> dict[str, Any]:
     for name in plan.variants:
         mine = results[name]
         mious = [mine[s]["miou"] for s in sorted(mine)]
+        refined = {s: r["refine"] for s, r in mine.items() if r.get("refine")}
         row: dict[str, Any] = {
             "variant": name, "overrides": plan.variants[name], "seeds": sorted(mine),
             "miou": {str(s): mine[s]["miou"] for s in sorted(mine)},
@@ -87,6 +90,7 @@ def summarize(plan: "Plan") -> dict[str, Any]:
             "steps": sorted({mine[s]["steps"] for s in mine}),
             "samples": {src: float(np.mean([mine[s]["source_counts"].get(src, 0) for s in mine])) if mine else 0
                         for src in ("real", "synthetic")},
+            "refine_steps": sorted({r["steps"] for r in refined.values()}),
             # training-loop seconds (no start-up, no evaluation), comparable across in-process and worker runs
             "segment_seconds": float(np.mean([mine[s]["train_seconds"] or mine[s]["wall_seconds"] for s in mine]))
             if mine else None,
@@ -95,6 +99,12 @@ def summarize(plan: "Plan") -> dict[str, Any]:
         shared += [f"generators/{k}" for k, g in plan.generators.items() if name in g["used_by"]]
         row["shared_runs"] = shared
         row["generation_seconds"] = sum(seconds[k] or 0.0 for k in shared)
+        if refined:  # refinement reads real samples too: refine steps x its batch
+            row["samples"]["real"] += float(np.mean([r["steps"] * r["batch_size"] for r in refined.values()]))
+            row["refine"] = {"batch_size": sorted({r["batch_size"] for r in refined.values()}),
+                             "miou_before_mean": float(np.mean([r["miou_before"] for r in refined.values()])),
+                             "gain": t_interval([mine[s]["miou"] - r["miou_before"] for s, r in sorted(refined.items())],
+                                                study.confidence)}
         if name != study.baseline:
             paired = [s for s in sorted(mine) if s in base]
             row["paired_seeds"] = paired
@@ -115,8 +125,25 @@ def summarize(plan: "Plan") -> dict[str, Any]:
                 row["verdict_line"] = f"{name}: {_points(use)} mIoU: {row['verdict']}" + (
                     "" if use is row["t_interval"] else " (one seed: per-image bootstrap interval)")
         rows.append(row)
+    for row in rows:  # refined vs the same segmenter trained as many steps more without refining
+        row["controls"] = [_against(row["variant"], other, results, study) for other in plan.controls.get(row["variant"], [])]
     return {"rows": rows, "classes": classes, "missing": missing, "run_seconds": seconds,
             "confidence": study.confidence, "baseline": study.baseline}
+
+
+def _against(name: str, control: str, results: dict[str, dict[int, dict[str, Any]]], study) -> dict[str, Any]:
+    """Paired difference `name` minus `control` by seed (t over seeds, per-image bootstrap) and a verdict."""
+    mine, theirs = results[name], results[control]
+    paired = [s for s in sorted(mine) if s in theirs]
+    out: dict[str, Any] = {"control": control, "paired_seeds": paired}
+    if paired:
+        out["t_interval"] = t_interval([mine[s]["miou"] - theirs[s]["miou"] for s in paired], study.confidence)
+        out["bootstrap"] = _bootstrap([mine[s] for s in paired], [theirs[s] for s in paired], study)
+        use = out["t_interval"] if out["t_interval"].defined else out["bootstrap"]
+        out["verdict"] = verdict(use) if use is not None else "no interval"
+        out["verdict_line"] = f"{name} vs {control}: {_points(use)} mIoU: {out['verdict']}" + (
+            "" if use is out["t_interval"] else " (one seed: per-image bootstrap interval)")
+    return out
 
 
 def _bootstrap(mine: list[dict[str, Any]], base: list[dict[str, Any]], study) -> Interval | None:
@@ -188,8 +215,48 @@ def _plots(summary: dict[str, Any], out: Path) -> dict[str, str]:
     return pictures
 
 
+def _plain(value: Any) -> Any:
+    """Intervals (at any depth) as dicts, for report.json."""
+    if isinstance(value, Interval):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _fmt(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
     return "-" if value is None else f"{scale * value:.{digits}f}"
+
+
+def _refine_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
+    """The SegGAN section: per refine variant its steps, the refinement's own gain, its control."""
+    rows = [r for r in summary["rows"] if r["variant"] in plan.controls]
+    if not rows:
+        return []
+    lines = ["## SegGAN refinement", "",
+             "Refine variants train the segmenter, then fine-tune it with SegGAN's loss through the frozen image "
+             "stage (`synthdata refine`); the refined segmenter is the cell's result. The fair control is the same "
+             "segmenter trained as many steps more without refinement: a variant with `seg.steps` raised by "
+             "`refine.steps` (and the same other seg.* keys and synthetic data).", ""]
+    for row in rows:
+        recipe = plan.resolved[row["variant"]]
+        seg_steps, steps = recipe.seg.steps, recipe.refine.steps
+        line = (f"- {row['variant']}: segmenter {seg_steps} steps, then {steps} SegGAN steps (batch "
+                f"{recipe.refine.batch_size}, lambda_C {recipe.refine.lambda_content:g}, lambda_A "
+                f"{recipe.refine.lambda_adv:g})")
+        if row.get("refine"):
+            line += (f"; mIoU {_fmt(row['refine']['miou_before_mean'])} before refinement, {_fmt(row['miou_mean'])} "
+                     f"after ({_points(row['refine']['gain'])} by refining)")
+        for c in row["controls"]:
+            line += f"; vs {c['control']} ({seg_steps + steps} steps, no refinement): " + (
+                f"{_points(c.get('t_interval'))}: {c['verdict']}" if "verdict" in c else "not run yet")
+        if not row["controls"]:
+            line += (f"; no control in this study: add a variant with `seg.steps: {seg_steps + steps}` and this "
+                     "variant's other seg.* keys to compare at equal steps")
+        lines.append(line + ".")
+    return lines + [""]
 
 
 def write_study_report(plan: "Plan") -> Path:
@@ -212,22 +279,27 @@ def write_study_report(plan: "Plan") -> Path:
              + ".", "",
              "## Verdicts", ""]
     lines += [f"- {r['verdict_line']}" for r in summary["rows"] if "verdict_line" in r]
+    lines += [f"- {c['verdict_line']}" for r in summary["rows"] for c in r["controls"] if "verdict_line" in c]
     lines += ["", INTERVAL_RULE.format(conf=conf), "",
               "## Table", "",
               f"| variant | seeds | mIoU mean +- std | difference [{conf}% t over seeds] | "
-              f"difference [{conf}% bootstrap over images] | steps | real samples | synthetic samples | "
-              "train s / seed | generation s (shared) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              f"difference [{conf}% bootstrap over images] | steps | refine steps | real samples | "
+              "synthetic samples | train s / seed | generation s (shared) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["rows"]:
         lines.append(
             f"| {r['variant']} | {len(r['seeds'])} | {_fmt(r['miou_mean'])} +- {_fmt(r['miou_std'])} | "
             f"{_points(r.get('t_interval'))} | {_points(r.get('bootstrap'))} | "
-            f"{', '.join(map(str, r['steps'])) or '-'} | {r['samples']['real']:.0f} | {r['samples']['synthetic']:.0f} | "
+            f"{', '.join(map(str, r['steps'])) or '-'} | {', '.join(map(str, r['refine_steps'])) or '-'} | "
+            f"{r['samples']['real']:.0f} | {r['samples']['synthetic']:.0f} | "
             f"{_fmt(r['segment_seconds'], 1, 0)} | {r['generation_seconds']:.0f} |")
     lines += ["", "Differences are mIoU points (variant minus baseline, paired by seed); the bootstrap is over "
               "per-image mIoU (each image's mean IoU over the classes in its prediction or ground truth). "
               "Read 'equal steps' across rows with the same steps; 'equal real samples' from the real-samples "
-              "column (a variant that spends part of each batch on synthetic data sees fewer real samples).", ""]
+              "column (a variant that spends part of each batch on synthetic data sees fewer real samples; "
+              "SegGAN refinement adds its steps x its batch). Steps are the segmenter's; refine steps come after them.",
+              ""]
+    lines += _refine_lines(plan, summary)
     if plan.generators or plan.productions:
         lines += ["## Shared generator and production runs", "", "| run | used by | seconds |", "| --- | --- | --- |"]
         for kind, runs in (("generators", plan.generators), ("productions", plan.productions)):
@@ -241,8 +313,7 @@ def write_study_report(plan: "Plan") -> Path:
     for caption, name in pictures.items():
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
     (out / "report.md").write_text("\n".join(lines))
-    data = {"title": lines[0][2:], "summary": {**summary, "rows": [
-        {k: (v.to_dict() if isinstance(v, Interval) else v) for k, v in r.items()} for r in summary["rows"]]},
-        "interval_rule": INTERVAL_RULE.format(conf=conf), "seeds": plan.seeds, "pictures": pictures}
-    (out / "report.json").write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
+    data = {"title": lines[0][2:], "summary": summary, "interval_rule": INTERVAL_RULE.format(conf=conf),
+            "seeds": plan.seeds, "pictures": pictures}
+    (out / "report.json").write_text(json.dumps(_json_safe(_plain(data)), indent=1, allow_nan=False))
     return out / "report.md"

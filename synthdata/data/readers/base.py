@@ -234,6 +234,19 @@ def subset_indices(ids: list[str], spec: float | str, where: str = "data.subset"
     return sorted(keep), text
 
 
+def refuse_subset_of_shards(cfg: DataConfig, key: str, shards: str | None) -> None:
+    """`data.subset` restricts the reader; a command told to read real data from shards instead
+    (`key`, e.g. `train.shards`) would bypass it, so the combination is refused. Shards do carry
+    sample ids, but a fraction or every:K subset is a rule over the reader's split, which a shard
+    folder need not hold: export the subset itself as shards instead."""
+    if shards and cfg.subset is not None:
+        raise ConfigError(
+            f"{key}={shards} and data.subset={cfg.subset} cannot be combined: data.subset restricts the reader's "
+            f"'{cfg.train_split}' split, and {key} reads shards instead, which it does not restrict. Unset {key} to "
+            f"read the subset through the reader, or write the subset as shards (`synthdata export recipe=... "
+            f"data.subset={cfg.subset} split={cfg.train_split} out=DIR`) and give {key}=DIR without data.subset")
+
+
 def apply_subset(reader: DatasetReader, spec: float | str) -> DatasetReader:
     """Restrict `reader` in place to a `data.subset`; `reader.subset` records what was kept."""
     ids = [reader.item_id(i) for i in range(len(reader))]

@@ -1,0 +1,113 @@
+"""A study's cells (variant x seed): where they live, their fingerprints, and the result.json
+written from a segment run's report or, for refine variants, from the refined segmenter's report
+beside the segment run's scores (`segment.json`); atomic JSON markers for finished jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from synthdata.core.recipe import Recipe
+from synthdata.core.recipe_loading import recipe_to_dict
+
+
+def digest(tree: Any) -> str:
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Cell:
+    variant: str
+    seed: int
+    run_dir: Path
+    overrides: dict[str, Any]
+    production: str | None  # production key, None for real-only cells
+    # refine variants: {"overrides": refine.* keys, "generator": image stage checkpoint, "run": generator key or None}
+    refine: dict[str, Any] | None = None
+
+    @property
+    def result_path(self) -> Path:
+        return self.run_dir / "result.json"
+
+    @property
+    def segment_path(self) -> Path:
+        """Refine cells: the segment job's result (before refinement)."""
+        return self.run_dir / "segment.json"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-") or "variant"
+
+
+def cell_id(cell: Cell) -> str:
+    return f"cells/{slug(cell.variant)}/seed-{cell.seed}"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
+    def done(seconds: float) -> None:
+        write_json_atomic(path, {**info, "seconds": round(seconds, 2)})
+    return done
+
+
+def cell_fingerprint(cell: Cell, recipe: Recipe) -> str:
+    tree = recipe_to_dict(dataclasses.replace(recipe, seed=cell.seed))
+    tree["study"] = None
+    tree["seg"]["synthetic"] = cell.overrides.get("seg.synthetic")
+    return digest(tree)
+
+
+def scores(cell: Cell, recipe: Recipe, report_dir: Path, seconds: float) -> dict[str, Any]:
+    """A cell's result from the report in `report_dir` (a segment or refine run's evaluation)."""
+    report = json.loads((report_dir / "report.json").read_text())
+    metrics, info = report["metrics"], report["info"]
+    per_image = metrics.get("image_iou", {}).get("per_image", [])
+    return {
+        "variant": cell.variant, "seed": cell.seed, "fingerprint": cell_fingerprint(cell, recipe),
+        "miou": metrics["miou"], "pixel_accuracy": metrics.get("pixel_accuracy"),
+        "per_class_iou": metrics.get("per_class_iou"), "classes": report["classes"]["classes"],
+        "per_image": [{"id": p["id"], "per_class_iou": p["per_class_iou"]} for p in per_image],
+        "steps": info.get("steps"), "batch_size": info.get("batch_size"),
+        "source_counts": info.get("source_counts", {}), "train_seconds": info.get("train_seconds"),
+        "wall_seconds": round(seconds, 2), "checkpoint_sha256": info.get("checkpoint_sha256"),
+        "overrides": cell.overrides,
+    }
+
+
+def segment_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:
+    def done(seconds: float) -> None:
+        write_json_atomic(cell.segment_path, scores(cell, recipe, cell.run_dir / "report", seconds))
+    return done
+
+
+def cell_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:
+    """Writes result.json: the segmenter's scores, or for refine cells the refined segmenter's,
+    with the segmenter's steps and samples and the refinement's steps beside them."""
+    def done(seconds: float) -> None:
+        if cell.refine is None:
+            write_json_atomic(cell.result_path, scores(cell, recipe, cell.run_dir / "report", seconds))
+            return
+        before = json.loads(cell.segment_path.read_text())
+        result = scores(cell, recipe, cell.run_dir / "refine" / "after", seconds)
+        cfg = recipe.refine
+        refine = {"steps": result["steps"], "batch_size": cfg.batch_size, "lambda_content": cfg.lambda_content,
+                  "lambda_adv": cfg.lambda_adv, "lr": cfg.lr, "miou_before": before["miou"],
+                  "train_seconds": result["train_seconds"], "wall_seconds": result["wall_seconds"]}
+        result.update({k: before[k] for k in ("steps", "batch_size", "source_counts")}, refine=refine,
+                      train_seconds=(before["train_seconds"] or 0) + (refine["train_seconds"] or 0),
+                      wall_seconds=round(before["wall_seconds"] + seconds, 2))
+        write_json_atomic(cell.result_path, result)
+    return done
