@@ -35,7 +35,8 @@ from bench_produce import random_run_dir  # noqa: E402
 from synthdata.core.recipe_loading import parse_command_line  # noqa: E402
 from synthdata.data.readers import make_reader  # noqa: E402
 from synthdata.data.shards import encode_sample  # noqa: E402
-from synthdata.generation.layout_sources import GeneratedLayouts, ObjectPool, RealLayouts  # noqa: E402
+from synthdata.generation.copy_paste import ObjectPool  # noqa: E402
+from synthdata.generation.layout_sources import GeneratedLayouts, RealLayouts  # noqa: E402
 from synthdata.generation.production import ShardGenerator  # noqa: E402
 from synthdata.generation.quality_controls import QualityControls  # noqa: E402
 from synthdata.generation.sampler import load_pipeline  # noqa: E402

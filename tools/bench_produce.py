@@ -23,8 +23,9 @@ import torch  # noqa: E402
 from synthdata.core.recipe import Recipe  # noqa: E402
 from synthdata.core.recipe_loading import parse_command_line, recipe_to_dict  # noqa: E402
 from synthdata.generation.layout_sources import GeneratedLayouts  # noqa: E402
-from synthdata.generation.production import ShardGenerator, produce_shards, shard_sizes  # noqa: E402
+from synthdata.generation.production import ShardGenerator, produce_shards  # noqa: E402
 from synthdata.generation.quality_controls import QualityControls  # noqa: E402
+from synthdata.generation.shard_plan import shard_sizes  # noqa: E402
 
 ARGUMENTS = {"run_dir": None, "num_samples": 256, "batch_size": 32, "shard_size": 64,
              "precisions": "no,bf16", "encode_workers": 2, "repeats": 3}
@@ -41,11 +42,11 @@ def random_run_dir(recipe: Recipe, folder: Path) -> Path:
     classes = ClassInfo(names, default_palette(len(names)), recipe.data.ignore_index)
     torch.manual_seed(0)
     for stage in stages.STAGES:
-        arch = stages.stage_arch(stage, recipe, num_classes=len(names), use_depth=True, max_depth=80.0)
-        model = stages.build_generator(arch)
+        spec = stages.stage_spec(stage, recipe, num_classes=len(names), use_depth=True, max_depth=80.0)
+        model = spec.build_generator()
         save_atomic(
             portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=0,
-                                recipe=recipe_to_dict(recipe), classes=classes, arch=arch),
+                                recipe=recipe_to_dict(recipe), classes=classes, arch=spec.to_dict()),
             folder / "checkpoints" / stage / "latest.pt",
         )
     return folder

@@ -64,17 +64,16 @@ def _batches(reader, batch_size: int, with_depth: bool) -> list[dict[str, torch.
     return list(loader)
 
 
-def _stage_l1(arch: dict[str, Any], G: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
+def _stage_l1(spec: Any, G: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
               mean_target: torch.Tensor | None = None) -> float:
-    """Mean L1 between generator output (or `mean_target`) and the target, over known pixels."""
-    from synthdata.generation import stages
-
+    """Mean L1 between generator output (or `mean_target`) and the target, over known pixels;
+    `spec`: the stage's `StageSpec`."""
     total, count = 0.0, 0.0
     gen = torch.Generator().manual_seed(0)
     for batch in batches:
-        inp = stages.stage_inputs(arch, batch, stages.noise(arch, len(batch["layout"]), gen, "cpu"))
+        inp = spec.inputs(batch, spec.noise(len(batch["layout"]), gen, "cpu"))
         with torch.inference_mode():
-            out = mean_target.expand_as(inp.target) if mean_target is not None else stages.generate(arch, G, inp).float()
+            out = mean_target.expand_as(inp.target) if mean_target is not None else spec.generate(G, inp).float()
         err = (out - inp.target).abs()
         mask = torch.ones_like(err) if inp.mask is None else inp.mask.expand_as(err).float()
         total += float((err * mask).sum())
@@ -105,13 +104,13 @@ def quality(argv: list[str]) -> None:
     n = int(args["num_layouts"])
     seeds = list(range(10_000, 10_000 + n))
     fake = np.concatenate([pipe.layouts_from_seeds(seeds[i:i + bs]).numpy() for i in range(0, n, bs)])
-    layout_arch = pipe.generator("layout")[1]
-    seed_step(recipe.seed, stages.STAGE_IDS["layout"])
-    untrained = stages.build_generator(layout_arch).eval()
+    layout_spec = pipe.generator("layout")[1]
+    seed_step(recipe.seed, layout_spec.stage_id)
+    untrained = layout_spec.build_generator().eval()
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        z = torch.randn(n, layout_arch["z_dim"], generator=gen)
-        rand = torch.cat([stages.generate(layout_arch, untrained, stages.StageInputs(None, None, None, z[i:i + bs]))
+        z = torch.randn(n, layout_spec.z_dim, generator=gen)
+        rand = torch.cat([layout_spec.generate(untrained, stages.StageInputs(None, None, None, z[i:i + bs]))
                           .argmax(1) for i in range(0, n, bs)]).numpy()
     js_trained = js_divergence(real["pixel_frequency"], layout_statistics(fake, num_classes=num_classes)["pixel_frequency"])
     js_untrained = js_divergence(real["pixel_frequency"], layout_statistics(rand, num_classes=num_classes)["pixel_frequency"])
@@ -126,13 +125,13 @@ def quality(argv: list[str]) -> None:
     for stage in ("depth", "image"):
         if stage == "depth" and not with_depth:
             continue
-        G, arch = pipe.generator(stage)
-        seed_step(recipe.seed, stages.STAGE_IDS[stage])  # the initial weights training started from
-        G0 = stages.build_generator(arch).eval()
-        targets = [stages.stage_inputs(arch, b, None).target for b in train_batches]
+        G, spec = pipe.generator(stage)
+        seed_step(recipe.seed, spec.stage_id)  # the initial weights training started from
+        G0 = spec.build_generator().eval()
+        targets = [spec.inputs(b, None).target for b in train_batches]
         mean_target = torch.cat(targets).mean(0, keepdim=True)
-        row = [_stage_l1(arch, G, val_batches), _stage_l1(arch, G0, val_batches),
-               _stage_l1(arch, G, val_batches, mean_target)]
+        row = [_stage_l1(spec, G, val_batches), _stage_l1(spec, G0, val_batches),
+               _stage_l1(spec, G, val_batches, mean_target)]
         print(f"| {stage} | " + " | ".join(f"{v:.4f}" for v in row) + " |", flush=True)
 
 

@@ -168,8 +168,8 @@ def run(recipe: Recipe, args: dict) -> dict[str, Path]:
         notes.append(f"seeds {'->'.join(map(str, seeds))}: {len(frames['image'])} frames")
     if specs is not None:
         targets = real_layouts(recipe, specs, classes=pipe.classes, height=pipe.height, width=pipe.width)
-        G, arch = pipe.generator("layout")
-        inv = invert_layouts(G, targets, z_dim=int(arch["z_dim"]), starts=int(args["starts"]),
+        G, spec = pipe.generator("layout")
+        inv = invert_layouts(G, targets, z_dim=spec.z_dim, starts=int(args["starts"]),
                              steps=int(args["invert_steps"]), lr=float(args["lr"]),
                              ignore_index=pipe.classes.ignore_index, seed=recipe.seed)
         indices = [parse_layout_spec(s)[1] for s in specs]

@@ -3,8 +3,8 @@
     pipe = load_pipeline(run_dir); codes = chain_codes(pipe, [3, 17])    # {stage: (2, z_dim)}
     frames = interpolate_chain(pipe, {k: v[0] for k, v in codes.items()},
                                {k: v[1] for k, v in codes.items()}, steps=8, mode="slerp")
-    G, arch = pipe.generator("layout")
-    inv = invert_layouts(G, layouts, z_dim=arch["z_dim"])  # inv.z -> pipe.layouts_from_z(inv.z)
+    G, spec = pipe.generator("layout")
+    inv = invert_layouts(G, layouts, z_dim=spec.z_dim)  # inv.z -> pipe.layouts_from_z(inv.z)
 
 Command line (strip PNG + GIF): `python tools/interpolate.py run_dir=DIR seeds=3,17 ...`.
 """

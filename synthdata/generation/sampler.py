@@ -20,6 +20,7 @@ from synthdata.core.palette import colorize
 from synthdata.core.seeding import torch_generator
 from synthdata.core.visualize import depth_to_rgb
 from synthdata.generation import stages
+from synthdata.generation.encodings import one_hot
 
 
 def stage_checkpoint(run_dir: str | Path, stage: str) -> tuple[dict[str, Any], Path]:
@@ -41,29 +42,19 @@ def stage_checkpoint(run_dir: str | Path, stage: str) -> tuple[dict[str, Any], P
         return load_checkpoint(previous), previous
 
 
-def decode_output(arch: dict, out: torch.Tensor) -> torch.Tensor:
-    """Generator output -> data: layout logits (B, C, H, W) -> (B, H, W) int64 by argmax; depth
-    (B, 1, H, W) in [-1, 1] -> (B, H, W) metres; image (B, 3, H, W) [-1, 1] -> [0, 1]."""
-    if arch["stage"] == "layout":
-        return out.argmax(1)
-    if arch["stage"] == "depth":
-        return stages.denormalize_depth(out[:, 0], arch["max_depth"])
-    return ((out.float() + 1.0) * 0.5).clamp(0, 1)
-
-
 class Pipeline:
     """Trained stage generators of one run dir, in eval mode on one device."""
 
-    def __init__(self, generators: dict[str, tuple[torch.nn.Module, dict]], *, classes: ClassInfo,
+    def __init__(self, generators: dict[str, tuple[torch.nn.Module, stages.StageSpec]], *, classes: ClassInfo,
                  recipe: dict, run_dir: Path, device: torch.device, autocast: bool = False):
         self.generators, self.classes, self.recipe = generators, classes, recipe
         self.run_dir, self.device, self.autocast = run_dir, device, autocast
-        arch = next(iter(generators.values()))[1]
-        self.height, self.width = int(arch["height"]), int(arch["width"])
+        spec = next(iter(generators.values()))[1]
+        self.height, self.width = spec.height, spec.width
         self.has_depth = "depth" in generators
         self.depth_scale = float(recipe.get("data", {}).get("depth_scale", 0.001))
 
-    def _stage(self, stage: str) -> tuple[torch.nn.Module, dict]:
+    def _stage(self, stage: str) -> tuple[torch.nn.Module, stages.StageSpec]:
         if stage not in self.generators:
             name = self.recipe.get("name", "...")
             raise CheckpointError(
@@ -72,30 +63,28 @@ class Pipeline:
             )
         return self.generators[stage]
 
-    def generator(self, stage: str) -> tuple[torch.nn.Module, dict]:
-        """(generator in eval mode, its arch record) of a trained stage; untrained raises."""
+    def generator(self, stage: str) -> tuple[torch.nn.Module, stages.StageSpec]:
+        """(generator in eval mode, its `StageSpec`) of a trained stage; untrained raises."""
         return self._stage(stage)
 
     def noise(self, stage: str, seeds: list[int]) -> torch.Tensor | None:
         """The noise (B, z_dim) that `stage` draws for `seeds` (None: the stage takes none)."""
         return self._noise(self._stage(stage)[1], list(seeds))
 
-    def _noise(self, arch: dict, seeds: list[int]) -> torch.Tensor | None:
-        z_dim = int(arch.get("z_dim") or 0)
-        if not z_dim:
+    def _noise(self, spec: stages.StageSpec, seeds: list[int]) -> torch.Tensor | None:
+        if not spec.z_dim:
             return None
-        sid = stages.STAGE_IDS[arch["stage"]]
-        z = [torch.randn(z_dim, generator=torch_generator(int(s), sid)) for s in seeds]
+        z = [torch.randn(spec.z_dim, generator=torch_generator(int(s), spec.stage_id)) for s in seeds]
         return torch.stack(z).to(self.device)
 
     def _run(self, stage: str, cond: torch.Tensor | None, seeds: list[int],
              z: torch.Tensor | None = None) -> torch.Tensor:
-        G, arch = self._stage(stage)
-        z = self._noise(arch, seeds) if z is None else z.to(self.device, torch.float32)
+        G, spec = self._stage(stage)
+        z = self._noise(spec, seeds) if z is None else z.to(self.device, torch.float32)
         inp = stages.StageInputs(cond, cond, None, z)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = stages.generate(arch, G, inp)
-        return decode_output(arch, out.float())
+            out = spec.generate(G, inp)
+        return spec.decode(out.float())
 
     @torch.inference_mode()
     def layouts_from_seeds(self, seeds: list[int]) -> torch.Tensor:
@@ -119,15 +108,12 @@ class Pipeline:
             raise ValueError(f"layouts must be (B, H, W) with B = len(seeds) = {len(seeds)}, got {tuple(layouts.shape)}")
         if tuple(layouts.shape[1:]) != (self.height, self.width):
             raise ValueError(f"layouts are {tuple(layouts.shape[1:])}, the generators make {(self.height, self.width)}")
-        onehot = stages.one_hot(layouts, self.classes.num_classes)
+        onehot = one_hot(layouts, self.classes.num_classes)
         depth = self._run("depth", onehot, seeds, noise.get("depth")) if self.has_depth else None
-        _, image_arch = self._stage("image")
-        cond = onehot
-        if image_arch.get("use_depth"):
-            if depth is None:
-                self._stage("depth")  # raises, naming the command
-            norm, _ = stages.normalize_depth(depth[:, None], image_arch["max_depth"])
-            cond = torch.cat([onehot, norm], 1)
+        _, image_spec = self._stage("image")
+        if image_spec.use_depth and depth is None:
+            self._stage("depth")  # raises, naming the command
+        cond = image_spec.condition(onehot, None if depth is None else depth[:, None])
         image = self._run("image", cond, seeds, noise.get("image"))
         return {"layout": layouts, "depth": depth, "image": image}
 
@@ -142,7 +128,7 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
     were not trained raise `CheckpointError` when first needed; none at all raises now."""
     run_dir = Path(run_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    generators: dict[str, tuple[torch.nn.Module, dict]] = {}
+    generators: dict[str, tuple[torch.nn.Module, stages.StageSpec]] = {}
     classes, recipe = None, {}
     for stage in stages.STAGES:
         try:
@@ -155,10 +141,10 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
             classes, recipe = ClassInfo.from_dict(ckpt["classes"]), ckpt.get("recipe") or {}
         else:
             check_classes(ckpt, classes, path)
-        arch = ckpt.get("arch") or {}
-        if arch.get("stage") != stage:
-            raise CheckpointError(f"{path} is not a {stage} stage checkpoint (arch: {arch.get('stage')})")
-        G = stages.build_generator(arch)
+        spec = stages.spec_from_dict(ckpt.get("arch"), where=f"{path} (arch)")
+        if spec.stage != stage:
+            raise CheckpointError(f"{path} is not a {stage} stage checkpoint (arch: {spec.stage})")
+        G = spec.build_generator()
         weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
         try:
             G.load_state_dict(weights)
@@ -167,7 +153,7 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
         G = G.to(device)
         # SPADE stages: spectral norm folded into plain weights, channels_last on CPU (the fast path)
         G = G.fold_for_inference() if hasattr(G, "fold_for_inference") else G.eval().requires_grad_(False)
-        generators[stage] = (G, arch)
+        generators[stage] = (G, spec)
     if not generators:
         raise CheckpointError(
             f"no trained stages in {run_dir / 'checkpoints'}; train them first with "

@@ -1,137 +1,36 @@
-"""The generator stages: what each one feeds its generator and critic, and its losses.
+"""The generator stages as typed specs: each builds its networks, feeds them and scores them.
 
-layout: z -> C-class logits; the critic sees real one-hot maps and straight-through Gumbel
-one-hot fakes (WGAN-GP or non-saturating). depth / image: SPADE-style conditional GANs (hinge +
-feature matching + L1) on one-hot layouts (+ depth for the image stage).
+layout: z -> C-class logits; the critic sees real one-hot maps and straight-through Gumbel one-hot
+fakes (WGAN-GP or non-saturating). depth / image: SPADE-style conditional GANs (hinge + feature
+matching + L1) on one-hot layouts (+ depth for the image stage). Checkpoints store `to_dict()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from synthdata import models
-from synthdata.core.contract import ConfigError
+from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.recipe import LayoutStageConfig, Recipe, SpadeStageConfig
+from synthdata.generation.encodings import denormalize_depth, normalize_depth, one_hot
 from synthdata.models import losses, straight_through_onehot
 
 STAGES = ("layout", "depth", "image")
 STAGE_IDS = {name: i for i, name in enumerate(STAGES)}  # keys for derived seeds
+LAYOUT_LOSSES = ("wgan-gp", "nonsaturating")
+
+Augment = Callable[[torch.Tensor], torch.Tensor] | None
 
 
 def check_stage(stage: Any) -> str:
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}. Valid stages: {', '.join(STAGES)}")
     return stage
-
-
-# --------------------------------------------------------------------------------------------
-# Tensor encodings
-# --------------------------------------------------------------------------------------------
-
-
-def one_hot(layout: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, H, W) class indices -> (B, C, H, W) float one-hot; ignore pixels are all-zero vectors."""
-    valid = (layout >= 0) & (layout < num_classes)
-    out = F.one_hot(torch.where(valid, layout, 0).long(), num_classes).permute(0, 3, 1, 2)
-    return out.float() * valid.unsqueeze(1)
-
-
-def normalize_depth(depth: torch.Tensor, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depth in metres (B, 1, H, W) -> (log-depth in [-1, 1], valid mask (B, 1, H, W) float).
-
-    `2 * log1p(d) / log1p(max_depth) - 1`: log spacing gives near objects, which cover most
-    pixels that matter, more of the range. Unknown depth (0, NaN, inf) becomes 0 with mask 0.
-    """
-    valid = torch.isfinite(depth) & (depth > 0)
-    d = torch.where(valid, depth, torch.zeros_like(depth)).clamp(max=max_depth)
-    norm = 2.0 * torch.log1p(d) / math.log1p(max_depth) - 1.0
-    return norm * valid, valid.float()
-
-
-def denormalize_depth(norm: torch.Tensor, max_depth: float) -> torch.Tensor:
-    """Inverse of `normalize_depth`: [-1, 1] -> metres in [0, max_depth]."""
-    return torch.expm1((norm.float().clamp(-1, 1) + 1.0) * 0.5 * math.log1p(max_depth))
-
-
-def depth_range(samples: list[dict[str, Any]]) -> float:
-    """Max depth for the normalisation: the largest valid depth in `samples`, plus a 10% margin
-    so generated depth can go a little beyond what the first samples showed."""
-    best = 0.0
-    for s in samples:
-        d = s.get("depth")
-        if d is None:
-            continue
-        d = torch.as_tensor(d, dtype=torch.float32)
-        valid = d[torch.isfinite(d) & (d > 0)]
-        if valid.numel():
-            best = max(best, float(valid.max()))
-    if best <= 0:
-        raise ConfigError("the depth stage needs depth ground truth, but the samples have no valid depth")
-    return best * 1.1
-
-
-# --------------------------------------------------------------------------------------------
-# Architecture records (stored in checkpoints so a run dir can rebuild its networks)
-# --------------------------------------------------------------------------------------------
-
-
-def stage_arch(stage: str, recipe: Recipe, *, num_classes: int, use_depth: bool, max_depth: float | None) -> dict:
-    """Everything needed to rebuild a stage's generator: the stage config + sizes and channels."""
-    cfg = getattr(recipe.stages, stage)
-    arch = dict(dataclasses.asdict(cfg), stage=stage, num_classes=num_classes,
-                height=recipe.data.height, width=recipe.data.width, max_depth=max_depth)
-    if stage == "depth":
-        arch.update(cond_channels=num_classes, out_channels=1, use_depth=False)
-    elif stage == "image":
-        arch.update(cond_channels=num_classes + int(use_depth), out_channels=3, use_depth=use_depth)
-    return arch
-
-
-def _config(cls: type, arch: dict) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in arch.items() if k in names})
-
-
-def _checked_build(arch: dict, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-    """Model errors (unknown arch, a size the architecture cannot make) as recipe errors."""
-    try:
-        return build()
-    except ValueError as e:
-        raise ConfigError(f"stages.{arch['stage']} (arch={arch.get('arch')!r}, "
-                          f"{arch['height']}x{arch['width']}): {e}") from e
-
-
-def build_generator(arch: dict) -> torch.nn.Module:
-    """The stage's generator, rebuilt from an architecture record (see `stage_arch`)."""
-
-    if arch["stage"] == "layout":
-        return _checked_build(arch, lambda: models.build_layout_generator(
-            _config(LayoutStageConfig, arch), num_classes=arch["num_classes"],
-            height=arch["height"], width=arch["width"]))
-    return _checked_build(arch, lambda: models.build_conditional_generator(
-        _config(SpadeStageConfig, arch), cond_channels=arch["cond_channels"],
-        out_channels=arch["out_channels"], height=arch["height"], width=arch["width"]))
-
-
-def build_discriminator(arch: dict) -> torch.nn.Module:
-
-    if arch["stage"] == "layout":
-        return _checked_build(arch, lambda: models.build_layout_critic(
-            _config(LayoutStageConfig, arch), num_classes=arch["num_classes"],
-            height=arch["height"], width=arch["width"]))
-    return _checked_build(arch, lambda: models.build_conditional_discriminator(
-        _config(SpadeStageConfig, arch), in_channels=arch["cond_channels"] + arch["out_channels"]))
-
-
-# --------------------------------------------------------------------------------------------
-# Batches -> network inputs
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -146,116 +45,331 @@ class StageInputs:
     z: torch.Tensor | None
 
 
-def stage_inputs(arch: dict, batch: dict[str, Any], z: torch.Tensor | None) -> StageInputs:
-    """Loader batch (image (B,3,H,W) in [0,1], layout (B,H,W), depth (B,1,H,W)) -> `StageInputs`."""
-    layout = one_hot(batch["layout"], arch["num_classes"])
-    stage = arch["stage"]
-    if stage == "layout":
-        return StageInputs(None, layout, None, z)
-    if stage == "depth":
-        target, mask = normalize_depth(batch["depth"], arch["max_depth"])
-        return StageInputs(layout, target, mask, z)
-    cond = layout
-    if arch["use_depth"]:
-        depth, _ = normalize_depth(batch["depth"], arch["max_depth"])
-        cond = torch.cat([layout, depth], 1)
-    return StageInputs(cond, batch["image"] * 2.0 - 1.0, None, z)
-
-
-def noise(arch: dict, batch_size: int, generator: torch.Generator | None, device) -> torch.Tensor | None:
-    z_dim = arch.get("z_dim", 0)
-    if not z_dim:
-        return None
-    return torch.randn(batch_size, z_dim, generator=generator).to(device)
-
-
-# --------------------------------------------------------------------------------------------
-# Losses of one micro-batch (D phase and G phase); each returns (loss, logged scalars)
-# --------------------------------------------------------------------------------------------
-
-
-def generate(arch: dict, G: torch.nn.Module, inp: StageInputs) -> torch.Tensor:
-    """Generator output in the target space: layout logits (B, C, H, W) or (B, Cout, H, W) in [-1, 1]."""
-    if arch["stage"] == "layout":
-        return G(inp.z)
-    return G(inp.cond, inp.z)
-
-
-def _d_inputs(arch: dict, inp: StageInputs, real: torch.Tensor, fake: torch.Tensor,
-              augment: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Critic inputs for real and fake, (B, Ccond + Cout, H, W) each (layout stage: (B, C, H, W)).
-
-    Real and fake pass through DiffAugment concatenated on channels, so each pair gets the same
-    transform and feature matching compares like with like.
-    """
-    if arch["stage"] != "layout":
-        if inp.mask is not None:  # unknown depth is shown to D as 0 in real and fake alike
-            real, fake = real * inp.mask, fake * inp.mask
-        real = torch.cat([inp.cond, real.to(inp.cond.dtype)], 1)
-        fake = torch.cat([inp.cond, fake.to(inp.cond.dtype)], 1)
-    fake = fake.to(real.dtype)
-    if augment is None:
-        return real, fake
-    both = augment(torch.cat([real, fake], 1))
-    return both[:, : real.shape[1]], both[:, real.shape[1]:]
-
-
-def _fake_for_critic(arch: dict, fake: torch.Tensor) -> torch.Tensor:
-    if arch["stage"] != "layout":
-        return fake
-
-    # a soft softmax map is trivially told apart from a hard one-hot real one
-    return straight_through_onehot(fake.float(), tau=arch["gumbel_tau"], hard=True)
-
-
 def _split_scales(outputs: list[list[torch.Tensor]], n: int):
     first = [[f[:n] for f in feats] for feats in outputs]
     second = [[f[n:] for f in feats] for feats in outputs]
     return first, second
 
 
-def d_loss(arch: dict, D, D_plain, inp: StageInputs, fake: torch.Tensor,
-           augment: Callable | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Critic loss on real `inp.target` vs detached `fake`. `D` may be DDP-wrapped; `D_plain` is
-    the bare module (used for the gradient penalty's extra forward)."""
+@dataclass(frozen=True, kw_only=True)
+class StageSpec:
+    """Everything that rebuilds a stage's networks and runs its losses: sizes, widths, loss weights.
 
-    fake = _fake_for_critic(arch, fake.detach())
-    real_in, fake_in = _d_inputs(arch, inp, inp.target, fake, augment)
-    n = real_in.shape[0]
-    out = D(torch.cat([real_in, fake_in], 0))  # one forward: one DDP reduction
-    if arch["stage"] == "layout":
+    Subclasses: `LayoutSpec`, `DepthSpec`, `ImageSpec`; make one with `stage_spec` (from a recipe)
+    or `spec_from_dict` (from a checkpoint's "arch" record).
+    """
+
+    stage: ClassVar[str]
+    arch: str  # name in the model registries of synthdata.models
+    num_classes: int
+    height: int
+    width: int
+    z_dim: int  # 0: no noise (conditional stages only)
+    ngf: int
+    ndf: int
+
+    @property
+    def stage_id(self) -> int:
+        return STAGE_IDS[self.stage]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain primitives, as stored under a checkpoint's "arch" key (`weights_only` loads)."""
+        return {"stage": self.stage, **dataclasses.asdict(self)}
+
+    def _config(self, cls: type) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in self.to_dict().items() if k in names})
+
+    def _checked_build(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """Model errors (unknown arch, a size the architecture cannot make) as recipe errors."""
+        try:
+            return build()
+        except ValueError as e:
+            raise ConfigError(f"stages.{self.stage} (arch={self.arch!r}, {self.height}x{self.width}): {e}") from e
+
+    def noise(self, batch_size: int, generator: torch.Generator | None, device) -> torch.Tensor | None:
+        """Noise (B, z_dim) drawn from `generator`, or None when the stage takes none."""
+        if not self.z_dim:
+            return None
+        return torch.randn(batch_size, self.z_dim, generator=generator).to(device)
+
+    def critic_inputs(self, inp: StageInputs, real: torch.Tensor, fake: torch.Tensor,
+                      augment: Augment) -> tuple[torch.Tensor, torch.Tensor]:
+        """Critic inputs for real and fake, (B, Ccond + Cout, H, W) each (layout stage: (B, C, H, W)).
+
+        Real and fake pass through DiffAugment concatenated on channels, so each pair gets the same
+        transform and feature matching compares like with like.
+        """
+        real, fake = self._critic_pair(inp, real, fake)
+        fake = fake.to(real.dtype)
+        if augment is None:
+            return real, fake
+        both = augment(torch.cat([real, fake], 1))
+        return both[:, : real.shape[1]], both[:, real.shape[1]:]
+
+    def _critic_pair(self, inp: StageInputs, real: torch.Tensor, fake: torch.Tensor):
+        return real, fake
+
+    def fake_for_critic(self, fake: torch.Tensor) -> torch.Tensor:
+        return fake
+
+    # per stage: networks, inputs, generation, losses, decoding
+    def build_generator(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def build_discriminator(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def inputs(self, batch: dict[str, Any], z: torch.Tensor | None) -> StageInputs:
+        """Loader batch (image (B,3,H,W) in [0,1], layout (B,H,W), depth (B,1,H,W)) -> `StageInputs`."""
+        raise NotImplementedError
+
+    def generate(self, G: torch.nn.Module, inp: StageInputs) -> torch.Tensor:
+        """Generator output in the target space: layout logits (B, C, H, W) or (B, Cout, H, W) in [-1, 1]."""
+        raise NotImplementedError
+
+    def d_loss(self, D, D_plain, inp: StageInputs, fake: torch.Tensor,
+               augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Critic loss on real `inp.target` vs detached `fake`. `D` may be DDP-wrapped; `D_plain` is
+        the bare module (used for the gradient penalty's extra forward)."""
+        raise NotImplementedError
+
+    def g_loss(self, D_plain, inp: StageInputs, fake: torch.Tensor,
+               augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Generator loss through a frozen critic `D_plain` (bare module, parameters not trainable)."""
+        raise NotImplementedError
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        """Generator output -> data: layouts (B, H, W) int64, depth (B, H, W) metres, images in [0, 1]."""
+        raise NotImplementedError
+
+    def preview_rows(self, batch: dict[str, Any], fake: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """Rows of a training sample grid: (condition,) decoded fake, real."""
+        return [("fake", fake), ("real", batch[self.stage])]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayoutSpec(StageSpec):
+    """The unconditional layout GAN (DCGAN / style generator, PatchGAN critic)."""
+
+    stage: ClassVar[str] = "layout"
+    upsample: str
+    loss: str  # one of LAYOUT_LOSSES
+    gp_weight: float
+    gumbel_tau: float
+
+    def __post_init__(self) -> None:
+        if self.loss not in LAYOUT_LOSSES:
+            raise ConfigError(f"unknown stages.layout.loss {self.loss!r}. Valid: {', '.join(LAYOUT_LOSSES)}")
+
+    def build_generator(self) -> torch.nn.Module:
+        return self._checked_build(lambda: models.build_layout_generator(
+            self._config(LayoutStageConfig), num_classes=self.num_classes, height=self.height, width=self.width))
+
+    def build_discriminator(self) -> torch.nn.Module:
+        return self._checked_build(lambda: models.build_layout_critic(
+            self._config(LayoutStageConfig), num_classes=self.num_classes, height=self.height, width=self.width))
+
+    def inputs(self, batch: dict[str, Any], z: torch.Tensor | None) -> StageInputs:
+        return StageInputs(None, one_hot(batch["layout"], self.num_classes), None, z)
+
+    def generate(self, G: torch.nn.Module, inp: StageInputs) -> torch.Tensor:
+        return G(inp.z)
+
+    def fake_for_critic(self, fake: torch.Tensor) -> torch.Tensor:
+        # a soft softmax map is trivially told apart from a hard one-hot real one
+        return straight_through_onehot(fake.float(), tau=self.gumbel_tau, hard=True)
+
+    def d_loss(self, D, D_plain, inp, fake, augment):
+        real_in, fake_in = self.critic_inputs(inp, inp.target, self.fake_for_critic(fake.detach()), augment)
+        n = real_in.shape[0]
+        out = D(torch.cat([real_in, fake_in], 0))  # one forward: one DDP reduction
         real_s, fake_s = out[:n].float(), out[n:].float()
-        if arch["loss"] == "wgan-gp":
+        if self.loss == "wgan-gp":
             loss = losses.wgan_d_loss(real_s, fake_s)
             gp = losses.gradient_penalty(D_plain, real_in.float(), fake_in.detach().float())
-            return loss + arch["gp_weight"] * gp, {"d": loss.detach(), "gp": gp.detach()}
-        if arch["loss"] == "nonsaturating":
-            loss = losses.nonsaturating_d_loss(real_s, fake_s)
-            return loss, {"d": loss.detach()}
-        raise ConfigError(f"unknown stages.layout.loss {arch['loss']!r}. Valid: wgan-gp, nonsaturating")
-    real_o, fake_o = _split_scales(out, n)
-    loss = sum(losses.hinge_d_loss(r[-1].float(), f[-1].float()) for r, f in zip(real_o, fake_o))
-    return loss, {"d": loss.detach()}
+            return loss + self.gp_weight * gp, {"d": loss.detach(), "gp": gp.detach()}
+        loss = losses.nonsaturating_d_loss(real_s, fake_s)
+        return loss, {"d": loss.detach()}
 
-
-def g_loss(arch: dict, D_plain, inp: StageInputs, fake: torch.Tensor,
-           augment: Callable | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Generator loss through a frozen critic `D_plain` (bare module, parameters not trainable)."""
-
-    fake_c = _fake_for_critic(arch, fake)
-    real_in, fake_in = _d_inputs(arch, inp, inp.target, fake_c, augment)
-    if arch["stage"] == "layout":
+    def g_loss(self, D_plain, inp, fake, augment):
+        _, fake_in = self.critic_inputs(inp, inp.target, self.fake_for_critic(fake), augment)
         score = D_plain(fake_in).float()
-        if arch["loss"] == "wgan-gp":
-            loss = losses.wgan_g_loss(score)
-        else:
-            loss = losses.nonsaturating_g_loss(score)
+        loss = losses.wgan_g_loss(score) if self.loss == "wgan-gp" else losses.nonsaturating_g_loss(score)
         return loss, {"g": loss.detach()}
-    n = real_in.shape[0]
-    real_o, fake_o = _split_scales(D_plain(torch.cat([real_in, fake_in], 0)), n)
-    adv = sum(losses.hinge_g_loss(f[-1].float()) for f in fake_o)
-    fm = losses.feature_matching_loss([[t.detach().float() for t in r] for r in real_o],
-                                      [[t.float() for t in f] for f in fake_o])
-    l1 = losses.l1_loss(fake.float(), inp.target.float(), inp.mask)
-    loss = adv + arch["lambda_fm"] * fm + arch["lambda_l1"] * l1
-    return loss, {"g": adv.detach(), "fm": fm.detach(), "l1": l1.detach()}
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        return out.argmax(1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionalSpec(StageSpec):
+    """A SPADE / pix2pix generator on a condition stack, with a multiscale discriminator."""
+
+    out_channels: ClassVar[int]
+    num_discriminators: int
+    lambda_fm: float
+    lambda_l1: float
+    max_depth: float | None  # depth normalisation range in metres (None: the stage sees no depth)
+    # subclasses give `use_depth`: whether the condition stack ends with a depth channel
+
+    @property
+    def cond_channels(self) -> int:
+        return self.num_classes + int(self.use_depth)
+
+    def to_dict(self) -> dict[str, Any]:
+        # the derived channels are written too: older readers of the record expect them
+        return dict(super().to_dict(), use_depth=self.use_depth, cond_channels=self.cond_channels,
+                    out_channels=self.out_channels)
+
+    def condition(self, layout: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+        """One-hot layout (B, C, H, W) (+ depth (B, 1, H, W) metres) -> the condition (B, Ccond, H, W)."""
+        if not self.use_depth:
+            return layout
+        norm, _ = normalize_depth(depth, self.max_depth)
+        return torch.cat([layout, norm], 1)
+
+    def build_generator(self) -> torch.nn.Module:
+        return self._checked_build(lambda: models.build_conditional_generator(
+            self._config(SpadeStageConfig), cond_channels=self.cond_channels, out_channels=self.out_channels,
+            height=self.height, width=self.width))
+
+    def build_discriminator(self) -> torch.nn.Module:
+        return self._checked_build(lambda: models.build_conditional_discriminator(
+            self._config(SpadeStageConfig), in_channels=self.cond_channels + self.out_channels))
+
+    def generate(self, G: torch.nn.Module, inp: StageInputs) -> torch.Tensor:
+        return G(inp.cond, inp.z)
+
+    def _critic_pair(self, inp, real, fake):
+        if inp.mask is not None:  # unknown depth is shown to D as 0 in real and fake alike
+            real, fake = real * inp.mask, fake * inp.mask
+        return torch.cat([inp.cond, real.to(inp.cond.dtype)], 1), torch.cat([inp.cond, fake.to(inp.cond.dtype)], 1)
+
+    def d_loss(self, D, D_plain, inp, fake, augment):
+        real_in, fake_in = self.critic_inputs(inp, inp.target, fake.detach(), augment)
+        n = real_in.shape[0]
+        real_o, fake_o = _split_scales(D(torch.cat([real_in, fake_in], 0)), n)  # one forward: one DDP reduction
+        loss = sum(losses.hinge_d_loss(r[-1].float(), f[-1].float()) for r, f in zip(real_o, fake_o))
+        return loss, {"d": loss.detach()}
+
+    def g_loss(self, D_plain, inp, fake, augment):
+        real_in, fake_in = self.critic_inputs(inp, inp.target, fake, augment)
+        real_o, fake_o = _split_scales(D_plain(torch.cat([real_in, fake_in], 0)), real_in.shape[0])
+        adv = sum(losses.hinge_g_loss(f[-1].float()) for f in fake_o)
+        fm = losses.feature_matching_loss([[t.detach().float() for t in r] for r in real_o],
+                                          [[t.float() for t in f] for f in fake_o])
+        l1 = losses.l1_loss(fake.float(), inp.target.float(), inp.mask)
+        loss = adv + self.lambda_fm * fm + self.lambda_l1 * l1
+        return loss, {"g": adv.detach(), "fm": fm.detach(), "l1": l1.detach()}
+
+    def preview_rows(self, batch, fake):
+        return [("layout", batch["layout"]), *super().preview_rows(batch, fake)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DepthSpec(ConditionalSpec):
+    """layout -> depth: target log-normalised depth (B, 1, H, W), L1 only where depth is known."""
+
+    stage: ClassVar[str] = "depth"
+    out_channels: ClassVar[int] = 1
+    use_depth: ClassVar[bool] = False  # depth is the target, not part of the condition
+
+    def __post_init__(self) -> None:
+        if not self.max_depth or self.max_depth <= 0:
+            raise ConfigError(f"the depth stage needs max_depth > 0 (metres), got {self.max_depth!r}")
+
+    def inputs(self, batch, z):
+        target, mask = normalize_depth(batch["depth"], self.max_depth)
+        return StageInputs(one_hot(batch["layout"], self.num_classes), target, mask, z)
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        return denormalize_depth(out[:, 0], self.max_depth)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSpec(ConditionalSpec):
+    """layout (+ depth) -> RGB in [-1, 1]."""
+
+    stage: ClassVar[str] = "image"
+    out_channels: ClassVar[int] = 3
+    use_depth: bool
+
+    def __post_init__(self) -> None:
+        if self.use_depth and (not self.max_depth or self.max_depth <= 0):
+            raise ConfigError(f"the image stage conditioned on depth needs max_depth > 0, got {self.max_depth!r}")
+
+    def inputs(self, batch, z):
+        cond = self.condition(one_hot(batch["layout"], self.num_classes), batch.get("depth"))
+        return StageInputs(cond, batch["image"] * 2.0 - 1.0, None, z)
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        return ((out.float() + 1.0) * 0.5).clamp(0, 1)
+
+
+SPECS: dict[str, type[StageSpec]] = {"layout": LayoutSpec, "depth": DepthSpec, "image": ImageSpec}
+
+
+# --------------------------------------------------------------------------------------------
+# Making specs: from a recipe, from a checkpoint's record
+# --------------------------------------------------------------------------------------------
+
+
+def _typed(cls: type[StageSpec], values: dict[str, Any], where: str, error: type[Exception]) -> StageSpec:
+    """`cls` from the fields it has in `values` (others ignored), each checked against its type;
+    a missing or mistyped key, or an invalid combination, raises `error` naming it."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            raise error(f"{where}: missing key {f.name!r} (a {cls.stage} stage record needs "
+                        f"{', '.join(x.name for x in dataclasses.fields(cls))})")
+        kwargs[f.name] = _check_type(values[f.name], hints[f.name], f"{where}: key {f.name!r}", error)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise error(f"{where}: {e}") from e
+
+
+def _check_type(value: Any, hint: Any, what: str, error: type[Exception]) -> Any:
+    args = typing.get_args(hint)
+    if value is None and type(None) in args:
+        return None
+    kind = next((a for a in args if a is not type(None)), hint)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind in (bool, str) and isinstance(value, kind):
+        return value
+    raise error(f"{what} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def stage_spec(stage: str, recipe: Recipe, *, num_classes: int, use_depth: bool,
+               max_depth: float | None) -> StageSpec:
+    """The spec of `stage` from its recipe section + data sizes; `use_depth`: the image stage is
+    conditioned on depth (other stages ignore it); `max_depth`: depth range (None: no depth)."""
+    cfg = getattr(recipe.stages, check_stage(stage))
+    values = dict(dataclasses.asdict(cfg), num_classes=num_classes, height=recipe.data.height,
+                  width=recipe.data.width, max_depth=max_depth, use_depth=use_depth)
+    return _typed(SPECS[stage], values, f"stages.{stage}", ConfigError)
+
+
+def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> StageSpec:
+    """Inverse of `StageSpec.to_dict`; also reads the records older checkpoints stored (extra keys
+    such as lr_g, betas or composite are ignored). Bad records raise `CheckpointError` naming the key."""
+    if not isinstance(record, dict) or not record:
+        raise CheckpointError(f"{where}: no stage architecture record (got {type(record).__name__}); "
+                              "is this a generator stage checkpoint?")
+    if "stage" not in record:
+        raise CheckpointError(f"{where}: missing key 'stage' (one of {', '.join(STAGES)})")
+    if record["stage"] not in SPECS:
+        raise CheckpointError(f"{where}: unknown stage {record['stage']!r} under key 'stage'. "
+                              f"Valid stages: {', '.join(STAGES)}")
+    spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
+    derived = spec.to_dict()
+    for key in ("use_depth", "cond_channels", "out_channels"):
+        if key in record and key in derived and record[key] != derived[key]:
+            raise CheckpointError(f"{where}: key {key!r} is {record[key]!r} but the record's other "
+                                  f"fields make {derived[key]!r}")
+    return spec

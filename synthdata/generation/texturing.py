@@ -16,7 +16,7 @@ the image comes from `composite(layout, bank, derive_seed(seed, TEXTURE_TAG), ..
 depends only on (layout, bank, sample seed) and shards are identical for any process count.
 Depth comes from the bank's segments when the bank has depth (and `data.has_depth`), else from
 the trained depth stage when there is one, else there is none. Objects pasted by copy-paste
-(`layout_sources.ObjectPool` from the bank) carry their own donor pixels: after compositing,
+(`copy_paste.ObjectPool` from the bank) carry their own donor pixels: after compositing,
 each pasted object's visible pixels are overwritten by its bank segment, warped exactly as its
 mask was (see `paste_owner`). The sample's meta gets `texturing`, `blend`, `bank`, `sources`
 (one entry per layout component: class, box, bank segment, source sample id, source component,
@@ -39,9 +39,9 @@ import torch
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers import make_reader
-from synthdata.generation import stages
 from synthdata.generation.bank_building import load_or_build
 from synthdata.generation.composite import BLENDS, MISSING, composite
+from synthdata.generation.encodings import one_hot
 from synthdata.generation.segment_bank import BankError, SegmentBank
 
 if TYPE_CHECKING:
@@ -242,7 +242,7 @@ class CompositePipeline:
         if self.bank_depth:
             depth = torch.from_numpy(np.stack([o["depth"] for o in outs]))
         elif self.stage_depth:
-            onehot = stages.one_hot(layouts.to(self.base.device), self.classes.num_classes)
+            onehot = one_hot(layouts.to(self.base.device), self.classes.num_classes)
             depth = self.base._run("depth", onehot, seeds, (noise or {}).get("depth")).float()
         out_meta = []
         for o in outs:

@@ -30,9 +30,11 @@ from synthdata.core.runtime import (
 from synthdata.core.seeding import derive_seed, torch_generator
 from synthdata.data.loader import Source, make_loader, source_classes
 from synthdata.data.readers import make_reader
+from synthdata.data.readers.base import refuse_subset_of_shards
 from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
-from synthdata.generation.sampler import decode_output, save_rows, stage_checkpoint
+from synthdata.generation.encodings import depth_range
+from synthdata.generation.sampler import save_rows, stage_checkpoint
 from synthdata.generation.texturing import build_for_training, is_composite
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
@@ -55,7 +57,7 @@ def _source(recipe: Recipe):
     """The training data: the recipe's reader, or real-data shards when train.shards is set."""
 
     if recipe.train.shards:
-
+        refuse_subset_of_shards(recipe.data, "train.shards", recipe.train.shards)
         source = Source(urls=recipe.train.shards)
         size = None
         if Path(recipe.train.shards).is_dir():  # sample count for diffaugment=auto
@@ -103,9 +105,9 @@ def _max_depth(run_dir: Path, stage: str, source, recipe: Recipe, needs_depth: b
             return float(ckpt["arch"]["max_depth"])
     if recipe.train.shards:
         batch = next(iter(_batches(source, recipe, seed=recipe.seed, count=1, with_depth=True, rank=0, world=1)))
-        return stages.depth_range([{"depth": batch["depth"]}])
+        return depth_range([{"depth": batch["depth"]}])
     samples = [source[i] for i in range(min(len(source), 64))]
-    return stages.depth_range(samples)
+    return depth_range(samples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class StageRun:
     """Everything one stage's training loop works with, built by `prepare_stage`."""
 
     accelerator: Any
-    arch: dict[str, Any]
+    spec: stages.StageSpec
     G: torch.nn.Module  # prepared (maybe DDP-wrapped)
     D: torch.nn.Module
     G_plain: torch.nn.Module  # the bare modules inside
@@ -173,10 +175,10 @@ def prepare_stage(recipe: Recipe, stage: str, run_dir: Path, accelerator) -> Sta
         ckpt, path = stage_checkpoint(run_dir, stage)
         check_classes(ckpt, classes, path)
 
-    arch = stages.stage_arch(stage, recipe, num_classes=classes.num_classes, use_depth=use_depth,
+    spec = stages.stage_spec(stage, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                              max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth))
-    seed_step(recipe.seed, stages.STAGE_IDS[stage])  # reproducible initial weights
-    G, D = stages.build_generator(arch), stages.build_discriminator(arch)
+    seed_step(recipe.seed, spec.stage_id)  # reproducible initial weights
+    G, D = spec.build_generator(), spec.build_discriminator()
     stage_cfg = getattr(recipe.stages, stage)
     opt_g = torch.optim.Adam(G.parameters(), lr=stage_cfg.lr_g, betas=tuple(stage_cfg.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=stage_cfg.lr_d, betas=tuple(stage_cfg.betas))
@@ -188,7 +190,7 @@ def prepare_stage(recipe: Recipe, stage: str, run_dir: Path, accelerator) -> Sta
         print(f"{stage}: generator {type(G_plain).__name__} {format_count(count_parameters(G_plain))} params, "
               f"critic {type(D_plain).__name__} {format_count(count_parameters(D_plain))} params, "
               f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)")
-    return StageRun(accelerator, arch, G, D, G_plain, D_plain, opt_g, opt_d, ema, checkpoints, source, classes,
+    return StageRun(accelerator, spec, G, D, G_plain, D_plain, opt_g, opt_d, ema, checkpoints, source, classes,
                     needs_depth, _diffaugment(cfg.diffaugment, size))
 
 
@@ -245,7 +247,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
                 bar.set_postfix({k: f"{v:.3f}" for k, v in scalars.items()})
                 accelerator.log({f"{stage}/{k}": v for k, v in scalars.items()}, step=step)
             if main_proc and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps):
-                _save_samples(r.arch, r.ema.module, preview, r.classes,
+                _save_samples(r.spec, r.ema.module, preview, r.classes,
                               run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)
         _save_checkpoint(r, stage=stage, step=step, recipe=recipe)
     bar.close()
@@ -267,16 +269,15 @@ def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[di
     With one micro-batch the fake made for the D phase is reused for the G phase (pix2pix order);
     with several, D sees no-grad fakes and G regenerates them, so no graph is kept across them.
     """
-    arch, accelerator, G, D, G_plain, D_plain = r.arch, r.accelerator, r.G, r.D, r.G_plain, r.D_plain
+    spec, accelerator, G, D, G_plain, D_plain = r.spec, r.accelerator, r.G, r.D, r.G_plain, r.D_plain
     accum, rank = len(micro), accelerator.process_index
     seed_step(seed, stage_id, step, rank)  # Gumbel noise and anything else drawing globally
     aug_gen = torch_generator(seed, stage_id, step, rank, 1)
     augment = (lambda x: augment_fn(x, generator=aug_gen)) if augment_fn is not None else None
     inputs = []
     for i, batch in enumerate(micro):
-        z = stages.noise(arch, batch["layout"].shape[0], torch_generator(seed, stage_id, step, rank, 2, i),
-                         accelerator.device)
-        inputs.append(stages.stage_inputs(arch, batch, z))
+        z = spec.noise(batch["layout"].shape[0], torch_generator(seed, stage_id, step, rank, 2, i), accelerator.device)
+        inputs.append(spec.inputs(batch, z))
     logs: dict[str, torch.Tensor] = {}
 
     def add(d: dict[str, torch.Tensor]) -> None:
@@ -287,10 +288,10 @@ def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[di
     r.opt_d.zero_grad(set_to_none=True)
     for i, inp in enumerate(inputs):
         with torch.set_grad_enabled(accum == 1):
-            fake = stages.generate(arch, G, inp)
+            fake = spec.generate(G, inp)
         fakes.append(fake)
         with _maybe_no_sync(accelerator, D, i < accum - 1):
-            loss, d = stages.d_loss(arch, D, D_plain, inp, fake, augment)
+            loss, d = spec.d_loss(D, D_plain, inp, fake, augment)
             accelerator.backward(loss / accum)
         add(d)
     r.opt_d.step()
@@ -300,8 +301,8 @@ def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[di
     try:
         for i, inp in enumerate(inputs):
             with _maybe_no_sync(accelerator, G, i < accum - 1):
-                fake = fakes[i] if accum == 1 else stages.generate(arch, G, inp)
-                loss, g = stages.g_loss(arch, D_plain, inp, fake, augment)
+                fake = fakes[i] if accum == 1 else spec.generate(G, inp)
+                loss, g = spec.g_loss(D_plain, inp, fake, augment)
                 accelerator.backward(loss / accum)
             add(g)
     finally:
@@ -332,7 +333,7 @@ def _check_finite(accelerator, logged: dict[str, torch.Tensor], stage: str, step
 def _portable(r: StageRun, *, stage: str, step: int, recipe: Recipe) -> dict[str, Any]:
     return portable_checkpoint(kind=f"generator-{stage}", model=r.G_plain.state_dict(), step=step,
                                recipe=recipe_to_dict(recipe), classes=r.classes, ema=r.ema.module.state_dict(),
-                               arch=r.arch)
+                               arch=r.spec.to_dict())
 
 
 def _save_checkpoint(r: StageRun, *, stage: str, step: int, recipe: Recipe) -> None:
@@ -340,18 +341,14 @@ def _save_checkpoint(r: StageRun, *, stage: str, step: int, recipe: Recipe) -> N
                        portable=lambda p: _portable(r, stage=stage, step=step, recipe=recipe))
 
 
-def _save_samples(arch, G_ema, batch, classes: ClassInfo, path: Path, seed: int) -> None:
+def _save_samples(spec: stages.StageSpec, G_ema, batch, classes: ClassInfo, path: Path, seed: int) -> None:
     """A PNG grid: the condition, the EMA generator's output and the real sample, one row each."""
     n = min(8, batch["layout"].shape[0])
     was_training = G_ema.training
     G_ema.eval()
     with torch.no_grad():
         part = {k: v[:n] if torch.is_tensor(v) else v for k, v in batch.items()}
-        z = stages.noise(arch, n, torch_generator(seed, 99), part["layout"].device)
-        inp = stages.stage_inputs(arch, part, z)
-        out = decode_output(arch, stages.generate(arch, G_ema, inp).float())
+        z = spec.noise(n, torch_generator(seed, 99), part["layout"].device)
+        out = spec.decode(spec.generate(G_ema, spec.inputs(part, z)).float())
     G_ema.train(was_training)
-    rows = [] if arch["stage"] == "layout" else [("layout", part["layout"])]
-    real = {"layout": part["layout"], "depth": part.get("depth"), "image": part["image"]}
-    rows += [("fake", out), ("real", real[arch["stage"]])]
-    save_rows(rows, classes, path, max_depth=arch.get("max_depth"))
+    save_rows(spec.preview_rows(part, out), classes, path)

@@ -62,7 +62,7 @@ def _discriminator_weights(ckpt: dict[str, Any], path: Path) -> dict[str, torch.
 
 
 def load_image_stage(path: Path, classes: ClassInfo, *, recipe_name: str, run_dir: Path,
-                     device) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+                     device) -> tuple[nn.Module, nn.Module, stages.StageSpec]:
     """The frozen mask -> image generator (EMA weights) and its discriminator, in eval mode with
     `requires_grad=False`. Missing files name the command that trains them; a generator made for
     other classes, or one conditioned on depth, raises `CheckpointError`."""
@@ -78,13 +78,14 @@ def load_image_stage(path: Path, classes: ClassInfo, *, recipe_name: str, run_di
     if arch.get("use_depth"):
         raise CheckpointError(f"{path} is conditioned on depth, which a segmenter cannot supply; train the "
                               "image stage on layouts alone with " + _train_command(recipe_name, run_dir))
-    G, D = stages.build_generator(arch), stages.build_discriminator(arch)
+    spec = stages.spec_from_dict(arch, where=f"{path} (arch)")
+    G, D = spec.build_generator(), spec.build_discriminator()
     try:
         G.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
         D.load_state_dict(_discriminator_weights(ckpt, path))
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the recorded architecture: {e}") from e
-    return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False), arch
+    return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False), spec
 
 
 def refinement_losses(logits: torch.Tensor, images: torch.Tensor, target: torch.Tensor, *,
@@ -119,9 +120,9 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     classes, ignore = reader.classes, reader.classes.ignore_index
     seg_path = _segmenter_path(recipe, run_dir)
     gen_path = Path(cfg.generator) if cfg.generator else run_dir / "checkpoints" / "image" / "latest.pt"
-    G, D, g_arch = load_image_stage(gen_path, classes, recipe_name=recipe.name, run_dir=run_dir, device=device)
-    if (g_arch["height"], g_arch["width"]) != (recipe.data.height, recipe.data.width):
-        raise CheckpointError(f"{gen_path} makes {g_arch['height']}x{g_arch['width']} images but the recipe's data "
+    G, D, g_spec = load_image_stage(gen_path, classes, recipe_name=recipe.name, run_dir=run_dir, device=device)
+    if (g_spec.height, g_spec.width) != (recipe.data.height, recipe.data.width):
+        raise CheckpointError(f"{gen_path} makes {g_spec.height}x{g_spec.width} images but the recipe's data "
                               f"are {recipe.data.height}x{recipe.data.width}; refine at the generator's resolution")
     model, seg_ckpt = load_segmenter(seg_path, expected=classes, device=device)
     out = run_dir / "refine"
@@ -149,7 +150,7 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     def checkpoint(step: int) -> Path:
         return checkpoints.save({"step": step, "classes": classes.to_dict()}, portable)
 
-    z_dim = int(g_arch.get("z_dim") or 0)
+    z_dim = g_spec.z_dim
     bar = tqdm(total=cfg.steps, initial=start, desc="refine", unit="step", disable=not accelerator.is_main_process)
     model.train()
     while step < cfg.steps:

@@ -61,11 +61,11 @@ def run_dir(tmp_path_factory) -> Path:
     recipe = load_recipe("toy", TINY)
     torch.manual_seed(0)
     for stage in stages.STAGES:
-        arch = stages.stage_arch(stage, recipe, num_classes=C, use_depth=True, max_depth=50.0)
-        model = stages.build_generator(arch)
+        spec = stages.stage_spec(stage, recipe, num_classes=C, use_depth=True, max_depth=50.0)
+        model = spec.build_generator()
         save_atomic(portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=1,
                                         recipe=recipe_to_dict(recipe), classes=CLASSES, ema=model.state_dict(),
-                                        arch=arch), root / "checkpoints" / stage / "latest.pt")
+                                        arch=spec.to_dict()), root / "checkpoints" / stage / "latest.pt")
     return root
 
 

@@ -27,7 +27,7 @@ from synthdata.data.readers import make_reader
 from synthdata.data.shards import read_manifest, sha256_file
 from synthdata.generation.bank_building import build_bank
 from synthdata.generation.composite import IGNORE_FILL
-from synthdata.generation.layout_sources import ObjectPool, paste_objects
+from synthdata.generation.copy_paste import ObjectPool, paste_objects
 from synthdata.generation.segment_bank import BankError, load_bank
 from synthdata.generation.texturing import CompositePipeline, bank_path, paste_owner
 
@@ -312,11 +312,11 @@ def test_generated_layouts_with_composite_need_no_image_stage(tmp_path):
     recipe = load_recipe("toy", tiny)
     classes = ClassInfo(tuple("abcd"), default_palette(4))
     for stage in ("layout", "depth"):
-        arch = stages.stage_arch(stage, recipe, num_classes=4, use_depth=True, max_depth=50.0)
-        model = stages.build_generator(arch)
+        spec = stages.stage_spec(stage, recipe, num_classes=4, use_depth=True, max_depth=50.0)
+        model = spec.build_generator()
         save_atomic(portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=1,
                                         recipe=recipe_to_dict(recipe), classes=classes, ema=model.state_dict(),
-                                        arch=arch), tmp_path / "checkpoints" / stage / "latest.pt")
+                                        arch=spec.to_dict()), tmp_path / "checkpoints" / stage / "latest.pt")
     from synthdata.produce import main
 
     assert main([f"run_dir={tmp_path}", *tiny]) == 0

@@ -55,13 +55,13 @@ def write_run(run: Path, use_depth: bool = True) -> Path:
     classes = toy_classes()
     for name in stages.STAGES if use_depth else ("layout", "image"):
         torch.manual_seed(stages.STAGE_IDS[name])
-        arch = stages.stage_arch(name, recipe, num_classes=classes.num_classes, use_depth=use_depth,
+        spec = stages.stage_spec(name, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                                  max_depth=None if name == "layout" else 80.0)
-        G = stages.build_generator(arch)
+        G = spec.build_generator()
         if name == "layout":
-            calibrate(G, arch["z_dim"])
+            calibrate(G, spec.z_dim)
         ckpt = portable_checkpoint(kind=f"generator-{name}", model=G.state_dict(), ema=G.state_dict(), step=1,
-                                   recipe=recipe_to_dict(recipe), classes=classes, arch=arch)
+                                   recipe=recipe_to_dict(recipe), classes=classes, arch=spec.to_dict())
         save_atomic(ckpt, run / "checkpoints" / name / "latest.pt")
     (run / "recipe.yaml").write_text(recipe_to_yaml(recipe))  # the tool reads the run's recipe
     return run
@@ -142,15 +142,15 @@ def test_chain_walk_ends_are_the_seed_samples(pipe):
 
 
 def test_inversion_recovers_a_generated_layout(pipe):
-    G, arch = pipe.generator("layout")
-    z_true = torch.randn(1, arch["z_dim"], generator=torch.Generator().manual_seed(5))
+    G, spec = pipe.generator("layout")
+    z_true = torch.randn(1, spec.z_dim, generator=torch.Generator().manual_seed(5))
     target = pipe.layouts_from_z(z_true)
     share = torch.bincount(target.flatten(), minlength=pipe.classes.num_classes).float() / target.numel()
     assert int((share > 0.05).sum()) >= 3  # a layout with structure, not one flat class
-    baseline = pixel_accuracy(pipe.layouts_from_z(torch.randn(1, arch["z_dim"])), target)
+    baseline = pixel_accuracy(pipe.layouts_from_z(torch.randn(1, spec.z_dim)), target)
     # lr 0.05: a random-weight generator's landscape is rougher than a trained one's (0.01 there)
-    inv = invert_layouts(G, target, z_dim=arch["z_dim"], starts=8, steps=100, lr=0.05, progress=False)
-    assert inv.z.shape == (1, arch["z_dim"]) and inv.loss.shape == (1,)
+    inv = invert_layouts(G, target, z_dim=spec.z_dim, starts=8, steps=100, lr=0.05, progress=False)
+    assert inv.z.shape == (1, spec.z_dim) and inv.loss.shape == (1,)
     assert float(inv.accuracy[0]) >= 0.9 > float(baseline[0])
     assert inv.accuracy.tolist() == pixel_accuracy(pipe.layouts_from_z(inv.z), target).tolist()
     assert not any(p.requires_grad or p.grad is not None for p in G.parameters()) and not G.training

@@ -20,13 +20,12 @@ from synthdata.generation.layout_sources import GeneratedLayouts
 from synthdata.generation.production import (
     RejectionError,
     ShardGenerator,
-    check_same_production,
     produce_shards,
     sample_key,
     sample_seed,
-    shard_sizes,
 )
 from synthdata.generation.quality_controls import LayoutFilter, QualityControls
+from synthdata.generation.shard_plan import check_same_production, shard_sizes
 
 C, H, W = 4, 32, 64
 CLASSES = ClassInfo(tuple("abcd"), default_palette(C))
@@ -210,10 +209,10 @@ def run_dir(tmp_path_factory) -> Path:
     recipe = load_recipe("toy", TINY + [f"data.root={root / 'data'}"])
     torch.manual_seed(0)
     for stage in stages.STAGES:
-        arch = stages.stage_arch(stage, recipe, num_classes=C, use_depth=True, max_depth=50.0)
-        model = stages.build_generator(arch)
+        spec = stages.stage_spec(stage, recipe, num_classes=C, use_depth=True, max_depth=50.0)
+        model = spec.build_generator()
         ckpt = portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=1,
-                                   recipe=recipe_to_dict(recipe), classes=CLASSES, ema=model.state_dict(), arch=arch)
+                                   recipe=recipe_to_dict(recipe), classes=CLASSES, ema=model.state_dict(), arch=spec.to_dict())
         save_atomic(ckpt, root / "checkpoints" / stage / "latest.pt")
     return root
 

@@ -1,5 +1,5 @@
 """Sampling pipeline: shapes and dtypes, per-seed determinism independent of the batch, EMA
-weights, missing stages named with the command that trains them, class checks."""
+weights, missing stages named with the command that trains them, class and arch-record checks."""
 
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ def write_run(run_dir: Path, names: tuple[str, ...] = stages.STAGES, classes: Cl
     recipe = load_recipe("toy", TINY + list(overrides))
     for name in names:
         torch.manual_seed(stages.STAGE_IDS[name])
-        arch = stages.stage_arch(name, recipe, num_classes=classes.num_classes, use_depth=use_depth,
+        spec = stages.stage_spec(name, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                                  max_depth=None if name == "layout" else MAX_DEPTH)
-        G = stages.build_generator(arch)
+        G = spec.build_generator()
         ema = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in G.state_dict().items()}
         ckpt = portable_checkpoint(kind=f"generator-{name}", model=G.state_dict(), ema=ema, step=1,
-                                   recipe=recipe_to_dict(recipe), classes=classes, arch=arch)
+                                   recipe=recipe_to_dict(recipe), classes=classes, arch=spec.to_dict())
         save_atomic(ckpt, run_dir / "checkpoints" / name / "latest.pt")
     return run_dir
 
@@ -102,6 +102,18 @@ def test_missing_stages_name_the_command(tmp_path):
     p = load_pipeline(write_run(tmp_path / "no-depth", names=("layout", "image")))
     with pytest.raises(CheckpointError, match="stage=depth"):
         p.sample([0])
+
+
+def test_bad_arch_records_name_the_checkpoint_and_key(tmp_path):
+    run = write_run(tmp_path)
+    path = run / "checkpoints" / "depth" / "latest.pt"
+    ckpt = torch.load(path, weights_only=True)
+    save_atomic(dict(ckpt, arch={k: v for k, v in ckpt["arch"].items() if k != "max_depth"}), path)
+    with pytest.raises(CheckpointError, match=r"depth/latest.pt \(arch\): missing key 'max_depth'"):
+        load_pipeline(run)
+    save_atomic(torch.load(run / "checkpoints" / "image" / "latest.pt", weights_only=True), path)
+    with pytest.raises(CheckpointError, match="is not a depth stage checkpoint"):
+        load_pipeline(run)
 
 
 def test_dataset_without_depth_samples_layout_then_image(tmp_path):

@@ -18,6 +18,7 @@ from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.runtime import resolve_mixed_precision
 from synthdata.data.readers.base import READERS, DatasetReader, register_reader
 from synthdata.generation import stages
+from synthdata.generation.encodings import denormalize_depth, normalize_depth
 from synthdata.generation.sampler import stage_checkpoint
 from synthdata.generation.training import _diffaugment, train_stage
 from synthdata.train import main
@@ -72,14 +73,15 @@ def run(tmp_path: Path, stage: str, steps: int, *extra: str, run_dir: str = "run
 @pytest.mark.parametrize("stage", stages.STAGES)
 def test_stage_steps_change_weights_and_keep_losses_finite(tmp_path, stage, monkeypatch):
     built = {}
-    real_build = stages.build_generator
+    cls = stages.SPECS[stage]
+    real_build = cls.build_generator
 
-    def capture(arch):
-        G = real_build(arch)
+    def capture(spec):
+        G = real_build(spec)
         built["init"] = {k: v.clone() for k, v in G.state_dict().items()}
         return G
 
-    monkeypatch.setattr(stages, "build_generator", capture)
+    monkeypatch.setattr(cls, "build_generator", capture)
     summary = run(tmp_path, stage, 2)
     assert summary["step"] == 2 and summary["losses"]
     assert all(np.isfinite(v) for v in summary["losses"].values()), summary["losses"]
@@ -121,13 +123,13 @@ def test_checkpoint_for_other_classes_is_refused(tmp_path, capsys):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     run(tmp_path, "image", 2)
-    real_g_loss = stages.g_loss
+    real_g_loss = stages.ImageSpec.g_loss
 
     def nan_loss(*args, **kwargs):
         loss, logs = real_g_loss(*args, **kwargs)
         return loss * float("nan"), dict(logs, g=logs["g"] * float("nan"))
 
-    monkeypatch.setattr(stages, "g_loss", nan_loss)
+    monkeypatch.setattr(stages.ImageSpec, "g_loss", nan_loss)
     assert main(TINY + ["stage=image", f"run_dir={tmp_path / 'run'}", "train.steps=4"]) == 3
     assert "not finite at step 3" in capsys.readouterr().err
     ckpt, _ = stage_checkpoint(tmp_path / "run", "image")
@@ -182,9 +184,9 @@ def test_trains_from_real_data_shards(tmp_path):
 
 def test_depth_normalisation_round_trip_and_diffaugment_setting():
     depth = torch.tensor([[[[0.0, 0.5, 10.0, 80.0, float("nan")]]]])
-    norm, mask = stages.normalize_depth(depth, 80.0)
+    norm, mask = normalize_depth(depth, 80.0)
     assert mask.tolist() == [[[[0, 1, 1, 1, 0]]]] and norm.min() >= -1 and norm.max() <= 1
-    back = stages.denormalize_depth(norm, 80.0)
+    back = denormalize_depth(norm, 80.0)
     torch.testing.assert_close(back[mask.bool()], depth[mask.bool()], rtol=1e-5, atol=1e-5)
     assert _diffaugment("auto", 16) and not _diffaugment("auto", 5000) and not _diffaugment("auto", None)
     assert _diffaugment("on", None) and not _diffaugment("off", 16)

@@ -129,10 +129,10 @@ def run_dir(tmp_path):
     recipe = load_recipe("toy", tiny)
     torch.manual_seed(0)
     for stage in stages.STAGES:
-        arch = stages.stage_arch(stage, recipe, num_classes=3, use_depth=True, max_depth=50.0)
-        state = stages.build_generator(arch).state_dict()
+        spec = stages.stage_spec(stage, recipe, num_classes=3, use_depth=True, max_depth=50.0)
+        state = spec.build_generator().state_dict()
         ckpt = portable_checkpoint(kind=f"generator-{stage}", model=state, step=1, recipe=recipe_to_dict(recipe),
-                                   classes=CLASSES, arch=arch)
+                                   classes=CLASSES, arch=spec.to_dict())
         save_atomic(ckpt, tmp_path / "run" / "checkpoints" / stage / "latest.pt")
     return tmp_path / "run"
 

@@ -45,7 +45,7 @@ def test_refinement_changes_only_the_segmenter(run_dir: Path) -> None:
     from synthdata.segmentation.segmenters import load_segmenter
 
     classes = _classes(run_dir)
-    G, D, arch = refine_mod.load_image_stage(run_dir / "checkpoints" / "image" / "latest.pt", classes,
+    G, D, spec = refine_mod.load_image_stage(run_dir / "checkpoints" / "image" / "latest.pt", classes,
                                              recipe_name="toy", run_dir=run_dir, device="cpu")
     seg, _ = load_segmenter(run_dir / "checkpoints" / "segmenter" / "latest.pt", expected=classes)
     g0, d0, s0 = _state(G), _state(D), _state(seg)
@@ -56,7 +56,7 @@ def test_refinement_changes_only_the_segmenter(run_dir: Path) -> None:
     target = torch.randint(0, classes.num_classes, (2, 32, 64))
     for _ in range(2):
         out = refine_mod.refinement_losses(seg(images), images, target, generator=G, discriminator=D,
-                                           z=torch.randn(2, arch["z_dim"]), ignore_index=255,
+                                           z=torch.randn(2, spec.z_dim), ignore_index=255,
                                            lambda_content=1.0, lambda_adv=1.0)
         opt.zero_grad()
         out["loss"].backward()
@@ -71,14 +71,14 @@ def test_refinement_changes_only_the_segmenter(run_dir: Path) -> None:
 
 def test_content_and_adversarial_losses_reach_the_segmenter_output(run_dir: Path) -> None:
     classes = _classes(run_dir)
-    G, D, arch = refine_mod.load_image_stage(run_dir / "checkpoints" / "image" / "latest.pt", classes,
+    G, D, spec = refine_mod.load_image_stage(run_dir / "checkpoints" / "image" / "latest.pt", classes,
                                              recipe_name="toy", run_dir=run_dir, device="cpu")
     torch.manual_seed(1)
     images, target = torch.rand(2, 3, 32, 64), torch.randint(0, classes.num_classes, (2, 32, 64))
     for term in ("content", "adv"):
         logits = torch.randn(2, classes.num_classes, 32, 64, requires_grad=True)
         out = refine_mod.refinement_losses(logits, images, target, generator=G, discriminator=D,
-                                           z=torch.zeros(2, arch["z_dim"]), ignore_index=255,
+                                           z=torch.zeros(2, spec.z_dim), ignore_index=255,
                                            lambda_content=0.1, lambda_adv=0.1)
         out[term].backward()
         assert logits.grad is not None and logits.grad.abs().sum() > 0, term

@@ -1,0 +1,132 @@
+"""Stage specs: made from a recipe, stored in checkpoints as plain dicts (weights_only loads),
+rebuilt into the same networks; records of older checkpoints still load; bad records are named."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+import torch
+
+from synthdata.core.contract import CheckpointError, ConfigError
+from synthdata.core.recipe_loading import load_recipe
+from synthdata.generation import stages
+
+TINY = ["data.height=32", "data.width=64", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=8",
+        "stages.depth.ngf=8", "stages.depth.ndf=8", "stages.depth.z_dim=4",
+        "stages.image.ngf=8", "stages.image.ndf=8", "stages.image.z_dim=4"]
+C = 3
+
+
+def make(stage: str, *overrides: str, use_depth: bool = True) -> stages.StageSpec:
+    recipe = load_recipe("toy", TINY + list(overrides))
+    return stages.stage_spec(stage, recipe, num_classes=C, use_depth=use_depth,
+                             max_depth=None if stage == "layout" else 50.0)
+
+
+def legacy_record(stage: str, use_depth: bool = True) -> dict:
+    """The "arch" dict checkpoints written before the specs stored (the old `stage_arch`)."""
+    recipe = load_recipe("toy", TINY)
+    record = dict(dataclasses.asdict(getattr(recipe.stages, stage)), stage=stage, num_classes=C,
+                  height=32, width=64, max_depth=None if stage == "layout" else 50.0)
+    if stage == "depth":
+        record.update(cond_channels=C, out_channels=1, use_depth=False)
+    elif stage == "image":
+        record.update(cond_channels=C + int(use_depth), out_channels=3, use_depth=use_depth)
+    return record
+
+
+def batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    layout = torch.randint(0, C, (2, 32, 64), generator=g)
+    layout[:, 0, 0] = 255  # an ignore pixel
+    depth = torch.rand(2, 1, 32, 64, generator=g) * 40
+    depth[:, :, :4] = 0  # unknown depth
+    return {"layout": layout, "depth": depth, "image": torch.rand(2, 3, 32, 64, generator=g)}
+
+
+@pytest.mark.parametrize("stage", stages.STAGES)
+def test_spec_round_trips_through_a_weights_only_checkpoint(stage):
+    spec = make(stage)
+    assert isinstance(spec, stages.SPECS[stage]) and spec.stage == stage
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.height = 64  # type: ignore[misc]
+    torch.manual_seed(0)
+    G, D = spec.build_generator(), spec.build_discriminator()
+    buffer = io.BytesIO()
+    torch.save({"arch": spec.to_dict(), "model": G.state_dict(), "critic": D.state_dict()}, buffer)
+    buffer.seek(0)
+    ckpt = torch.load(buffer, weights_only=True)
+    again = stages.spec_from_dict(ckpt["arch"])
+    assert again == spec and again.to_dict() == spec.to_dict()
+    G2, D2 = again.build_generator().eval(), again.build_discriminator().eval()
+    G2.load_state_dict(ckpt["model"])
+    D2.load_state_dict(ckpt["critic"])
+    assert type(G2) is type(G) and type(D2) is type(D)
+    G.eval()
+    inp = spec.inputs(batch(), spec.noise(2, torch.Generator().manual_seed(1), "cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(again.generate(G2, inp), spec.generate(G, inp), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("stage", "use_depth"), [("layout", True), ("depth", True), ("image", True), ("image", False)])
+def test_records_of_older_checkpoints_still_load(stage, use_depth):
+    record = legacy_record(stage, use_depth)
+    spec = stages.spec_from_dict(record)
+    assert spec == make(stage, use_depth=use_depth)
+    # what the spec writes is what the old record said, under the same keys (lr/betas/composite dropped)
+    assert all(record[k] == v for k, v in spec.to_dict().items())
+    assert spec.build_generator().state_dict().keys() == make(stage, use_depth=use_depth).build_generator().state_dict().keys()
+
+
+def test_inputs_noise_and_decoding_per_stage():
+    b = batch()
+    layout, depth, image = make("layout"), make("depth"), make("image")
+    inp = layout.inputs(b, None)
+    assert inp.cond is None and inp.target.shape == (2, C, 32, 64) and inp.target[:, :, 0, 0].sum() == 0
+    assert layout.decode(inp.target).shape == (2, 32, 64)
+    inp = depth.inputs(b, None)
+    assert inp.cond.shape == (2, C, 32, 64) and inp.mask[:, :, :4].sum() == 0 and inp.mask[:, :, 4:].all()
+    torch.testing.assert_close(depth.decode(inp.target)[:, 4:], b["depth"][:, 0, 4:], rtol=1e-4, atol=1e-4)
+    inp = image.inputs(b, None)
+    assert image.use_depth and image.cond_channels == C + 1 and inp.cond.shape == (2, C + 1, 32, 64)
+    torch.testing.assert_close(image.decode(inp.target), b["image"])
+    assert make("image", use_depth=False).inputs(b, None).cond.shape == (2, C, 32, 64)
+    assert layout.noise(2, torch.Generator().manual_seed(0), "cpu").shape == (2, 8)
+    assert make("depth", "stages.depth.z_dim=0").noise(2, None, "cpu") is None
+
+
+def test_bad_records_name_the_key():
+    with pytest.raises(CheckpointError, match="unknown stage 'colour' under key 'stage'"):
+        stages.spec_from_dict(dict(legacy_record("image"), stage="colour"))
+    record = legacy_record("depth")
+    del record["num_classes"]
+    with pytest.raises(CheckpointError, match="ckpt.pt: missing key 'num_classes'"):
+        stages.spec_from_dict(record, where="ckpt.pt")
+    with pytest.raises(CheckpointError, match="missing key 'stage'"):
+        stages.spec_from_dict({k: v for k, v in legacy_record("layout").items() if k != "stage"})
+    with pytest.raises(CheckpointError, match="key 'height' must be int, got '32'"):
+        stages.spec_from_dict(dict(legacy_record("layout"), height="32"))
+    with pytest.raises(CheckpointError, match="key 'cond_channels' is 5"):
+        stages.spec_from_dict(dict(legacy_record("image"), cond_channels=5))
+    with pytest.raises(CheckpointError, match="stages.layout.loss"):
+        stages.spec_from_dict(dict(legacy_record("layout"), loss="hinge"))
+    with pytest.raises(CheckpointError, match="max_depth"):
+        stages.spec_from_dict(dict(legacy_record("depth"), max_depth=None))
+    for bad in ({}, None, [1, 2]):
+        with pytest.raises(CheckpointError, match="no stage architecture record"):
+            stages.spec_from_dict(bad)
+
+
+def test_bad_recipes_raise_config_errors():
+    recipe = load_recipe("toy", TINY)
+    with pytest.raises(ConfigError, match="Valid stages: layout, depth, image"):
+        stages.stage_spec("colour", recipe, num_classes=C, use_depth=False, max_depth=None)
+    with pytest.raises(ConfigError, match="stages.depth: the depth stage needs max_depth"):
+        stages.stage_spec("depth", recipe, num_classes=C, use_depth=False, max_depth=None)
+    with pytest.raises(ConfigError, match="stages.image: the image stage conditioned on depth needs max_depth"):
+        stages.stage_spec("image", recipe, num_classes=C, use_depth=True, max_depth=None)
+    spec = make("image", "data.height=33")
+    with pytest.raises(ConfigError, match=r"stages.image \(arch='spade', 33x64\)"):
+        spec.build_generator()
