@@ -1,21 +1,14 @@
 """`synthdata demo [run_dir=DIR demo.budget=tiny|small|full]`: the whole pipeline on the toy world.
 
 Trains the layout, depth and image stages on a small labelled subset of the toy world, produces
-synthetic shards, trains the same segmenter on real data alone and on real + synthetic data,
-evaluates both, and writes `DIR/report.md`. Every stage is an ordinary synthdata command run
-in-process; rerunning reuses finished stages (each command resumes or skips completed work).
+GAN samples (pictures, layout statistics, fidelity, FID), then runs a small `synthdata study`:
+real only vs the best variant measured so far (real layouts + copy-paste textured with real
+pixels, half of every batch), a few seeds each, and writes `DIR/report.md` with the paired
+difference and its intervals. Every stage is an ordinary synthdata command run in-process;
+rerunning reuses finished stages (each command resumes or skips completed work).
 """
 
 from __future__ import annotations
-
-from synthdata import produce, segment, train
-from synthdata.core.entry import run_main
-from synthdata.core.visualize import save_grid
-from synthdata.data.readers import make_reader
-from synthdata.inspection import main as inspect_main
-from synthdata.metrics import fid, fidelity, layout_stats
-from synthdata.metrics.inception import FIDWeightsError, resolve_weights
-from synthdata.metrics.report import compare_reports, read_report
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
     import os
@@ -33,8 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from synthdata import produce, train
 from synthdata.core.contract import ConfigError
+from synthdata.core.entry import run_main
+from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import parse_command_line
+from synthdata.core.visualize import save_grid
+from synthdata.data.readers import make_reader
+from synthdata.demo_report import fmt, interval_sentence, write_demo_report
+from synthdata.experiments.study import make_plan, run_study
+from synthdata.inspection import main as inspect_main
+from synthdata.metrics import fid, fidelity, layout_stats
+from synthdata.metrics.inception import FIDWeightsError, resolve_weights
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,11 @@ class Budget:
     layout_steps: int
     depth_steps: int
     image_steps: int
-    samples: int  # synthetic samples produced
+    gan_samples: int  # samples of the trained generators: pictures, layout statistics, fidelity, FID
+    samples: int  # synthetic samples the study produces for the segmenter's synthetic arm
     shard_size: int
     seg_steps: int
+    seeds: int  # segmenter seeds per arm of the study
     gen_channels: int  # ngf/ndf of the generators
     batch_size: int
     image_discriminators: int  # scales of the image stage's multi-scale discriminator
@@ -58,13 +63,30 @@ class Budget:
 
 BUDGETS = {
     # CI: seconds; proves that every stage runs and the report is written, nothing else
-    "tiny": Budget(32, 64, 16, 16, 3, 3, 3, 48, 16, 4, 8, 4, 1),
-    # the README's main command: under 15 minutes on a 2-core CPU (stage speeds measured with
-    # `python tools/bench_train.py speed`, see docs/benchmarks.md)
-    "small": Budget(64, 128, 64, 128, 400, 150, 400, 1024, 256, 400, 24, 8, 1),
+    # (2 seeds, so the interval over seeds is computed and reported)
+    "tiny": Budget(32, 64, real_train=16, val=16, layout_steps=3, depth_steps=3, image_steps=3,
+                   gan_samples=32, samples=32, shard_size=16, seg_steps=4, seeds=2, gen_channels=8,
+                   batch_size=4, image_discriminators=1),
+    # the README's main command, meant to stay under 15 minutes on a 2-core CPU: the segmenter
+    # study (2 arms x 2 seeds of 400 steps) replaced 2 single runs, so the image stage trains 200
+    # steps (was 400) and only 256 GAN samples are produced (was 1,024; they no longer train the
+    # segmenter). Stage speeds: `python tools/bench_train.py speed`, docs/benchmarks.md.
+    "small": Budget(64, 128, real_train=64, val=128, layout_steps=400, depth_steps=150, image_steps=200,
+                    gan_samples=256, samples=1024, shard_size=256, seg_steps=400, seeds=2, gen_channels=24,
+                    batch_size=8, image_discriminators=1),
     # a longer run for a machine with a GPU or more time
-    "full": Budget(128, 256, 256, 256, 5000, 3000, 6000, 20000, 500, 4000, 64, 16, 2),
+    "full": Budget(128, 256, real_train=256, val=256, layout_steps=5000, depth_steps=3000, image_steps=6000,
+                   gan_samples=5000, samples=20000, shard_size=500, seg_steps=4000, seeds=3, gen_channels=64,
+                   batch_size=16, image_discriminators=2),
 }
+
+# The best synthetic variant measured on the toy world so far (docs/benchmarks.md, "Study: composite
+# copy-paste on the toy world"; the same entry as recipes/studies/toy-composite.yaml): real layouts
+# with class-aware copy-paste of 3 objects, textured with real pixels from the segment bank (no
+# generator is trained for it), half of every segmenter batch.
+BEST_VARIANT = "copy-paste composite 0.5"
+STUDY_VARIANTS = {BEST_VARIANT: {"seg.synthetic_ratio": 0.5, "produce.layouts": "real",
+                                 "produce.copy_paste": 3, "stages.image.arch": "composite"}}
 
 
 def recipe_overrides(budget: Budget, recipe_seed: int) -> list[str]:
@@ -90,12 +112,19 @@ def recipe_overrides(budget: Budget, recipe_seed: int) -> list[str]:
     ]
 
 
+def study_overrides(budget: Budget) -> list[str]:
+    """The segmenter comparison as a study: real only vs the best variant, one job at a time in this process."""
+    return [f"study.variants={json.dumps(STUDY_VARIANTS)}", f"study.seeds={budget.seeds}", "study.workers=1"]
+
+
 class Timer:
-    """Wall time per demo stage, kept in DIR/demo_timings.json so reruns can report it."""
+    """Wall time per demo stage, kept in DIR/demo_timings.json so reruns can report it (the rows
+    are this run's stages; a stage that took under half its earlier time was reused)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.rows: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
+        self.earlier: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
+        self.rows: dict[str, dict[str, Any]] = {}
 
     def run(self, name: str, fn: Callable[[], int]) -> None:
         start = time.perf_counter()
@@ -103,7 +132,7 @@ class Timer:
         seconds = time.perf_counter() - start
         if code != 0:
             raise RuntimeError(f"demo stage '{name}' failed with exit code {code}")
-        previous = self.rows.get(name)
+        previous = self.earlier.get(name)
         reused = previous is not None and seconds < 0.5 * previous["seconds"]
         self.rows[name] = {"seconds": previous["seconds"] if reused else round(seconds, 1), "reused": reused}
         self.path.write_text(json.dumps(self.rows, indent=1))
@@ -120,9 +149,12 @@ def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: 
     common = recipe_overrides(budget, recipe_seed)
     timer = Timer(run_dir / "demo_timings.json")
     gen_dir = run_dir / "generators"
-    shards = gen_dir / "shards"
-    seg_real, seg_mixed = run_dir / "segment-real", run_dir / "segment-real+synthetic"
-    total = 9
+    shards = gen_dir / "shards-gan"  # not generators/shards, where earlier demos put 1,024 GAN samples
+    gan_args = [f"produce.num_samples={budget.gan_samples}", f"produce.out={shards}"]
+    study_recipe, _ = parse_command_line(common + study_overrides(budget))
+    plan = make_plan(study_recipe, run_dir / "comparison")  # checks the variant before anything trains
+    baseline = next(c for c in plan.cells if c.variant == study_recipe.study.baseline and c.seed == plan.seeds[0])
+    total = 8
 
     def step(i: int, text: str) -> None:
         print(f"\n[demo {i}/{total}] {text}", flush=True)
@@ -135,37 +167,50 @@ def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: 
         timer.run(f"train {stage}", lambda s=stage, n=steps: train.main(
             common + [f"stage={s}", f"run_dir={gen_dir}", f"train.steps={n}",
                       f"train.sample_every={max(n // 2, 1)}", f"train.checkpoint_every={n}"]))
-    step(5, f"producing {budget.samples} synthetic samples")
-    timer.run("produce", lambda: produce.main(common + [f"run_dir={gen_dir}"]))
-    # the same generated layouts textured with real pixels (segment bank, no image stage), for the pictures
-    composite_shards = gen_dir / "shards-composite"
-    timer.run("produce composite (pictures)", lambda: produce.main(common + [
-        f"run_dir={gen_dir}", "stages.image.arch=composite", "stages.image.composite.missing=fill",
-        f"produce.out={composite_shards}", "produce.num_samples=8", "produce.shard_size=8"]))
-    step(6, f"training a segmenter on real data only ({budget.seg_steps} steps)")
-    timer.run("segment real only", lambda: segment.main(common + [f"run_dir={seg_real}"]))
-    step(7, f"training the same segmenter on real + synthetic data ({budget.seg_steps} steps)")
-    timer.run("segment real + synthetic", lambda: segment.main(
-        common + [f"run_dir={seg_mixed}", f"seg.synthetic={shards}", "seg.synthetic_ratio=0.5"]))
-    step(8, "evaluating the synthetic data: layout statistics and fidelity")
+    step(5, f"producing {budget.gan_samples} synthetic samples with the trained generators")
+    timer.run("produce GAN samples", lambda: produce.main(common + gan_args + [f"run_dir={gen_dir}"]))
+    step(6, f"segmenter study: real only vs {BEST_VARIANT} ({budget.samples} samples), "
+            f"{budget.seeds} seeds x {budget.seg_steps} steps each")
+    timer.run("segmenter study", lambda: _study(study_recipe, plan.run_dir))
+    step(7, "evaluating the GAN samples: layout statistics and fidelity")
     timer.run("layout statistics", lambda: layout_stats.main(
         common + ["real=recipe:train", f"fake={shards}", f"out={run_dir / 'eval' / 'layouts'}"]))
     timer.run("fidelity", lambda: fidelity.main(
-        common + [f"shards={shards}", f"segmenter={seg_real / 'checkpoints' / 'segmenter' / 'latest.pt'}",
-                  f"out={run_dir / 'eval' / 'fidelity'}"]))
+        common + [f"shards={shards}", f"out={run_dir / 'eval' / 'fidelity'}",
+                  f"segmenter={baseline.run_dir / 'checkpoints' / 'segmenter' / 'latest.pt'}"]))
     fid_line = _maybe_fid(common, shards, run_dir, timer)
-    step(9, "writing the report")
-    reports = [read_report(seg_real / "report" / "report.json"), read_report(seg_mixed / "report" / "report.json")]
-    compare_md = compare_reports(reports, run_dir / "compare")
+    step(8, "writing the report")
     _contact_sheet(shards, run_dir / "pictures" / "synthetic_samples.png")
-    _contact_sheet(composite_shards, run_dir / "pictures" / "composite_samples.png")
-    report = write_demo_report(run_dir, budget_name, budget, common, reports, compare_md, timer.rows, fid_line)
-    real, mixed = (r["metrics"]["miou"] for r in reports)
+    (production,) = plan.productions.values()
+    _contact_sheet(Path(production["shards"]), run_dir / "pictures" / "composite_samples.png")
+    study = json.loads((plan.study_dir / "report.json").read_text())
+    study_command = "synthdata study " + " ".join(shlex.quote(c) for c in common + study_overrides(budget))
+    report = write_demo_report(
+        run_dir, budget_name=budget_name, budget=budget, variant=BEST_VARIANT, plan=plan, study=study,
+        timings=timer.rows, fid_line=fid_line, reproduce=[
+            "Every stage is a synthdata command with these recipe settings (SETTINGS):", "",
+            "```", " ".join(shlex.quote(c) for c in common), "```", "",
+            f"(stages: `synthdata train SETTINGS stage=layout|depth|image run_dir={gen_dir} train.steps=N`; "
+            f"their samples: `synthdata produce SETTINGS run_dir={gen_dir} {' '.join(gan_args)}`); the comparison:",
+            "",
+            "```", f"{study_command} run_dir={shlex.quote(str(plan.run_dir))}", "```"])
+    rows = {r["variant"]: r for r in study["summary"]["rows"]}
     print(f"\ndemo report: {report}")
-    print(f"  real only:        mIoU {100 * real:.1f}% ({budget.seg_steps} steps, {budget.real_train} real scenes)")
-    print(f"  real + synthetic: mIoU {100 * mixed:.1f}% (+{budget.samples} synthetic samples, ratio 0.5)")
-    print(f"  difference:       {100 * (mixed - real):+.1f} mIoU points; total time {sum(r['seconds'] for r in timer.rows.values()):.0f} s")
+    for name, extra in ((study_recipe.study.baseline, f"{budget.real_train} real scenes"),
+                        (BEST_VARIANT, f"+{budget.samples} synthetic samples, ratio 0.5")):
+        r = rows[name]
+        print(f"  {name}: mIoU {fmt(r['miou_mean'])} +- {fmt(r['miou_std'])}% over {len(r['seeds'])} seeds "
+              f"({budget.seg_steps} steps, {extra})")
+    print(f"  difference: {interval_sentence(rows[BEST_VARIANT], study['summary']['confidence'])}")
+    print(f"  total time {sum(r['seconds'] for r in timer.rows.values()):.0f} s")
     return report
+
+
+def _study(recipe: Recipe, run_dir: Path) -> int:
+    summary = run_study(recipe, run_dir)
+    for job, reason in summary["failed"].items():
+        print(f"  failed {job}: {reason}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
 
 
 def _real_grid(common: list[str], path: Path) -> int:
@@ -192,88 +237,6 @@ def _maybe_fid(common: list[str], shards: Path, run_dir: Path, timer: Timer) -> 
     timer.run("FID", lambda: fid.main(common + ["real=recipe:val", f"fake={shards}", f"out={out}"]))
     value = json.loads((out / "report.json").read_text())["metrics"].get("fid")
     return f"FID (images, synthetic vs held-out real): {value:.2f}" if value is not None else "FID: see eval/fid"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def write_demo_report(run_dir: Path, budget_name: str, budget: Budget, common: list[str],
-                      reports: list[dict[str, Any]], compare_md: Path, timings: dict[str, dict[str, Any]],
-                      fid_line: str) -> Path:
-    layouts = json.loads((run_dir / "eval" / "layouts" / "report.json").read_text())["metrics"]
-    fidelity = json.loads((run_dir / "eval" / "fidelity" / "report.json").read_text())["metrics"]
-    real, mixed = reports
-    names = real["classes"]["classes"]
-    lines = [
-        f"# synthdata demo ({budget_name} budget)",
-        "",
-        f"The toy world stands in for a real dataset: {budget.real_train} labelled scenes at "
-        f"{budget.height}x{budget.width} for training, {budget.val} held-out scenes for evaluation. "
-        f"The generators learned from the {budget.real_train} scenes only; the same segmenter was trained "
-        f"for {budget.seg_steps} steps on real data alone and on real + {budget.samples} synthetic samples "
-        "(half of every batch synthetic).",
-        "",
-        "## Segmentation on held-out scenes (IoU %)",
-        "",
-        "| class | real only | real + synthetic | difference |",
-        "| --- | --- | --- | --- |",
-    ]
-    for c, name in enumerate(names):
-        a, b = real["metrics"]["per_class_iou"][c], mixed["metrics"]["per_class_iou"][c]
-        diff = "-" if a is None or b is None else f"{100 * (b - a):+.1f}"
-        lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | {diff} |")
-    for key in ("miou", "pixel_accuracy"):
-        a, b = real["metrics"][key], mixed["metrics"][key]
-        lines.append(f"| **{key}** | {_fmt(a)} | {_fmt(b)} | {100 * (b - a):+.1f} |")
-    lines += [
-        "",
-        f"Full reports: [real only](segment-real/report/report.md), "
-        f"[real + synthetic](segment-real+synthetic/report/report.md), [comparison]({compare_md.relative_to(run_dir)}).",
-        "",
-        "![per-class IoU](compare/compare.png)",
-        "",
-        "## Synthetic data quality",
-        "",
-        f"- Layout statistics: Jensen-Shannon divergence of class pixel frequencies, synthetic vs real: "
-        f"{layouts.get('js_pixel_frequency', float('nan')):.4f} ([report](eval/layouts/report.md)).",
-        f"- Fidelity: the real-only segmenter re-segments the synthetic images with mIoU "
-        f"{_fmt(fidelity.get('miou'))}% and pixel accuracy {_fmt(fidelity.get('pixel_accuracy'))}% against their "
-        "own layouts ([report](eval/fidelity/report.md)).",
-        f"- {fid_line}",
-        "",
-        "## Pictures",
-        "",
-        "Real training scenes (image | layout | depth):",
-        "",
-        "![real](pictures/real_scenes.png)",
-        "",
-        "Produced synthetic samples (image | layout | depth):",
-        "",
-        "![synthetic](pictures/synthetic_samples.png)",
-        "",
-        "Generated layouts textured with real pixels instead (`stages.image.arch=composite`: segments of the "
-        "training scenes from a segment bank, no image stage; shown for comparison, not used for training here):",
-        "",
-        "![composite](pictures/composite_samples.png)",
-        "",
-    ]
-    for stage in ("layout", "depth", "image"):
-        grids = sorted((run_dir / "generators" / "samples" / stage).glob("step-*.png"))
-        if grids:
-            lines += [f"Training samples of the {stage} stage ({grids[-1].stem}):", "",
-                      f"![{stage}]({grids[-1].relative_to(run_dir)})", ""]
-    lines += ["Confusion matrices: [real only](segment-real/report/confusion_matrix.png), "
-              "[real + synthetic](segment-real+synthetic/report/confusion_matrix.png).", "",
-              "## Pipeline timing", "", "| stage | seconds | |", "| --- | --- | --- |"]
-    for name, row in timings.items():
-        lines.append(f"| {name} | {row['seconds']:.1f} | {'reused from an earlier run' if row['reused'] else ''} |")
-    lines += [f"| **total** | {sum(r['seconds'] for r in timings.values()):.1f} | |", "",
-              "## Reproduce", "", "Every stage is a synthdata command with these recipe settings:", "",
-              "```", " ".join(shlex.quote(c) for c in common), "```", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def _main(argv: list[str]) -> int:
