@@ -22,7 +22,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -33,6 +33,32 @@ from synthdata.core.recipe_loading import recipe_to_yaml
 
 PROGRESS_FILE = "progress.json"
 PICKLED_STATE = "custom_checkpoint_*.pkl"  # what Accelerate writes for register_for_checkpointing
+
+
+def checkpoint_chunks(start: int, total: int, every: int) -> Iterator[tuple[int, int]]:
+    """(first, stop) step ranges from `start` to `total`, each ending at the next multiple of
+    `every`. Trainers start a fresh data stream for each chunk, seeded by its first step, so a run
+    resumed from a checkpoint sees exactly the data it would have seen without the stop."""
+    step = start
+    while step < total:
+        stop = min(total, (step // every + 1) * every)
+        yield step, stop
+        step = stop
+
+
+def exact_batches(loader: Iterable, count: int) -> Iterator[Any]:
+    """Exactly `count` batches of `loader`, passing over it again when one pass yields fewer (a
+    loader may round its epoch down to whole batches per process)."""
+    n = 0
+    while n < count:
+        drawn = 0
+        for batch in loader:
+            yield batch
+            n, drawn = n + 1, drawn + 1
+            if n == count:
+                return
+        if drawn == 0:
+            raise RuntimeError("the training stream yielded no batch")
 
 
 def save_resolved_recipe(folder: Path, recipe: Recipe) -> Path:

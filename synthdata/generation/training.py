@@ -20,7 +20,7 @@ from synthdata.core.checkpoint import check_classes, portable_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
-from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
+from synthdata.core.run_dir import CheckpointFolder, checkpoint_chunks, exact_batches, save_resolved_recipe
 from synthdata.core.runtime import (
     count_parameters,
     format_count,
@@ -78,13 +78,7 @@ def _batches(source, recipe: Recipe, *, seed: int, count: int, with_depth: bool,
     loader = make_loader(src, batch_size=bs, augment=False, shuffle=True, epoch_length=count * bs,
                          num_workers=recipe.train.num_workers, seed=seed, with_depth=with_depth,
                          rank=rank, world_size=world)
-    n = 0
-    while n < count:  # a loader may round its epoch down; draw again rather than stop early
-        for batch in loader:
-            yield batch
-            n += 1
-            if n == count:
-                return
+    return exact_batches(loader, count)
 
 
 def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
@@ -229,10 +223,8 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     preview = None
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {stage}", disable=not main_proc, dynamic_ncols=True)
     t0, step, logged = time.perf_counter(), start, {}
-    while step < cfg.steps:
-        # the data stream restarts at each checkpoint, seeded by the step: resumes repeat exactly
-        stop = min(cfg.steps, (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-        stream = _batches(r.source, recipe, seed=derive_seed(recipe.seed, stage_id, step), count=(stop - step) * accum,
+    for first, stop in checkpoint_chunks(start, cfg.steps, cfg.checkpoint_every):
+        stream = _batches(r.source, recipe, seed=derive_seed(recipe.seed, stage_id, first), count=(stop - first) * accum,
                           with_depth=r.needs_depth, rank=rank, world=world)
         while step < stop:
             micro = [_to_device(next(stream), accelerator.device) for _ in range(accum)]

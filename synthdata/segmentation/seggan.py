@@ -23,7 +23,7 @@ from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_c
 from synthdata.core.contract import CheckpointError, ClassInfo
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
-from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
+from synthdata.core.run_dir import CheckpointFolder, checkpoint_chunks, exact_batches, save_resolved_recipe
 from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed, torch_generator
 from synthdata.data.loader import Source, make_loader
@@ -153,12 +153,11 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     z_dim = g_spec.z_dim
     bar = tqdm(total=cfg.steps, initial=start, desc="refine", unit="step", disable=not accelerator.is_main_process)
     model.train()
-    while step < cfg.steps:
-        stop = min(cfg.steps, (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
+    for first, stop in checkpoint_chunks(start, cfg.steps, cfg.checkpoint_every):
         # full samples, not crops: the generator is built for the data resolution
         loader = make_loader(Source(reader=reader), batch_size=cfg.batch_size, augment=True, shuffle=True,
-                             epoch_length=(stop - step) * cfg.batch_size, seed=derive_seed(recipe.seed, REFINE_SEED_KEY, step))
-        for batch in loader:
+                             epoch_length=(stop - first) * cfg.batch_size, seed=derive_seed(recipe.seed, REFINE_SEED_KEY, first))
+        for batch in exact_batches(loader, stop - first):
             seed_step(recipe.seed, REFINE_SEED_KEY, step, accelerator.process_index)
             images, target = batch["image"].to(device), batch["layout"].to(device)
             z = None
@@ -175,10 +174,6 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
             step += 1
             bar.update(1)
             bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in last.items()})
-            if step >= stop:
-                break
-        if step < stop:
-            raise CheckpointError(f"the training stream ended after {step} of {cfg.steps} steps")
         checkpoint(step)
     bar.close()
     seconds = time.time() - started

@@ -19,7 +19,7 @@ from synthdata.core.checkpoint import check_classes, load_checkpoint, portable_c
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.recipe import Recipe, TranslateConfig
 from synthdata.core.recipe_loading import recipe_to_dict
-from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
+from synthdata.core.run_dir import CheckpointFolder, checkpoint_chunks, exact_batches, save_resolved_recipe
 from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed
 from synthdata.data.loader import Source, make_loader
@@ -236,8 +236,8 @@ def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
         return checkpoints.save({"step": step, "classes": classes.to_dict()}, portable)
 
     def stream(seed: int, count: int):
-        return iter(make_loader(Source(reader=reader), batch_size=cfg.batch_size, augment=True, shuffle=True,
-                                epoch_length=count * cfg.batch_size, seed=seed, crop=crop))
+        return exact_batches(make_loader(Source(reader=reader), batch_size=cfg.batch_size, augment=True, shuffle=True,
+                                         epoch_length=count * cfg.batch_size, seed=seed, crop=crop), count)
 
     def masks(layout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         enc = encode_mask(layout, encoding=arch["encoding"], num_classes=classes.num_classes, palette=classes.palette)
@@ -246,12 +246,10 @@ def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     device, step, last, started = accelerator.device, start, {}, time.time()
     bar = tqdm(total=cfg.steps, initial=start, desc=name, unit="step", disable=not accelerator.is_main_process)
     weights = CycleGANWeights(cycle=cfg.lambda_cycle, identity=cfg.lambda_identity)
-    while step < cfg.steps:
-        # streams restart at every checkpoint, seeded by the step: a resumed run repeats exactly
-        stop = min(cfg.steps, (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-        paired = stream(derive_seed(recipe.seed, 0x7A, step), stop - step)
-        unpaired = stream(derive_seed(recipe.seed, 0x7B, step), stop - step) if mode == "cyclegan" else None
-        for _ in range(stop - step):
+    for first, stop in checkpoint_chunks(start, cfg.steps, cfg.checkpoint_every):
+        paired = stream(derive_seed(recipe.seed, 0x7A, first), stop - first)
+        unpaired = stream(derive_seed(recipe.seed, 0x7B, first), stop - first) if mode == "cyclegan" else None
+        for _ in range(stop - first):
             seed_step(recipe.seed, 0x7A, step, accelerator.process_index)  # dropout
             batch = next(paired)
             image = batch["image"].to(device) * 2.0 - 1.0

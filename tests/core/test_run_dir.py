@@ -112,3 +112,21 @@ def test_stale_latest_is_repaired_from_the_state_on_start(tmp_path):
 def test_folder_without_state_resumes_nothing(tmp_path):
     acc = make_accelerator(mixed_precision="no")
     assert CheckpointFolder(acc, tmp_path / "none").resume() is None
+
+
+def test_checkpoint_chunks_end_at_checkpoints_and_resume_in_the_same_places():
+    from synthdata.core.run_dir import checkpoint_chunks
+
+    assert list(checkpoint_chunks(0, 10, 4)) == [(0, 4), (4, 8), (8, 10)]
+    assert list(checkpoint_chunks(4, 10, 4)) == [(4, 8), (8, 10)]  # a resume starts where a chunk did
+    assert list(checkpoint_chunks(5, 10, 4)) == [(5, 8), (8, 10)]
+    assert list(checkpoint_chunks(10, 10, 4)) == []
+
+
+def test_exact_batches_passes_again_when_a_loader_rounds_down_and_refuses_an_empty_one():
+    from synthdata.core.run_dir import exact_batches
+
+    assert list(exact_batches([1, 2], 5)) == [1, 2, 1, 2, 1]
+    assert list(exact_batches([1, 2, 3], 2)) == [1, 2]
+    with pytest.raises(RuntimeError, match="no batch"):
+        list(exact_batches([], 1))
