@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from synthdata.core.contract import ConfigError, DatasetError
+from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.experiments.study import make_plan, run_study
 from synthdata.study import main as study_main
@@ -72,6 +72,19 @@ def test_shared_runs_are_keyed_by_what_decides_them(tmp_path):
      ["sched", "pretrain_steps"]),
     ({"gen": {"train.steps": 5}}, [], ConfigError, ["gen", "mixes no synthetic"]),
     ({"ok": {"seg.synthetic_ratio": 0.5}}, ["data.subset=IDS"], DatasetError, ["toy-train-000099"]),
+    # refine.* variants (SegGAN after training) and train.shards under a subset
+    ({"seggan": {"refine.stpes": 2}}, [], ConfigError, ["seggan", "refine.stpes", "refine.steps"]),
+    ({"seggan": {"refine.steps": 2, "refine.segmenter": "/x.pt"}}, [], ConfigError, ["seggan", "refine.segmenter"]),
+    ({"seggan": {"refine.steps": 0}}, [], ConfigError, ["seggan", "refine.steps must be >= 1"]),
+    ({"seggan": {"refine.steps": 2, "refine.generator": "/no/such/image.pt"}}, [], CheckpointError,
+     ["seggan", "refine.generator", "/no/such/image.pt"]),
+    ({"both": {"seg.synthetic_ratio": 0.5, "refine.steps": 2}}, [], ConfigError,
+     ["both", "stages.image.use_depth: false"]),
+    ({"seggan": {"refine.steps": 2, "produce.layouts": "real"}}, [], ConfigError, ["seggan", "mixes no synthetic"]),
+    ({"seggan": {"refine.steps": 2, "stages.image.arch": "composite"}}, [], ConfigError,
+     ["seggan", 'stages.image.arch: "spade"']),
+    ({"shards": {"seg.synthetic_ratio": 0.5, "train.shards": "/some/shards"}}, ["data.subset=every:2"], ConfigError,
+     ["shards", "train.shards", "data.subset"]),
 ])
 def test_bad_input_stops_before_any_training(tmp_path, capsys, variants, extra, error, words):
     ids = tmp_path / "ids.txt"
