@@ -67,12 +67,13 @@ BUDGETS = {
     "tiny": Budget(32, 64, real_train=16, val=16, layout_steps=3, depth_steps=3, image_steps=3,
                    gan_samples=32, samples=32, shard_size=16, seg_steps=4, seeds=2, gen_channels=8,
                    batch_size=4, image_discriminators=1),
-    # the README's main command, meant to stay under 15 minutes on a 2-core CPU: the segmenter
-    # study (2 arms x 2 seeds of 400 steps) replaced 2 single runs, so the image stage trains 200
-    # steps (was 400) and only 256 GAN samples are produced (was 1,024; they no longer train the
-    # segmenter). Stage speeds: `python tools/bench_train.py speed`, docs/benchmarks.md.
-    "small": Budget(64, 128, real_train=64, val=128, layout_steps=400, depth_steps=150, image_steps=200,
-                    gan_samples=256, samples=1024, shard_size=256, seg_steps=400, seeds=2, gen_channels=24,
+    # the README's main command, sized to stay under 15 minutes on a 2-core CPU without bf16 (an
+    # idle 2-vCPU AMD EPYC, fp32): stage speeds there, `python tools/bench_train.py speed` with
+    # these sizes, were 1.78 / 0.88 / 0.82 it/s at 16 channels (1.14 / 0.46 / 0.47 at 24) and the
+    # segmenter 1.6 steps/s, so the generators get 200 / 60 / 100 steps (pictures and fidelity
+    # only: the study's synthetic arm needs no generator) and each of the 4 study cells 150 steps.
+    "small": Budget(64, 128, real_train=64, val=128, layout_steps=200, depth_steps=60, image_steps=100,
+                    gan_samples=128, samples=512, shard_size=128, seg_steps=150, seeds=2, gen_channels=16,
                     batch_size=8, image_discriminators=1),
     # a longer run for a machine with a GPU or more time
     "full": Budget(128, 256, real_train=256, val=256, layout_steps=5000, depth_steps=3000, image_steps=6000,

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.data.loader import SampleTransform, collate, finish_batch, make_loader
 from synthdata.data.shard_writer import ShardWriter
-from synthdata.data.shards import decode_sample, encode_sample, resolve_urls
+from synthdata.data.shards import _tar_members, decode_sample, encode_sample, resolve_urls
 
 
 def make_samples(num: int, height: int, width: int) -> list[dict]:
@@ -231,6 +231,23 @@ def measure(loader, passes: int) -> tuple[float, int, float]:
     return count / seconds, rss.peak, 1000 * cpu / count
 
 
+def parser_cpu_ms(urls: list[str], samples: int, rounds: int = 3) -> dict[str, float]:
+    """CPU ms per sample of tar parsing alone (no decoding): our header parser `_tar_members` vs
+    webdataset's `tar_file_iterator` (tarfile's stream mode), the best of `rounds` over all shards."""
+    parsers = {"ours": _tar_members, "webdataset": wds.tariterators.tar_file_iterator}
+    members = {name: 0 for name in parsers}
+    best = {name: float("inf") for name in parsers}
+    for _ in range(rounds):
+        for name, parse in parsers.items():
+            cpu, members[name] = cpu_seconds(), 0
+            for url in urls:
+                with open(url, "rb") as stream:
+                    members[name] += sum(1 for _ in parse(stream))
+            best[name] = min(best[name], cpu_seconds() - cpu)
+    assert members["ours"] == members["webdataset"], members
+    return {name: 1000 * seconds / samples for name, seconds in best.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num", type=int, default=512)
@@ -258,6 +275,8 @@ def main() -> None:
         urls, _ = resolve_urls(str(root / "shards"))
         checked = check_same_batches(urls[0], args.batch_size, args.depth)
         print(f"  ours and stock webdataset give equal batches on {checked} samples of {Path(urls[0]).name}")
+        parsing = parser_cpu_ms(urls, args.num)
+        print("  tar parsing alone: " + ", ".join(f"{name} {ms:.3f} CPU ms/sample" for name, ms in parsing.items()))
         loaders = {
             "shards": lambda: make_loader(str(root / "shards"), batch_size=args.batch_size, augment=True,
                                           with_depth=args.depth, epoch_length=args.num, num_workers=args.workers, seed=0),
@@ -286,6 +305,8 @@ def main() -> None:
           f"shards vs folder: ratio {best['shards'][0] / best['folder'][0]:.2f}x "
           f"(CPU per sample {cpu['folder'] / cpu['shards']:.2f}x), shards vs webdataset: "
           f"{best['shards'][0] / best['webdataset'][0]:.2f}x (CPU per sample {cpu['webdataset'] / cpu['shards']:.2f}x)")
+    print(f"tar parsing alone (no decoding): ours {parsing['ours']:.3f} CPU ms/sample, webdataset's "
+          f"tar_file_iterator {parsing['webdataset']:.3f} ({parsing['webdataset'] / parsing['ours']:.1f}x)")
     print("| loader | samples/s | CPU ms/sample | peak PSS MiB |\n| --- | --- | --- | --- |")
     for name in results:
         print(f"| {name} | {best[name][0]:.1f} | {cpu[name]:.2f} | {best[name][1] / 2**20:.0f} |")
