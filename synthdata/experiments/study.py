@@ -63,11 +63,11 @@ from synthdata.data.readers.base import make_reader, refuse_subset_of_shards
 from synthdata.data.shards import resolve_urls
 from synthdata.experiments.cells import (
     Cell,
-    cell_fingerprint,
     cell_id,
     cell_result,
     digest,
     done_marker,
+    matches_fingerprint,
     segment_result,
     slug,
     write_json_atomic,
@@ -292,8 +292,8 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     (study_dir / "recipe.yaml").write_text(recipe_to_yaml(dataclasses.replace(recipe, study=Recipe().study)))
     for cell in plan.cells:  # a cell finished under another recipe is not this study's
         for path in (cell.result_path, cell.segment_path):
-            if path.is_file() and json.loads(path.read_text()).get("fingerprint") != cell_fingerprint(
-                    cell, plan.resolved[cell.variant]):
+            if path.is_file() and not matches_fingerprint(
+                    cell, plan.resolved[cell.variant], json.loads(path.read_text()).get("fingerprint")):
                 raise ConfigError(f"{path} was made with another recipe or variant; "
                                   "use a new run_dir or delete that cell's folder")
     write_json_atomic(study_dir / "plan.json", {

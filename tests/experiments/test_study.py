@@ -9,6 +9,7 @@ import pytest
 
 from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.recipe_loading import load_recipe
+from synthdata.experiments.cells import _fingerprint_tree, cell_fingerprint, cell_id, digest, matches_fingerprint
 from synthdata.experiments.study import make_plan, run_study
 from synthdata.study import main as study_main
 
@@ -62,6 +63,32 @@ def test_shared_runs_are_keyed_by_what_decides_them(tmp_path):
     # the same plan twice gives the same keys (they are hashes, not counters)
     assert set(plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}}).productions) == {by_user["half"]}
 
+
+
+def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path):
+    """A study that adds variants with other generator settings reuses its finished baseline cells;
+    synthetic cells, and any segmenter setting, still change the fingerprint."""
+    variants = {"half": {"seg.synthetic_ratio": 0.5}}
+
+    def fingerprints(*extra: str) -> dict[str, str]:
+        plan = plan_for(tmp_path, variants, *extra)
+        return {cell_id(c): cell_fingerprint(c, plan.resolved[c.variant]) for c in plan.cells}
+
+    base = fingerprints()
+    other_generators = fingerprints("train.steps=3", "stages.image.ngf=4", "produce.num_samples=4")
+    other_segmenter = fingerprints("seg.lr=0.5")
+    for seed in (0, 1):
+        real, half = f"cells/real-only/seed-{seed}", f"cells/half/seed-{seed}"
+        assert other_generators[real] == base[real] and other_generators[half] != base[half]
+        assert other_segmenter[real] != base[real]
+    assert base["cells/real-only/seed-0"] != base["cells/real-only/seed-1"]
+    # a baseline cell finished before generator sections were left out recorded the whole recipe's
+    plan = plan_for(tmp_path, variants, "train.steps=3")
+    cell = next(c for c in plan.cells if c.production is None)
+    recipe = plan.resolved[cell.variant]
+    whole = digest(_fingerprint_tree(cell, recipe))
+    assert whole != cell_fingerprint(cell, recipe) and matches_fingerprint(cell, recipe, whole)
+    assert not matches_fingerprint(cell, recipe, digest(_fingerprint_tree(cell, plan_for(tmp_path, variants).resolved[cell.variant])))
 
 @pytest.mark.parametrize("variants, extra, error, words", [
     ({"typo": {"seg.synthetic_ratoi": 0.5}}, [], ConfigError, ["typo", "seg.synthetic_ratoi", "synthetic_ratio"]),
