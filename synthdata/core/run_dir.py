@@ -65,7 +65,7 @@ def save_resolved_recipe(folder: Path, recipe: Recipe) -> Path:
     """`folder/recipe.yaml`: the fully resolved recipe a run used (one name for every command)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
+    tmp = path.with_name(f".recipe.yaml.{os.getpid()}.tmp")  # a study trains stages of one run dir side by side
     tmp.write_text(recipe_to_yaml(recipe))
     os.replace(tmp, path)
     return path

@@ -54,7 +54,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from synthdata.core.contract import ConfigError, DatasetError
 from synthdata.core.recipe import Recipe
@@ -237,22 +237,43 @@ def refine_controls(variants: dict[str, dict[str, Any]], resolved: dict[str, Rec
     return out
 
 
+def _generator_jobs(plan: Plan, gkey: str) -> list[str]:
+    return [f"generators/{gkey}/{stage}" for stage in plan.generators[gkey]["stages"]]
+
+
+def _stage_marker(gdir: Path, stage: str) -> Path:
+    """A stage job's done marker; `done.json` (every stage) also marks runs made when a generator
+    run was one job."""
+    return gdir / "done.json" if (gdir / "done.json").is_file() else gdir / f"done-{stage}.json"
+
+
+def _stage_done(gdir: Path, stage: str, gen: dict[str, Any]) -> Callable[[float], None]:
+    """Marks the stage; once every stage is done, `done.json` records the run (seconds: their sum)."""
+    def done(seconds: float) -> None:
+        done_marker(gdir / f"done-{stage}.json", {"stage": stage})(seconds)
+        markers = [gdir / f"done-{s}.json" for s in gen["stages"]]
+        if all(m.is_file() for m in markers):
+            total = sum(json.loads(m.read_text())["seconds"] for m in markers)
+            done_marker(gdir / "done.json", {"stages": gen["stages"], "used_by": gen["used_by"]})(total)
+    return done
+
+
 def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Job]:
     jobs: list[Job] = []
     run_dir = plan.run_dir
     for gkey, gen in plan.generators.items():
         gdir = run_dir / "generators" / gkey
-        commands = [_command("synthdata.train", recipe_path, {**gen["overrides"], "stage": stage, "run_dir": str(gdir)})
-                    for stage in gen["stages"]]
-        jobs.append(Job(f"generators/{gkey}", commands, done_file=gdir / "done.json",
-                        on_done=done_marker(gdir / "done.json", {"stages": gen["stages"], "used_by": gen["used_by"]})))
+        for stage in gen["stages"]:  # stages train on real data only: side by side when workers allow
+            command = _command("synthdata.train", recipe_path, {**gen["overrides"], "stage": stage, "run_dir": str(gdir)})
+            jobs.append(Job(f"generators/{gkey}/{stage}", [command], done_file=_stage_marker(gdir, stage),
+                            on_done=_stage_done(gdir, stage, gen)))
     for pkey, prod in plan.productions.items():
         gdir = run_dir / "generators" / prod["generator"]
         pdir = run_dir / "productions" / pkey
         args = {k: v for k, v in prod["overrides"].items()}
         args.update({"run_dir": str(gdir), "produce.out": prod["shards"]})
         jobs.append(Job(f"productions/{pkey}", [_command("synthdata.produce", recipe_path, args)],
-                        deps=[f"generators/{prod['generator']}"], done_file=pdir / "done.json",
+                        deps=_generator_jobs(plan, prod["generator"]), done_file=pdir / "done.json",
                         on_done=done_marker(pdir / "done.json", {"generator": prod["generator"], "used_by": prod["used_by"]})))
     for cell in plan.cells:
         deps = [f"productions/{cell.production}"] if cell.production else []
@@ -271,7 +292,7 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
         args = {**cell.overrides, **cell.refine["overrides"], "refine.generator": cell.refine["generator"],
                 "refine.segmenter": str(cell.run_dir / "checkpoints" / "segmenter" / "latest.pt"),
                 "run_dir": str(cell.run_dir)}
-        deps = [f"{cell_id(cell)}/segment"] + ([f"generators/{cell.refine['run']}"] if cell.refine["run"] else [])
+        deps = [f"{cell_id(cell)}/segment"] + (_generator_jobs(plan, cell.refine["run"]) if cell.refine["run"] else [])
         jobs.append(Job(cell_id(cell), [_command("synthdata.refine", recipe_path, args)], deps=deps,
                         done_file=cell.result_path, on_done=on_done))
     return jobs

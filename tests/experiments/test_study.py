@@ -56,6 +56,15 @@ def test_shared_runs_are_keyed_by_what_decides_them(tmp_path):
     assert plan.generators[gens["real layouts"]]["stages"] == ["depth", "image"]  # no layout GAN needed
     assert plan.generators[gens["half"]]["stages"] == ["layout", "depth", "image"]
     jobs = {j.id: j for j in plan.jobs}
+    # one job per stage (they train on real data only, so they run side by side); production needs all
+    stage_jobs = [f"generators/{gens['half']}/{stage}" for stage in ("layout", "depth", "image")]
+    assert all(jobs[j].deps == [] and len(jobs[j].commands) == 1 for j in stage_jobs)
+    assert jobs[f"productions/{by_user['half']}"].deps == stage_jobs
+    gdir = plan.run_dir / "generators" / gens["half"]  # a run finished when it was one job: all stages done
+    gdir.mkdir(parents=True)
+    (gdir / "done.json").write_text("{}")
+    assert all(j.done() for j in plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}}).jobs
+               if j.id.startswith(f"generators/{gens['half']}/"))
     freemask = jobs["cells/freemask/seed-1"]
     assert "cells/real-only/seed-1" in freemask.deps and f"productions/{by_user['freemask']}" in freemask.deps
     assert any("real-only/seed-1/checkpoints/segmenter/latest.pt" in t for t in freemask.commands[0])
@@ -157,17 +166,20 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys):
     assert rows["synthetic"]["bootstrap"]["n"] == 4 and rows["synthetic"]["verdict_interval"] == "t over seeds"
     for picture in ("miou.png", "differences.png", "per_class_difference.png"):
         assert (run_dir / "study" / picture).is_file() and f"]({picture})" in report
-    assert "study: ran 8 jobs, 0 already done, 0 failed" in out  # 1 generator run, 1 production, 6 cells
+    assert "study: ran 10 jobs, 0 already done, 0 failed" in out  # 3 generator stages, 1 production, 6 cells
+    gdir = run_dir / "generators" / next(iter(plan["generators"]))
+    assert json.loads((gdir / "done.json").read_text())["seconds"] == pytest.approx(sum(
+        json.loads((gdir / f"done-{stage}.json").read_text())["seconds"] for stage in ("layout", "depth", "image")), abs=0.05)
 
     # a kill loses the cell in progress: drop one result; a rerun runs that cell only (in a
     # worker process: two workers)
     victim = run_dir / "cells" / "synthetic" / "seed-1" / "result.json"
     victim.unlink()
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("**/result.json")}
-    before.update({p: p.stat().st_mtime_ns for p in run_dir.glob("*/*/done.json")})
+    before.update({p: p.stat().st_mtime_ns for p in run_dir.glob("*/*/done*.json")})
     summary = run_study(load_recipe("toy", TINY + [f"study.variants={variants}"]), run_dir)
     assert summary["ran"] == ["cells/synthetic/seed-1"] and summary["failed"] == {}
-    assert len(summary["skipped"]) == 7
+    assert len(summary["skipped"]) == 9
     assert victim.is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     # a finished cell is not silently reused under another recipe

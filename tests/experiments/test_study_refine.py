@@ -53,7 +53,7 @@ def test_a_refine_variant_plans_segment_then_refine_through_a_study_image_stage(
     assert not any("seggan" in p["used_by"] for p in plan.productions.values())  # it mixes no synthetic data
     jobs = {j.id: j for j in plan.jobs}
     order = [j.id for j in plan.jobs]
-    (train,) = jobs[f"generators/{gens['seggan']}"].commands
+    (train,) = jobs[f"generators/{gens['seggan']}/image"].commands
     assert train[2] == "synthdata.train" and 'stage="image"' in train and "stages.image.use_depth=false" in train
     for seed in (0, 1):
         cell = plan.run_dir / "cells" / "seggan" / f"seed-{seed}"
@@ -63,7 +63,7 @@ def test_a_refine_variant_plans_segment_then_refine_through_a_study_image_stage(
         assert segment.done_file == cell / "segment.json" and refine.done_file == cell / "result.json"
         assert not any(t.startswith("refine.") for t in tokens(segment))
         assert refine.commands[0][2] == "synthdata.refine"
-        assert refine.deps == [segment.id, f"generators/{gens['seggan']}"]
+        assert refine.deps == [segment.id, f"generators/{gens['seggan']}/image"]
         args = tokens(refine)
         assert "refine.steps=2" in args and "refine.batch_size=2" in args and f"seed={seed}" in args
         image = plan.run_dir / "generators" / gens["seggan"] / "checkpoints" / "image" / "latest.pt"
@@ -91,7 +91,7 @@ def test_refine_variants_that_mix_synthetic_data_or_bring_a_generator(tmp_path):
     assert gens["synthetic seggan"] == gens["synthetic"] and "own generator" not in gens
     jobs = {j.id: j for j in plan.jobs}
     refine = jobs["cells/synthetic-seggan/seed-0"]
-    assert f"generators/{gens['synthetic']}" in refine.deps
+    assert f"generators/{gens['synthetic']}/image" in refine.deps
     assert any(t.startswith("seg.synthetic=") for t in tokens(refine))  # the same recipe as its segment run
     own = jobs["cells/own-generator/seed-0"]
     assert own.deps == ["cells/own-generator/seed-0/segment"] and f'refine.generator="{generator}"' in tokens(own)
