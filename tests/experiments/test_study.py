@@ -10,35 +10,11 @@ import pytest
 from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.experiments.cells import _fingerprint_tree, cell_fingerprint, cell_id, digest, matches_fingerprint
-from synthdata.experiments.study import make_plan, run_study
+from synthdata.experiments.study import run_study
 from synthdata.study import main as study_main
 
-TINY = [
-    "data.height=32", "data.width=64", "data.split_sizes={train: 8, val: 4, test: 4}",
-    "train.batch_size=2", "train.mixed_precision=no", "train.steps=2", "train.checkpoint_every=2",
-    "train.sample_every=2", "train.log_every=1",
-    "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=16",
-    "stages.depth.ngf=8", "stages.depth.ndf=8", "stages.depth.z_dim=8", "stages.depth.num_discriminators=1",
-    "stages.image.ngf=8", "stages.image.ndf=8", "stages.image.z_dim=8", "stages.image.num_discriminators=1",
-    "produce.num_samples=8", "produce.shard_size=4", "produce.batch_size=4", "produce.encode_workers=1",
-    "seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]", "seg.batch_size=4", "seg.steps=2",
-    "seg.val_every=0", "seg.checkpoint_every=2", "seg.mixed_precision=no", "eval.batch_size=4",
-    "study.seeds=2", "study.workers=2", "study.bootstrap=200",
-]
 
-
-def write_variants(tmp_path, variants: dict) -> str:
-    path = tmp_path / "variants.yaml"
-    path.write_text(json.dumps({"variants": variants}))  # JSON is YAML
-    return str(path)
-
-
-def plan_for(tmp_path, variants: dict, *extra: str):
-    recipe = load_recipe("toy", TINY + [f"study.variants={write_variants(tmp_path, variants)}", *extra])
-    return make_plan(recipe, tmp_path / "study-run")
-
-
-def test_shared_runs_are_keyed_by_what_decides_them(tmp_path):
+def test_shared_runs_are_keyed_by_what_decides_them(tmp_path, plan_for):
     plan = plan_for(tmp_path, {
         "half": {"seg.synthetic_ratio": 0.5},
         "quarter": {"seg": {"synthetic_ratio": 0.25}},  # nested mappings are dotted keys too
@@ -74,7 +50,7 @@ def test_shared_runs_are_keyed_by_what_decides_them(tmp_path):
 
 
 
-def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path):
+def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path, plan_for):
     """A study that adds variants with other generator settings reuses its finished baseline cells;
     synthetic cells, and any segmenter setting, still change the fingerprint."""
     variants = {"half": {"seg.synthetic_ratio": 0.5}}
@@ -122,7 +98,8 @@ def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path):
     ({"shards": {"seg.synthetic_ratio": 0.5, "train.shards": "/some/shards"}}, ["data.subset=every:2"], ConfigError,
      ["shards", "train.shards", "data.subset"]),
 ])
-def test_bad_input_stops_before_any_training(tmp_path, capsys, variants, extra, error, words):
+def test_bad_input_stops_before_any_training(tmp_path, capsys, variants, extra, error, words,
+                                             study_tiny, plan_for, write_variants):
     ids = tmp_path / "ids.txt"
     ids.write_text("toy-train-000001\ntoy-train-000099\n")
     extra = [e.replace("IDS", str(ids)) for e in extra]
@@ -130,7 +107,7 @@ def test_bad_input_stops_before_any_training(tmp_path, capsys, variants, extra, 
         plan_for(tmp_path, variants, *extra)
     for word in words:
         assert word in str(info.value)
-    args = ["recipe=toy", *TINY, f"study.variants={write_variants(tmp_path, variants)}", *extra,
+    args = ["recipe=toy", *study_tiny, f"study.variants={write_variants(tmp_path, variants)}", *extra,
             f"run_dir={tmp_path / 'run'}"]
     assert study_main(args) == 2
     err = capsys.readouterr().err
@@ -138,11 +115,11 @@ def test_bad_input_stops_before_any_training(tmp_path, capsys, variants, extra, 
     assert not (tmp_path / "run").exists()
 
 
-def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys):
+def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, study_tiny, write_variants):
     variants = write_variants(tmp_path, {"synthetic": {"seg.synthetic_ratio": 0.5},
                                          "decay": {"seg.synthetic_ratio": 0.5, "seg.synthetic_schedule": "decay"}})
     run_dir = tmp_path / "run"
-    args = ["recipe=toy", *TINY, f"study.variants={variants}", f"run_dir={run_dir}", "study.workers=1"]
+    args = ["recipe=toy", *study_tiny, f"study.variants={variants}", f"run_dir={run_dir}", "study.workers=1"]
     assert study_main(args) == 0  # one worker: the jobs run in this process
     out = capsys.readouterr().out
     plan = json.loads((run_dir / "study" / "plan.json").read_text())
@@ -177,11 +154,11 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys):
     victim.unlink()
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("**/result.json")}
     before.update({p: p.stat().st_mtime_ns for p in run_dir.glob("*/*/done*.json")})
-    summary = run_study(load_recipe("toy", TINY + [f"study.variants={variants}"]), run_dir)
+    summary = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}"]), run_dir)
     assert summary["ran"] == ["cells/synthetic/seed-1"] and summary["failed"] == {}
     assert len(summary["skipped"]) == 9
     assert victim.is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     # a finished cell is not silently reused under another recipe
     with pytest.raises(ConfigError, match="another recipe"):
-        run_study(load_recipe("toy", TINY + [f"study.variants={variants}", "seg.lr=0.5"]), run_dir)
+        run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "seg.lr=0.5"]), run_dir)

@@ -10,40 +10,17 @@ import json
 import pytest
 
 from synthdata.core.recipe_loading import load_recipe
-from synthdata.experiments.study import make_plan, run_study
+from synthdata.experiments.study import run_study
 from synthdata.study import main as study_main
 
-TINY = [
-    "data.height=32", "data.width=64", "data.split_sizes={train: 8, val: 4, test: 4}",
-    "train.batch_size=2", "train.mixed_precision=no", "train.steps=2", "train.checkpoint_every=2",
-    "train.sample_every=2", "train.log_every=1",
-    "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=16",
-    "stages.depth.ngf=8", "stages.depth.ndf=8", "stages.depth.z_dim=8", "stages.depth.num_discriminators=1",
-    "stages.image.ngf=8", "stages.image.ndf=8", "stages.image.z_dim=8", "stages.image.num_discriminators=1",
-    "produce.num_samples=8", "produce.shard_size=4", "produce.batch_size=4", "produce.encode_workers=1",
-    "seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]", "seg.batch_size=4", "seg.steps=2",
-    "seg.val_every=0", "seg.checkpoint_every=2", "seg.mixed_precision=no", "eval.batch_size=4",
-    "study.seeds=2", "study.workers=2", "study.bootstrap=200",
-]
 REFINE = {"refine.steps": 2, "refine.batch_size": 2, "refine.checkpoint_every": 2, "refine.mixed_precision": "no"}
-
-
-def write_variants(tmp_path, variants: dict) -> str:
-    path = tmp_path / "variants.yaml"
-    path.write_text(json.dumps({"variants": variants}))  # JSON is YAML
-    return str(path)
-
-
-def plan_for(tmp_path, variants: dict, *extra: str):
-    recipe = load_recipe("toy", TINY + [f"study.variants={write_variants(tmp_path, variants)}", *extra])
-    return make_plan(recipe, tmp_path / "study-run")
 
 
 def tokens(job, index: int = 0) -> list[str]:
     return job.commands[index][3:]  # [python, -m, module, recipe=..., key=value ...]
 
 
-def test_a_refine_variant_plans_segment_then_refine_through_a_study_image_stage(tmp_path):
+def test_a_refine_variant_plans_segment_then_refine_through_a_study_image_stage(tmp_path, plan_for):
     plan = plan_for(tmp_path, {"seggan": REFINE, "2 more steps": {"seg.steps": 4},
                                "synthetic": {"seg.synthetic_ratio": 0.5}})
     # SegGAN's generator takes layouts alone: the refine-only variant gets a depth-free image stage
@@ -77,7 +54,7 @@ def test_a_refine_variant_plans_segment_then_refine_through_a_study_image_stage(
     assert plan.controls == {"seggan": ["2 more steps"]}
 
 
-def test_refine_variants_that_mix_synthetic_data_or_bring_a_generator(tmp_path):
+def test_refine_variants_that_mix_synthetic_data_or_bring_a_generator(tmp_path, plan_for):
     generator = tmp_path / "image.pt"
     generator.write_bytes(b"a checkpoint")  # only its presence is checked when planning
     plan = plan_for(tmp_path, {
@@ -99,10 +76,10 @@ def test_refine_variants_that_mix_synthetic_data_or_bring_a_generator(tmp_path):
     assert plan.controls == {"synthetic seggan": [], "own generator": ["4 steps"]}
 
 
-def test_tiny_refine_study_end_to_end(tmp_path, capsys):
+def test_tiny_refine_study_end_to_end(tmp_path, capsys, study_tiny, write_variants):
     variants = write_variants(tmp_path, {"seggan": REFINE, "2 more steps": {"seg.steps": 4}})
     run_dir = tmp_path / "run"
-    args = ["recipe=toy", *TINY, f"study.variants={variants}", f"run_dir={run_dir}", "study.workers=1"]
+    args = ["recipe=toy", *study_tiny, f"study.variants={variants}", f"run_dir={run_dir}", "study.workers=1"]
     assert study_main(args) == 0
     out = capsys.readouterr().out
     # the image stage, 3 variants x 2 seeds, and the 2 refine cells' segment jobs
@@ -128,5 +105,5 @@ def test_tiny_refine_study_end_to_end(tmp_path, capsys):
     assert control["t_interval"]["mean"] == pytest.approx((refined[0] - more[0] + refined[1] - more[1]) / 2)
     # a kill during refinement loses only the refine job: the segmenter is not trained again
     (cell / "result.json").unlink()
-    summary = run_study(load_recipe("toy", TINY + [f"study.variants={variants}", "study.workers=1"]), run_dir)
+    summary = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.workers=1"]), run_dir)
     assert summary["ran"] == ["cells/seggan/seed-1"] and summary["failed"] == {}
