@@ -259,4 +259,6 @@ def test_loader_benchmark_runs(monkeypatch, capsys):
     finally:  # the tool pins threads for itself; give them back to the other tests
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv_threads)
-    assert re.search(r"loader benchmark: 8 samples 32x64.*shards [\d.]+ samples/s.*ratio [\d.]+x", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert re.search(r"loader benchmark: 8 samples 32x64.*shards [\d.]+ samples/s.*ratio [\d.]+x", out)
+    assert re.search(r"tar parsing alone \(no decoding\): ours [\d.]+ CPU ms/sample", out)
