@@ -268,6 +268,7 @@ class StudyConfig:
     baseline: str = "real only"  # name of the baseline row (every variant is compared to it)
     confidence: float = 0.95
     bootstrap: int = 10000  # resamples of the per-image paired bootstrap
+    report_only: bool = False  # write the report from the cells finished so far; run nothing
 
 
 @dataclass

@@ -329,8 +329,11 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
 
     log(f"study: {len(plan.variants)} variants x {len(plan.seeds)} seeds, {len(plan.jobs)} jobs, "
         f"{recipe.study.workers} workers x {recipe.study.threads} threads")
-    summary = execute(plan.jobs, workers=recipe.study.workers, threads=recipe.study.threads,
-                      log_dir=study_dir / "logs", log=log)
+    if recipe.study.report_only:  # e.g. of a study stopped part way: missing cells are listed
+        summary = {"ran": [], "skipped": sorted(j.id for j in plan.jobs if j.done()), "failed": {}}
+    else:
+        summary = execute(plan.jobs, workers=recipe.study.workers, threads=recipe.study.threads,
+                          log_dir=study_dir / "logs", log=log)
     summary["report"] = write_study_report(plan)
     report = json.loads((study_dir / "report.json").read_text())
     rows = report["summary"]["rows"]

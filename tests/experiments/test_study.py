@@ -152,6 +152,9 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     # worker process: two workers)
     victim = run_dir / "cells" / "synthetic" / "seed-1" / "result.json"
     victim.unlink()
+    partial = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true"]), run_dir)
+    assert partial["ran"] == [] and len(partial["skipped"]) == 9
+    assert "Not finished (failed or not run yet): synthetic seed 1" in (run_dir / "study" / "report.md").read_text()
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("**/result.json")}
     before.update({p: p.stat().st_mtime_ns for p in run_dir.glob("*/*/done*.json")})
     summary = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}"]), run_dir)
