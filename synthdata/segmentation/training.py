@@ -45,6 +45,9 @@ from synthdata.segmentation.segmenters import (
 # Data
 # --------------------------------------------------------------------------------------------
 
+# keys the seed of the segmenter's initial weights (three keys: never a step's seed_step(seed, step))
+SEGMENTER_INIT_KEY = 0x5E5
+
 
 def subset_reader(reader: DatasetReader, *, fraction: float = 1.0, ids_file: str | None = None,
                   seed: int = 0) -> DatasetReader:
@@ -224,6 +227,7 @@ class SegmentationRun:
         seg = self.seg
         self.crop = (seg.crop_height, seg.crop_width) if seg.crop_height and seg.crop_width else None
         self.run_dir, self.ckpt_dir = run_dir, run_dir / "checkpoints" / "segmenter"
+        seed_step(recipe.seed, SEGMENTER_INIT_KEY, 0)  # the same initial weights for a seed, in any process
         model = build_segmenter(seg.model, num_classes=self.classes.num_classes)
         optimizer = make_optimizer(model.parameters(), seg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(seg.schedule, s, seg.steps))

@@ -206,6 +206,20 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
         [p["id"] for p in report["metrics"]["image_iou"]["per_image"]]
 
 
+def test_same_seed_same_segmenter_in_one_process(tmp_path, tiny_toy_overrides):
+    """Initial weights come from the recipe seed, not from whatever drew from torch's RNG before
+    (here: an earlier run in the same process), so two runs of one seed train the same model."""
+    def weights(name: str, seed: int) -> list[torch.Tensor]:
+        args = ["recipe=toy", f"run_dir={tmp_path / name}", f"seed={seed}", *tiny_toy_overrides, *TINY_SEG,
+                "seg.steps=2", "seg.val_every=0", "seg.checkpoint_every=2", "seg.mixed_precision='no'"]
+        assert segment_main(args) == 0
+        return list(load_segmenter(tmp_path / name / "checkpoints" / "segmenter" / "latest.pt")[0].state_dict().values())
+
+    first, again, other = weights("a", 0), weights("b", 0), weights("c", 1)
+    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert not all(torch.equal(x, y) for x, y in zip(first, other))
+
+
 def test_mixing_ratio_and_loss_filter(tmp_path, tiny_toy_overrides, synthetic_shards):
     from synthdata.core.checkpoint import portable_checkpoint, save_atomic
 
