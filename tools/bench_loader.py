@@ -275,8 +275,7 @@ def main() -> None:
         urls, _ = resolve_urls(str(root / "shards"))
         checked = check_same_batches(urls[0], args.batch_size, args.depth)
         print(f"  ours and stock webdataset give equal batches on {checked} samples of {Path(urls[0]).name}")
-        parsing = parser_cpu_ms(urls, args.num)
-        print("  tar parsing alone: " + ", ".join(f"{name} {ms:.3f} CPU ms/sample" for name, ms in parsing.items()))
+        parsing = parser_cpu_ms(urls, args.num)  # printed with the summary
         loaders = {
             "shards": lambda: make_loader(str(root / "shards"), batch_size=args.batch_size, augment=True,
                                           with_depth=args.depth, epoch_length=args.num, num_workers=args.workers, seed=0),

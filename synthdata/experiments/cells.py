@@ -68,26 +68,27 @@ def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
 _GENERATOR_SECTIONS = ("stages", "train", "produce", "refine", "translate", "export", "demo")
 
 
-def _fingerprint_tree(cell: Cell, recipe: Recipe) -> dict[str, Any]:
+def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, str]:
+    """(this cell's fingerprint, the whole recipe's at the cell's seed). The first leaves out the
+    generator sections for cells that train on real data only."""
     tree = recipe_to_dict(dataclasses.replace(recipe, seed=cell.seed))
     tree["study"] = None
     tree["seg"]["synthetic"] = cell.overrides.get("seg.synthetic")
-    return tree
+    whole = digest(tree)
+    if cell.production is None and cell.refine is None:
+        tree.update({section: None for section in _GENERATOR_SECTIONS})
+    return digest(tree), whole
 
 
 def cell_fingerprint(cell: Cell, recipe: Recipe) -> str:
-    """What a finished cell's result depends on: the whole recipe at the cell's seed, without the
-    generator sections for cells that train on real data only."""
-    tree = _fingerprint_tree(cell, recipe)
-    if cell.production is None and cell.refine is None:
-        tree.update({section: None for section in _GENERATOR_SECTIONS})
-    return digest(tree)
+    """What a finished cell's result depends on."""
+    return _fingerprints(cell, recipe)[0]
 
 
 def matches_fingerprint(cell: Cell, recipe: Recipe, recorded: str | None) -> bool:
     """Whether a finished cell's recorded fingerprint is this cell's; real-only cells finished before
     the generator sections were left out recorded the whole recipe's, which still counts."""
-    return recorded in (cell_fingerprint(cell, recipe), digest(_fingerprint_tree(cell, recipe)))
+    return recorded in _fingerprints(cell, recipe)
 
 
 def scores(cell: Cell, recipe: Recipe, report_dir: Path, seconds: float) -> dict[str, Any]:

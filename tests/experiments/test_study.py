@@ -9,7 +9,7 @@ import pytest
 
 from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.recipe_loading import load_recipe
-from synthdata.experiments.cells import _fingerprint_tree, cell_fingerprint, cell_id, digest, matches_fingerprint
+from synthdata.experiments.cells import _fingerprints, cell_fingerprint, cell_id, matches_fingerprint
 from synthdata.experiments.study import run_study
 from synthdata.study import main as study_main
 
@@ -71,9 +71,9 @@ def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path, plan_for)
     plan = plan_for(tmp_path, variants, "train.steps=3")
     cell = next(c for c in plan.cells if c.production is None)
     recipe = plan.resolved[cell.variant]
-    whole = digest(_fingerprint_tree(cell, recipe))
+    whole = _fingerprints(cell, recipe)[1]
     assert whole != cell_fingerprint(cell, recipe) and matches_fingerprint(cell, recipe, whole)
-    assert not matches_fingerprint(cell, recipe, digest(_fingerprint_tree(cell, plan_for(tmp_path, variants).resolved[cell.variant])))
+    assert not matches_fingerprint(cell, recipe, _fingerprints(cell, plan_for(tmp_path, variants).resolved[cell.variant])[1])
 
 @pytest.mark.parametrize("variants, extra, error, words", [
     ({"typo": {"seg.synthetic_ratoi": 0.5}}, [], ConfigError, ["typo", "seg.synthetic_ratoi", "synthetic_ratio"]),
