@@ -96,6 +96,9 @@ class ImageStageConfig(SpadeStageConfig):
 
     arch: Literal["spade", "pix2pix", "composite"] = "spade"
     composite: CompositeConfig = field(default_factory=CompositeConfig)
+    # arch=composite only: a conditional generator of this arch (the stage's ngf, ndf, losses)
+    # trained to turn composites into real images (SIMS-style harmonisation); none: composites as is
+    harmonise: Literal["none", "spade", "pix2pix"] = "none"
 
 
 @dataclass

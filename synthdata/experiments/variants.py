@@ -79,7 +79,8 @@ def refine_overrides(name: str, overrides: dict[str, Any], recipe: Recipe) -> di
             raise CheckpointError(f"{where}: refine.generator: no checkpoint at {recipe.refine.generator}")
         return overrides
     image = recipe.stages.image
-    need = {"stages.image.arch": "spade"} if image.arch == "composite" else {}
+    need: dict[str, Any] = {"stages.image.arch": "spade"} if image.arch == "composite" else {}
+    need.update({"stages.image.harmonise": "none"} if image.harmonise != "none" else {})
     need.update({"stages.image.use_depth": False} if image.use_depth else {})
     shared = uses_synthetic(recipe) and not recipe.seg.synthetic  # its production uses the same run
     if need and (shared or any(key in overrides for key in need)):

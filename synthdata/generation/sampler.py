@@ -111,6 +111,10 @@ class Pipeline:
         onehot = one_hot(layouts, self.classes.num_classes)
         depth = self._run("depth", onehot, seeds, noise.get("depth")) if self.has_depth else None
         _, image_spec = self._stage("image")
+        if getattr(image_spec, "composite_input", False):
+            raise CheckpointError(f"{self.run_dir / 'checkpoints' / 'image'} holds a harmoniser of composites, not an "
+                                  "image generator; produce with stages.image.arch=composite "
+                                  f"stages.image.harmonise={image_spec.arch}")
         if image_spec.use_depth and depth is None:
             self._stage("depth")  # raises, naming the command
         cond = image_spec.condition(onehot, None if depth is None else depth[:, None])

@@ -289,22 +289,44 @@ class DepthSpec(ConditionalSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class ImageSpec(ConditionalSpec):
-    """layout (+ depth) -> RGB in [-1, 1]."""
+    """layout (+ depth) -> RGB in [-1, 1].
+
+    `composite_input`: the harmoniser of composite texturing (`stages.image.harmonise`): the
+    condition ends with a composite image (3 channels in [-1, 1], batch key "composite") and the
+    generator's output is a correction added to it, so an untrained harmoniser starts near the
+    composite instead of from noise."""
 
     stage: ClassVar[str] = "image"
     out_channels: ClassVar[int] = 3
     use_depth: bool
+    composite_input: bool = False
 
     def __post_init__(self) -> None:
         if self.use_depth and (not self.max_depth or self.max_depth <= 0):
             raise ConfigError(f"the image stage conditioned on depth needs max_depth > 0, got {self.max_depth!r}")
 
+    @property
+    def cond_channels(self) -> int:
+        return super().cond_channels + 3 * int(self.composite_input)
+
     def inputs(self, batch, z):
         cond = self.condition(one_hot(batch["layout"], self.num_classes), batch.get("depth"))
+        if self.composite_input:
+            cond = torch.cat([cond, batch["composite"].to(cond.dtype) * 2.0 - 1.0], 1)
         return StageInputs(cond, batch["image"] * 2.0 - 1.0, None, z)
+
+    def generate(self, G: torch.nn.Module, inp: StageInputs) -> torch.Tensor:
+        out = G(inp.cond, inp.z)
+        if self.composite_input:
+            out = (inp.cond[:, -3:].to(out.dtype) + out).clamp(-1.0, 1.0)
+        return out
 
     def decode(self, out: torch.Tensor) -> torch.Tensor:
         return ((out.float() + 1.0) * 0.5).clamp(0, 1)
+
+    def preview_rows(self, batch, fake):
+        rows = super().preview_rows(batch, fake)
+        return rows[:1] + [("composite", batch["composite"])] + rows[1:] if self.composite_input else rows
 
 
 SPECS: dict[str, type[StageSpec]] = {"layout": LayoutSpec, "depth": DepthSpec, "image": ImageSpec}
@@ -352,6 +374,16 @@ def stage_spec(stage: str, recipe: Recipe, *, num_classes: int, use_depth: bool,
     cfg = getattr(recipe.stages, check_stage(stage))
     values = dict(dataclasses.asdict(cfg), num_classes=num_classes, height=recipe.data.height,
                   width=recipe.data.width, max_depth=max_depth, use_depth=use_depth)
+    if stage == "image":
+        values["composite_input"] = False
+        if cfg.arch == "composite":  # the only network of composite texturing is its harmoniser
+            if cfg.harmonise == "none":
+                raise ConfigError("stages.image.arch=composite has no network to build unless "
+                                  "stages.image.harmonise is spade or pix2pix")
+            values.update(arch=cfg.harmonise, composite_input=True)
+        elif cfg.harmonise != "none":
+            raise ConfigError(f"stages.image.harmonise={cfg.harmonise} refines composites: it needs "
+                              f"stages.image.arch=composite, got arch={cfg.arch}")
     return _typed(SPECS[stage], values, f"stages.{stage}", ConfigError)
 
 
@@ -366,6 +398,8 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
     if record["stage"] not in SPECS:
         raise CheckpointError(f"{where}: unknown stage {record['stage']!r} under key 'stage'. "
                               f"Valid stages: {', '.join(STAGES)}")
+    if record["stage"] == "image":  # records written before harmonisers existed
+        record = {"composite_input": False, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()
     for key in ("use_depth", "cond_channels", "out_channels"):

@@ -9,7 +9,13 @@ resolution, the source image ids, `stages.image.composite.min_pixels` / `region_
 a mismatch, an empty bank or a corrupt file stops with a `BankError` naming the file.
 
 There is nothing to train: `synthdata train stage=image` with `arch=composite` builds the bank
-(or checks the existing one) and says so.
+(or checks the existing one) and says so, unless `stages.image.harmonise` names a harmoniser
+(SIMS, Qi et al. 2018): a conditional generator (`spade` or `pix2pix`, the image stage's sizes and
+losses) that takes the layout (+ depth) and a composite and returns a correction of the composite
+(`stages.ImageSpec.composite_input`). It trains on the real images: each training layout is
+textured from the bank without that image's own segments (`LeaveOneOutComposites`; a class that
+only this image shows keeps its segments) and the harmoniser learns to turn that composite into the
+real image. Production then passes every composite through it (meta `harmonise`: its arch).
 
 `CompositePipeline.from_layouts(layouts, seeds, metas=...)` mirrors `Pipeline.from_layouts`:
 the image comes from `composite(layout, bank, derive_seed(seed, TEXTURE_TAG), ...)`, so it
@@ -185,9 +191,10 @@ class CompositePipeline:
 
     def __init__(self, bank: SegmentBank, cfg: "CompositeConfig", *, base: Any = None, classes: ClassInfo,
                  height: int, width: int, depth_scale: float, device: torch.device | str = "cpu",
-                 use_depth: bool = True):
+                 use_depth: bool = True, harmonise: bool = False):
         check_composite_config(cfg)
         self.bank, self.cfg, self.base = bank, cfg, base
+        self.harmonise = harmonise  # pass composites through base's image stage (a harmoniser)
         self.classes, self.height, self.width = classes, int(height), int(width)
         self.depth_scale = depth_scale
         self.device = torch.device(device)
@@ -244,10 +251,24 @@ class CompositePipeline:
         elif self.stage_depth:
             onehot = one_hot(layouts.to(self.base.device), self.classes.num_classes)
             depth = self.base._run("depth", onehot, seeds, (noise or {}).get("depth")).float()
+        harmoniser = None
+        if self.harmonise:
+            _, spec = self.base.generator("image")
+            if spec.use_depth and depth is None:
+                raise CheckpointError("the harmoniser in checkpoints/image was trained with depth, but this "
+                                      "production has none (no depth in the bank and no depth stage)")
+            onehot = one_hot(layouts.to(self.base.device), self.classes.num_classes)
+            cond = spec.condition(onehot, depth[:, None].to(self.base.device) if spec.use_depth else None)
+            cond = torch.cat([cond, image.to(self.base.device) * 2.0 - 1.0], 1)
+            with torch.inference_mode():
+                image = self.base._run("image", cond, seeds, (noise or {}).get("image")).float().cpu()
+            harmoniser = spec.arch
         out_meta = []
         for o in outs:
             m = o["meta"]
             m["depth_from"] = "bank" if self.bank_depth else ("depth stage" if self.stage_depth else None)
+            if harmoniser is not None:
+                m["harmonise"] = harmoniser
             out_meta.append(m)
         dev = self.device
         return {"layout": layouts.to(dev), "depth": None if depth is None else depth.to(dev),
@@ -261,6 +282,16 @@ def composite_pipeline(recipe: "Recipe", run_dir: str | Path, *, accelerator: An
                        progress: bool = True) -> CompositePipeline:
     """The bank of `run_dir` (built when missing) wrapped as a pipeline; `base` from
     `load_pipeline` when stages were trained (None: the recipe's reader gives classes and size)."""
+    harmonise = recipe.stages.image.harmonise
+    if harmonise != "none":  # checked before the bank is built: a refused run writes nothing
+        where = Path(run_dir) / "checkpoints" / "image"
+        if base is None or "image" not in base.generators:
+            raise CheckpointError(f"stages.image.harmonise={harmonise}: no harmoniser in {where}; train it with "
+                                  f"`synthdata train recipe={recipe.name} stage=image run_dir={run_dir}`")
+        _, spec = base.generator("image")
+        if not getattr(spec, "composite_input", False) or spec.arch != harmonise:
+            raise CheckpointError(f"{where}: the image stage there is not a {harmonise} harmoniser of composites "
+                                  f"(arch {spec.arch}); retrain it with stages.image.harmonise={harmonise}")
     bank = prepare_bank(recipe, run_dir, accelerator=accelerator, progress=progress)
     if base is not None:
         classes, height, width = base.classes, base.height, base.width
@@ -271,18 +302,52 @@ def composite_pipeline(recipe: "Recipe", run_dir: str | Path, *, accelerator: An
     device = accelerator.device if accelerator is not None else "cpu"
     return CompositePipeline(bank, recipe.stages.image.composite, base=base, classes=classes, height=height,
                              width=width, depth_scale=depth_scale, device=device,
-                             use_depth=recipe.data.has_depth)
+                             use_depth=recipe.data.has_depth, harmonise=harmonise != "none")
+
+
+class LeaveOneOutComposites:
+    """Training inputs of the harmoniser: a real layout textured from the bank without its own
+    image's segments, so the target (the real image) is never pasted into its own input.
+
+    A class whose every segment comes from that image keeps them (else the layout could not be
+    textured). Banks are made once per source image and kept; textures are seeded per sample."""
+
+    def __init__(self, bank: SegmentBank, cfg: "CompositeConfig", ignore_index: int | None = None):
+        self.bank, self.cfg, self.ignore_index = bank, cfg, ignore_index
+        self._without: dict[str, SegmentBank] = {}
+
+    def bank_without(self, source_id: str) -> SegmentBank:
+        if source_id not in self._without:
+            bank = self.bank
+            own = np.zeros(len(bank), bool)
+            if source_id in bank.source_ids:
+                own = bank.seg_source == bank.source_ids.index(source_id)
+            only_here = [c for c in range(len(bank.classes)) if len(bank.class_segments(c))
+                         and own[bank.class_segments(c)].all()]
+            keep = ~own | np.isin(bank.seg_class, only_here)
+            self._without[source_id] = bank.select(np.flatnonzero(keep))
+        return self._without[source_id]
+
+    def __call__(self, layouts: torch.Tensor, keys: Sequence[str], seed: int) -> torch.Tensor:
+        """Layouts (B, H, W) of the images `keys` -> composites (B, 3, H, W) float32 in [0, 1]."""
+        cfg, arrays = self.cfg, layouts.detach().cpu().numpy()
+        images = [composite(arrays[i], self.bank_without(str(keys[i])), derive_seed(seed, i), blend=cfg.blend,
+                            sigma=cfg.sigma, k=cfg.k, flip=cfg.flip, missing=cfg.missing,
+                            ignore_index=self.ignore_index)["image"] for i in range(len(arrays))]
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def build_for_training(recipe: "Recipe", run_dir: str | Path, accelerator: Any = None) -> dict[str, Any]:
-    """`train stage=image` with arch=composite: nothing to train; build (or check) the bank
-    (on the main process; the others wait)."""
+    """`train stage=image` with arch=composite: build (or check) the bank (on the main process;
+    the others wait). Without a harmoniser that is all there is to train."""
     bank = prepare_bank(recipe, run_dir, accelerator=accelerator, progress=True, log=None)
     if accelerator is None or accelerator.is_main_process:
-        print(f"image: stages.image.arch=composite has no weights to train; {bank.summary()}")
+        then = ("no weights to train" if recipe.stages.image.harmonise == "none"
+                else f"next, the {recipe.stages.image.harmonise} harmoniser")
+        print(f"image: stages.image.arch=composite: {bank.summary()}; {then}")
     return {"stage": "image", "steps": 0, "step": 0, "bank": str(bank.path), "segments": len(bank)}
 
 
-__all__ = ["BANK_FILE", "TEXTURE_TAG", "CompositePipeline", "bank_path", "build_for_training",
+__all__ = ["BANK_FILE", "TEXTURE_TAG", "CompositePipeline", "LeaveOneOutComposites", "bank_path", "build_for_training",
            "composite_pipeline", "is_composite", "paste_donor_pixels", "paste_owner", "prepare_bank",
            "scaled_mask"]

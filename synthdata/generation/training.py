@@ -35,7 +35,7 @@ from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.encodings import depth_range
 from synthdata.generation.sampler import save_rows, stage_checkpoint
-from synthdata.generation.texturing import build_for_training, is_composite
+from synthdata.generation.texturing import LeaveOneOutComposites, build_for_training, is_composite, prepare_bank
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
 
@@ -192,8 +192,16 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     """Train (or resume) one stage up to `recipe.train.steps`; returns a summary dict. `accelerator`:
     the command's (default: one made from `train.mixed_precision`)."""
     run_dir = Path(run_dir)
-    if stage == "image" and is_composite(recipe):  # nothing to train: build or check RUN_DIR/bank
-        return build_for_training(recipe, run_dir, accelerator=accelerator)
+    composites = None
+    if stage == "image" and is_composite(recipe):  # build or check RUN_DIR/bank; maybe a harmoniser next
+        built = build_for_training(recipe, run_dir, accelerator=accelerator)
+        if recipe.stages.image.harmonise == "none":
+            return built
+        if recipe.train.shards:
+            raise ConfigError("stages.image.harmonise trains on the recipe's reader (its composites come from the "
+                              "bank of the same images); unset train.shards")
+        bank = prepare_bank(recipe, run_dir, accelerator=None, progress=False, log=None)
+        composites = LeaveOneOutComposites(bank, recipe.stages.image.composite)
     for key in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
         if getattr(recipe.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(recipe.train, key)}")
@@ -227,7 +235,12 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
         stream = _batches(r.source, recipe, seed=derive_seed(recipe.seed, stage_id, first), count=(stop - first) * accum,
                           with_depth=r.needs_depth, rank=rank, world=world)
         while step < stop:
-            micro = [_to_device(next(stream), accelerator.device) for _ in range(accum)]
+            micro = [next(stream) for _ in range(accum)]
+            if composites is not None:  # the harmoniser's input: each image composited from the others
+                for j, batch in enumerate(micro):
+                    batch["composite"] = composites(batch["layout"], batch["key"],
+                                                    derive_seed(recipe.seed, stage_id, step, rank, j))
+            micro = [_to_device(batch, accelerator.device) for batch in micro]
             if preview is None:
                 preview = micro[0]
             logged = _train_step(r, recipe.seed, stage_id, step, micro, diff_augment if r.diffaugment else None)

@@ -4,14 +4,17 @@ is resumed without redoing finished cells."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.experiments.cells import _fingerprints, cell_fingerprint, cell_id, matches_fingerprint
-from synthdata.experiments.study import run_study
+from synthdata.experiments.study import make_plan, run_study
 from synthdata.study import main as study_main
+
+STUDIES = Path(__file__).resolve().parents[2] / "recipes" / "studies"
 
 
 def test_shared_runs_are_keyed_by_what_decides_them(tmp_path, plan_for):
@@ -48,6 +51,29 @@ def test_shared_runs_are_keyed_by_what_decides_them(tmp_path, plan_for):
     # the same plan twice gives the same keys (they are hashes, not counters)
     assert set(plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}}).productions) == {by_user["half"]}
 
+
+
+def test_a_harmonised_variant_trains_its_own_image_stage(tmp_path, plan_for):
+    composite = {"seg.synthetic_ratio": 0.5, "produce.layouts": "real", "stages.image.arch": "composite"}
+    plan = plan_for(tmp_path, {"composite": composite,
+                               "harmonised": {**composite, "stages.image.harmonise": "pix2pix"}})
+    gens = {name: key for key, g in plan.generators.items() for name in g["used_by"]}
+    assert gens["composite"] != gens["harmonised"]  # the bank-only run is not reused for the harmoniser
+    assert plan.generators[gens["harmonised"]]["stages"] == ["image"]  # real layouts, depth from the bank
+    train = next(j for j in plan.jobs if j.id == f"generators/{gens['harmonised']}/image").commands[0]
+    assert 'stages.image.harmonise="pix2pix"' in train and any(a.startswith("stage=") and "image" in a for a in train)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in STUDIES.glob("*.yaml")))
+def test_every_shipped_study_file_plans(tmp_path, request, name):
+    """Each file in recipes/studies names keys the recipe has (a typo would stop the study)."""
+    recipe_name = {"camvid": "camvid", "particles": "particles"}.get(name.split("-")[0], "toy")
+    extra = []
+    if recipe_name != "toy":
+        root = request.getfixturevalue("shared_datasets") / recipe_name  # skips when absent
+        extra = [f"data.root={root}", "data.subset=0.1"]
+    plan = make_plan(load_recipe(recipe_name, [f"study.variants={name}", *extra]), tmp_path / "run")
+    assert len(plan.variants) >= 2 and plan.cells
 
 
 def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path, plan_for):
