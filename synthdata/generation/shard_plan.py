@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.generation.stages import check_harmonise
 
 if TYPE_CHECKING:
     from synthdata.core.recipe import Recipe
@@ -74,6 +75,7 @@ def check_production_settings(recipe: "Recipe") -> None:
         value = getattr(cfg, key)
         if value < low:
             raise ConfigError(f"produce.{key} must be >= {low}, got {value}")
+    check_harmonise(recipe.stages.image)
     if cfg.image_format not in ("png", "jpg"):
         raise ConfigError(f"produce.image_format must be one of ['png', 'jpg'], got {cfg.image_format!r}")
     if not cfg.prefix or any(c in cfg.prefix for c in "./\\"):

@@ -367,6 +367,13 @@ def _check_type(value: Any, hint: Any, what: str, error: type[Exception]) -> Any
     raise error(f"{what} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
+def check_harmonise(cfg: Any) -> None:
+    """`stages.image.harmonise` refines composites, so it needs `stages.image.arch=composite`."""
+    if cfg.harmonise != "none" and cfg.arch != "composite":
+        raise ConfigError(f"stages.image.harmonise={cfg.harmonise} refines composites: it needs "
+                          f"stages.image.arch=composite, got arch={cfg.arch}")
+
+
 def stage_spec(stage: str, recipe: Recipe, *, num_classes: int, use_depth: bool,
                max_depth: float | None) -> StageSpec:
     """The spec of `stage` from its recipe section + data sizes; `use_depth`: the image stage is
@@ -375,15 +382,13 @@ def stage_spec(stage: str, recipe: Recipe, *, num_classes: int, use_depth: bool,
     values = dict(dataclasses.asdict(cfg), num_classes=num_classes, height=recipe.data.height,
                   width=recipe.data.width, max_depth=max_depth, use_depth=use_depth)
     if stage == "image":
+        check_harmonise(cfg)
         values["composite_input"] = False
         if cfg.arch == "composite":  # the only network of composite texturing is its harmoniser
             if cfg.harmonise == "none":
                 raise ConfigError("stages.image.arch=composite has no network to build unless "
                                   "stages.image.harmonise is spade or pix2pix")
             values.update(arch=cfg.harmonise, composite_input=True)
-        elif cfg.harmonise != "none":
-            raise ConfigError(f"stages.image.harmonise={cfg.harmonise} refines composites: it needs "
-                              f"stages.image.arch=composite, got arch={cfg.arch}")
     return _typed(SPECS[stage], values, f"stages.{stage}", ConfigError)
 
 

@@ -131,11 +131,16 @@ def test_harmoniser_checkpoints_are_refused_where_they_do_not_fit(harmonised, tm
     assert "not a spade harmoniser" in capsys.readouterr().err
 
 
-def test_harmonise_needs_the_composite_arch():
+def test_harmonise_needs_the_composite_arch(tmp_path, capsys):
+    from synthdata.produce import main
+
     recipe = Recipe()
     recipe.stages.image = dataclasses.replace(recipe.stages.image, arch="spade", harmonise="pix2pix")
     with pytest.raises(ConfigError, match="needs stages.image.arch=composite"):
         stages.stage_spec("image", recipe, num_classes=4, use_depth=False, max_depth=None)
+    # production refuses it too, instead of ignoring the key
+    assert main(["recipe=toy", "stages.image.harmonise=pix2pix", f"run_dir={tmp_path}"]) == 2
+    assert "stages.image.harmonise=pix2pix refines composites" in capsys.readouterr().err
 
 
 def test_image_records_written_before_harmonisers_still_load():
