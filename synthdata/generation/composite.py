@@ -69,8 +69,11 @@ IGNORE_FILL = (128, 128, 128)
 def composite(layout: np.ndarray, bank: SegmentBank, rng: np.random.Generator | int, *, blend: str = "none",
               sigma: float = 1.0, k: int = 8, depth: bool = False, interp: str = "nearest", flip: bool = True,
               position_weight: float = 0.5, iou_jitter: float = 0.05, missing: str = "error",
-              ignore_index: int | None = None, ignore_fill: tuple[int, int, int] = IGNORE_FILL) -> dict[str, Any]:
-    """Texture `layout` (H, W) with real segments of `bank`. Returns `{"image": uint8 (H, W, 3),
+              ignore_index: int | None = None, ignore_fill: tuple[int, int, int] = IGNORE_FILL,
+              exclude_source: str | None = None) -> dict[str, Any]:
+    """Texture `layout` (H, W) with real segments of `bank`; `exclude_source` (a source image id):
+    never its segments, except for a class that no other image shows (the harmoniser's training
+    composites of that image). Returns `{"image": uint8 (H, W, 3),
     "depth": float32 (H, W) (only when depth=True), "meta": {"texturing": "composite", "blend",
     "sources": [one dict per component: class, class_index, component, box [y0, x0, y1, x1], area,
     segment (bank index), source (sample id), source_component, flip, iou], "missing": [...]}}`.
@@ -133,9 +136,12 @@ def composite(layout: np.ndarray, bank: SegmentBank, rng: np.random.Generator | 
         num = np.zeros((height, width, 3), np.float32)
         den = np.zeros((height, width), np.float32)
     sources: list[dict[str, Any]] = []
+    excluded = bank.source_ids.index(exclude_source) if exclude_source in bank.source_ids else None
     for c in present:
         comp_labels, order, stats, centroids = components(labels, c)
         candidates = bank.class_segments(c)
+        if excluded is not None and (bank.seg_source[candidates] != excluded).any():
+            candidates = candidates[bank.seg_source[candidates] != excluded]
         region = bool(bank.region[c])
         for index, j in enumerate(order):
             x0, y0, w, h, area = (int(v) for v in stats[j])

@@ -307,33 +307,18 @@ def composite_pipeline(recipe: "Recipe", run_dir: str | Path, *, accelerator: An
 
 class LeaveOneOutComposites:
     """Training inputs of the harmoniser: a real layout textured from the bank without its own
-    image's segments, so the target (the real image) is never pasted into its own input.
-
-    A class whose every segment comes from that image keeps them (else the layout could not be
-    textured). Banks are made once per source image and kept; textures are seeded per sample."""
+    image's segments (`composite(..., exclude_source=id)`; a class that only this image shows keeps
+    them), so the target (the real image) is never pasted into its own input. Seeded per sample."""
 
     def __init__(self, bank: SegmentBank, cfg: "CompositeConfig", ignore_index: int | None = None):
         self.bank, self.cfg, self.ignore_index = bank, cfg, ignore_index
-        self._without: dict[str, SegmentBank] = {}
-
-    def bank_without(self, source_id: str) -> SegmentBank:
-        if source_id not in self._without:
-            bank = self.bank
-            own = np.zeros(len(bank), bool)
-            if source_id in bank.source_ids:
-                own = bank.seg_source == bank.source_ids.index(source_id)
-            only_here = [c for c in range(len(bank.classes)) if len(bank.class_segments(c))
-                         and own[bank.class_segments(c)].all()]
-            keep = ~own | np.isin(bank.seg_class, only_here)
-            self._without[source_id] = bank.select(np.flatnonzero(keep))
-        return self._without[source_id]
 
     def __call__(self, layouts: torch.Tensor, keys: Sequence[str], seed: int) -> torch.Tensor:
         """Layouts (B, H, W) of the images `keys` -> composites (B, 3, H, W) float32 in [0, 1]."""
         cfg, arrays = self.cfg, layouts.detach().cpu().numpy()
-        images = [composite(arrays[i], self.bank_without(str(keys[i])), derive_seed(seed, i), blend=cfg.blend,
-                            sigma=cfg.sigma, k=cfg.k, flip=cfg.flip, missing=cfg.missing,
-                            ignore_index=self.ignore_index)["image"] for i in range(len(arrays))]
+        images = [composite(arrays[i], self.bank, derive_seed(seed, i), blend=cfg.blend, sigma=cfg.sigma, k=cfg.k,
+                            flip=cfg.flip, missing=cfg.missing, ignore_index=self.ignore_index,
+                            exclude_source=str(keys[i]))["image"] for i in range(len(arrays))]
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 

@@ -21,6 +21,7 @@ from synthdata.core.recipe import CompositeConfig, DataConfig, Recipe
 from synthdata.data.readers import make_reader
 from synthdata.generation import stages
 from synthdata.generation.bank_building import build_bank
+from synthdata.generation.composite import composite
 from synthdata.generation.sampler import load_pipeline
 from synthdata.generation.texturing import LeaveOneOutComposites
 
@@ -60,22 +61,22 @@ def harmonised(tmp_path_factory) -> Path:
 
 def test_training_composites_leave_out_the_target_image(toy_train):
     bank = build_bank(toy_train, progress=False)
-    composites = LeaveOneOutComposites(bank, CompositeConfig())
-    for i in range(4):
-        key = toy_train.item_id(i)
-        without = composites.bank_without(key)
-        own = [s for s in range(len(without)) if without.source_of(s) == key]
-        # its own segments stay only for classes that no other image shows
-        for s in own:
-            c = int(without.seg_class[s])
-            others = [t for t in bank.class_segments(c) if bank.source_of(t) != key]
-            assert not others, f"{key}: kept its own {bank.classes[c]} segment although others exist"
-        assert len(without) < len(bank)
-    batch = [toy_train[i] for i in range(3)]
-    layouts = torch.from_numpy(np.stack([s["layout"] for s in batch]))
+    batch = [toy_train[i] for i in range(4)]
     keys = [s["meta"]["id"] for s in batch]
+    for sample, key in zip(batch, keys):
+        out = composite(sample["layout"], bank, 3, exclude_source=key)
+        own = [e for e in out["meta"]["sources"] if e["source"] == key]
+        # its own segments are used only for classes that no other image shows
+        for e in own:
+            others = [t for t in bank.class_segments(e["class_index"]) if bank.source_of(t) != key]
+            assert not others, f"{key}: used its own {e['class']} segment although others exist"
+        assert len(own) < len(out["meta"]["sources"])
+        # without the exclusion, retrieval does pick the image's own segments (so the test can fail)
+        assert any(e["source"] == key for e in composite(sample["layout"], bank, 3)["meta"]["sources"])
+    composites = LeaveOneOutComposites(bank, CompositeConfig())
+    layouts = torch.from_numpy(np.stack([s["layout"] for s in batch]))
     out = composites(layouts, keys, seed=5)
-    assert out.shape == (3, 3, H, W) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    assert out.shape == (4, 3, H, W) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
     assert torch.equal(out, composites(layouts, keys, seed=5))  # seeded
     real = torch.from_numpy(np.stack([s["image"] for s in batch])).permute(0, 3, 1, 2).float() / 255
     assert (out - real).abs().mean() > 0.02  # not the target image pasted back
