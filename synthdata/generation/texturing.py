@@ -181,6 +181,11 @@ def paste_donor_pixels(out: dict[str, Any], layout: np.ndarray, bank: SegmentBan
     return painted
 
 
+def image_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 pictures (H, W, 3) -> a batch (B, 3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
 class CompositePipeline:
     """A `Pipeline` stand-in whose image stage is composite texturing from `bank`.
 
@@ -194,7 +199,6 @@ class CompositePipeline:
                  use_depth: bool = True, harmonise: bool = False):
         check_composite_config(cfg)
         self.bank, self.cfg, self.base = bank, cfg, base
-        self.harmonise = harmonise  # pass composites through base's image stage (a harmoniser)
         self.classes, self.height, self.width = classes, int(height), int(width)
         self.depth_scale = depth_scale
         self.device = torch.device(device)
@@ -202,6 +206,10 @@ class CompositePipeline:
         self.stage_depth = bool(use_depth and not self.bank_depth and base is not None and base.has_depth)
         self.has_depth = self.bank_depth or self.stage_depth
         bank.check(classes)
+        self.harmonise = harmonise  # pass composites through base's image stage (a harmoniser)
+        if harmonise and base.generator("image")[1].use_depth and not self.has_depth:
+            raise CheckpointError("the harmoniser in checkpoints/image was trained with depth, but this "
+                                  "production has none (no depth in the bank and no depth stage)")
 
     # --- what production and the layout sources use of a Pipeline -----------------------------
     def _base(self, what: str) -> Any:
@@ -244,7 +252,7 @@ class CompositePipeline:
         metas = list(metas) if metas is not None else [{} for _ in seeds]
         arrays = layouts.cpu().numpy()
         outs = [self.texture(arrays[i], seeds[i], metas[i]) for i in range(len(seeds))]
-        image = torch.from_numpy(np.stack([o["image"] for o in outs])).permute(0, 3, 1, 2).float().div_(255.0)
+        image = image_batch([o["image"] for o in outs])
         depth = None
         if self.bank_depth:
             depth = torch.from_numpy(np.stack([o["depth"] for o in outs]))
@@ -254,9 +262,6 @@ class CompositePipeline:
         harmoniser = None
         if self.harmonise:
             _, spec = self.base.generator("image")
-            if spec.use_depth and depth is None:
-                raise CheckpointError("the harmoniser in checkpoints/image was trained with depth, but this "
-                                      "production has none (no depth in the bank and no depth stage)")
             onehot = one_hot(layouts.to(self.base.device), self.classes.num_classes)
             cond = spec.condition(onehot, depth[:, None].to(self.base.device) if spec.use_depth else None)
             cond = torch.cat([cond, image.to(self.base.device) * 2.0 - 1.0], 1)
@@ -319,20 +324,23 @@ class LeaveOneOutComposites:
         images = [composite(arrays[i], self.bank, derive_seed(seed, i), blend=cfg.blend, sigma=cfg.sigma, k=cfg.k,
                             flip=cfg.flip, missing=cfg.missing, ignore_index=self.ignore_index,
                             exclude_source=str(keys[i]))["image"] for i in range(len(arrays))]
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        return image_batch(images)
 
 
-def build_for_training(recipe: "Recipe", run_dir: str | Path, accelerator: Any = None) -> dict[str, Any]:
+def build_for_training(recipe: "Recipe", run_dir: str | Path,
+                       accelerator: Any = None) -> tuple[dict[str, Any], SegmentBank]:
     """`train stage=image` with arch=composite: build (or check) the bank (on the main process;
-    the others wait). Without a harmoniser that is all there is to train."""
+    the others wait); returns the summary and the bank. Without a harmoniser that is all there is
+    to train."""
     bank = prepare_bank(recipe, run_dir, accelerator=accelerator, progress=True, log=None)
     if accelerator is None or accelerator.is_main_process:
         then = ("no weights to train" if recipe.stages.image.harmonise == "none"
                 else f"next, the {recipe.stages.image.harmonise} harmoniser")
         print(f"image: stages.image.arch=composite: {bank.summary()}; {then}")
-    return {"stage": "image", "steps": 0, "step": 0, "bank": str(bank.path), "segments": len(bank)}
+    return {"stage": "image", "steps": 0, "step": 0, "bank": str(bank.path), "segments": len(bank)}, bank
 
 
 __all__ = ["BANK_FILE", "TEXTURE_TAG", "CompositePipeline", "LeaveOneOutComposites", "bank_path", "build_for_training",
+           "image_batch",
            "composite_pipeline", "is_composite", "paste_donor_pixels", "paste_owner", "prepare_bank",
            "scaled_mask"]

@@ -35,7 +35,7 @@ from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.encodings import depth_range
 from synthdata.generation.sampler import save_rows, stage_checkpoint
-from synthdata.generation.texturing import LeaveOneOutComposites, build_for_training, is_composite, prepare_bank
+from synthdata.generation.texturing import LeaveOneOutComposites, build_for_training, is_composite
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
 
@@ -194,13 +194,13 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     run_dir = Path(run_dir)
     composites = None
     if stage == "image" and is_composite(recipe):  # build or check RUN_DIR/bank; maybe a harmoniser next
-        built = build_for_training(recipe, run_dir, accelerator=accelerator)
-        if recipe.stages.image.harmonise == "none":
-            return built
-        if recipe.train.shards:
+        harmonise = recipe.stages.image.harmonise != "none"
+        if harmonise and recipe.train.shards:
             raise ConfigError("stages.image.harmonise trains on the recipe's reader (its composites come from the "
                               "bank of the same images); unset train.shards")
-        bank = prepare_bank(recipe, run_dir, accelerator=None, progress=False, log=None)
+        built, bank = build_for_training(recipe, run_dir, accelerator=accelerator)
+        if not harmonise:
+            return built
         composites = LeaveOneOutComposites(bank, recipe.stages.image.composite)
     for key in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
         if getattr(recipe.train, key) < 1:

@@ -144,6 +144,15 @@ def test_harmonise_needs_the_composite_arch(tmp_path, capsys):
     assert "stages.image.harmonise=pix2pix refines composites" in capsys.readouterr().err
 
 
+def test_a_harmoniser_trains_on_the_reader_not_on_shards(tmp_path, capsys):
+    from synthdata.train import main
+
+    run_dir = tmp_path / "run"
+    assert main([*HARMONISE, "stage=image", f"run_dir={run_dir}", f"train.shards={tmp_path}"]) == 2
+    assert "unset train.shards" in capsys.readouterr().err
+    assert not (run_dir / "bank").exists()  # refused before the bank is built
+
+
 def test_image_records_written_before_harmonisers_still_load():
     spec = stages.ImageSpec(arch="spade", num_classes=4, height=H, width=W, z_dim=8, ngf=8, ndf=8,
                             num_discriminators=1, lambda_fm=10.0, lambda_l1=10.0, max_depth=None, use_depth=False)
