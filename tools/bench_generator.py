@@ -3,6 +3,7 @@ machine's measured matmul peak, fp32 and bf16 autocast, optionally beside NVlabs
 
     python tools/bench_generator.py [--sizes 128x256,256x512] [--batch 4] [--precisions fp32,bf16]
         [--ngf 64] [--cond-channels 36] [--rounds 3] [--plain] [--reference PATH] [--train]
+        [--device cpu|cuda]
 
 Runs (interleaved, one forward of each per round, best of `--rounds`): `fast` (the sampling
 path, `SPADEGenerator.fold_for_inference()`), with `--plain` also `plain` (the eval-mode module
@@ -10,6 +11,8 @@ as trained: spectral norm recomputed at every call), with `--reference PATH` the
 of a checkout of https://github.com/NVlabs/SPADE at the same size, ngf and conditioning channels
 (its Cityscapes settings: batch-norm SPADE, no VAE), imported from PATH at run time.
 `--train` times a generator training step (forward + backward, train mode) instead.
+`--device cuda` runs everything (the matmul peak too) on the GPU, timed with synchronisation;
+there "of peak" is wall-clock FLOP/s over the GPU's measured matmul rate.
 FLOPs come from torch.utils.flop_counter (a multiply-add counts 2); CPU s/img is the process's
 user + sys time, so it stays meaningful when other processes compete for the cores, and so does
 "of peak": FLOP per CPU second of the run over that of the matmul (TFLOP/s is per wall second).
@@ -58,9 +61,12 @@ def parse_args(argv: list[str]) -> Namespace:
     p.add_argument("--force-bf16", action="store_true",
                    help="time bf16 even where the CPU has no native bf16 (it is then ~100x slower)")
     p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (N^3)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = p.parse_args(argv)
     args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
     args.precisions = [s for s in args.precisions.split(",") if s]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device visible to torch here")
     if bad := [s for s in args.precisions if s not in ("fp32", "bf16")]:
         p.error(f"unknown precision {bad}; valid: fp32, bf16")
     return args
@@ -85,16 +91,24 @@ def native_bf16() -> bool:
         return False
 
 
-def matmul_peak(n: int, dtype: torch.dtype, rounds: int = 3) -> tuple[float, float]:
-    """(FLOP per wall second, FLOP per CPU second) of an n x n x n matmul, best of `rounds`."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(n: int, dtype: torch.dtype, rounds: int = 3, device: str = "cpu") -> tuple[float, float]:
+    """(FLOP per wall second, FLOP per CPU second) of an n x n x n matmul, best of `rounds`; on a
+    GPU both are per wall second (its CPU time is the launching thread's, not the work's)."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
+    sync(device)
     wall = cpu = float("inf")
     for _ in range(rounds):
         w0, c0 = time.perf_counter(), time.process_time()
         a @ b
+        sync(device)
         wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
-    return 2 * n**3 / wall, 2 * n**3 / cpu
+    return (2 * n**3 / wall, 2 * n**3 / wall) if device == "cuda" else (2 * n**3 / wall, 2 * n**3 / cpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +208,7 @@ def inputs(args: Namespace, batch: int, height: int, width: int, device: str = "
 def make_runs(args: Namespace, height: int, width: int, reference: type | None) -> dict[str, tuple[nn.Module, Callable]]:
     """name -> (module, forward(cond, z))."""
     torch.manual_seed(0)
-    ours = build_ours(args, height, width)
+    ours = build_ours(args, height, width).to(args.device)
     runs: dict[str, tuple[nn.Module, Callable]] = {}
     if args.train:
         runs["train step"] = (ours.train(), lambda m, c, z: m(c, z))
@@ -212,7 +226,7 @@ def make_runs(args: Namespace, height: int, width: int, reference: type | None) 
         if args.plain or fold is None:  # a checkout before the fast path has the plain one only
             runs["plain"] = (ours, lambda m, c, z: m(c, z))
     if reference is not None:
-        ref = build_reference(reference, args, height, width)
+        ref = build_reference(reference, args, height, width).to(args.device)
         ref.train() if args.train else ref.eval().requires_grad_(False)
         runs["reference"] = (ref, lambda m, c, z: m(c))
     if args.channels_last:
@@ -223,7 +237,7 @@ def make_runs(args: Namespace, height: int, width: int, reference: type | None) 
 
 
 def step(module: nn.Module, fn: Callable, cond: torch.Tensor, z: torch.Tensor, precision: str, train: bool) -> None:
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = torch.autocast(cond.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     if train:
         module.zero_grad(set_to_none=True)
         with autocast:
@@ -239,15 +253,16 @@ def bench_size(args: Namespace, height: int, width: int, reference: type | None,
     runs = make_runs(args, height, width, reference)
     params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in runs.items()}
     flops = {name: count_flops(m, f, args, height, width) for name, (m, f) in runs.items()}
-    cond, z = inputs(args, args.batch, height, width)
+    cond, z = inputs(args, args.batch, height, width, args.device)
     for precision in args.precisions:
-        if precision == "bf16" and not native_bf16() and not args.force_bf16:
+        if precision == "bf16" and args.device == "cpu" and not native_bf16() and not args.force_bf16:
             print(f"| {height}x{width} | bf16 | skipped: no native bf16 on this CPU (convolutions would "
                   "fall back to a path ~100x slower than fp32); --force-bf16 times it anyway | | | | | |")
             continue
         for name, (m, f) in runs.items():  # warm-up (oneDNN primitives, torch.compile)
             t = time.perf_counter()
             step(m, f, cond, z, precision, args.train)
+            sync(args.device)
             if args.compile and name == "fast":
                 print(f"fast, {height}x{width}, {precision}: first call with torch.compile took "
                       f"{time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
@@ -257,6 +272,7 @@ def bench_size(args: Namespace, height: int, width: int, reference: type | None,
             for name, (m, f) in runs.items():
                 w0, c0 = time.perf_counter(), time.process_time()
                 step(m, f, cond, z, precision, args.train)
+                sync(args.device)
                 wall[name] = min(wall[name], time.perf_counter() - w0)
                 cpu[name] = min(cpu[name], time.process_time() - c0)
         base = wall.get("reference")
@@ -264,7 +280,8 @@ def bench_size(args: Namespace, height: int, width: int, reference: type | None,
             tflops = flops[name] * args.batch / wall[name] / 1e12
             # FLOP per CPU second of the run over that of the matmul: unlike wall-clock rates,
             # this share holds when other processes take turns on the cores
-            share = f"{100 * flops[name] * args.batch / cpu[name] / peaks[precision][1]:.0f}%"
+            per_second = wall[name] if args.device == "cuda" else cpu[name]
+            share = f"{100 * flops[name] * args.batch / per_second / peaks[precision][1]:.0f}%"
             vs = f"{base / wall[name]:.2f}x" if base else "-"
             print(f"| {height}x{width} | {precision} | {name} ({params[name] / 1e6:.1f}M) | "
                   f"{args.batch / wall[name]:.3g} | {cpu[name] / args.batch:.3g} | {flops[name] / 1e9:.4g} | "
@@ -277,12 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     print(f"{cpu_name()}, torch {torch.__version__}, {threads} threads "
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), native bf16: {native_bf16()}")
-    peaks = {"fp32": matmul_peak(args.peak_size, torch.float32)}
+    if args.device == "cuda":
+        print(f"device: {torch.cuda.get_device_name()} (TF32 matmul: {torch.backends.cuda.matmul.allow_tf32}, "
+              f"cuDNN TF32: {torch.backends.cudnn.allow_tf32})")
+    peaks = {"fp32": matmul_peak(args.peak_size, torch.float32, device=args.device)}
     print(f"matmul peak, {args.peak_size}^3: fp32 {peaks['fp32'][0] / 1e12:.3g} TFLOP/s "
           f"({peaks['fp32'][1] / 1e12:.3g} per CPU second)", end="")
     if "bf16" in args.precisions:
-        n = args.peak_size if native_bf16() else min(args.peak_size, 512)
-        peaks["bf16"] = matmul_peak(n, torch.bfloat16)
+        n = args.peak_size if native_bf16() or args.device == "cuda" else min(args.peak_size, 512)
+        peaks["bf16"] = matmul_peak(n, torch.bfloat16, device=args.device)
         note = "" if n == args.peak_size else f"; at {n}^3: no native bf16, {args.peak_size}^3 would take minutes"
         print(f", bf16 {peaks['bf16'][0] / 1e12:.3g} TFLOP/s ({peaks['bf16'][1] / 1e12:.3g} per CPU second{note})",
               end="")

@@ -46,6 +46,8 @@ def speed(argv: list[str]) -> None:
     for precision in precisions.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             for stage in stages.STAGES:
+                if stage == "depth" and not recipe.data.has_depth:
+                    continue  # no depth data, no depth stage (layout -> image)
                 for total in (warmup, warmup + steps):
                     r, _ = parse_command_line(argv + [f"train.steps={total}", f"train.checkpoint_every={total}",
                                                       f"train.sample_every={total}",
