@@ -100,6 +100,9 @@ def matmul_peak(n: int, dtype: torch.dtype, rounds: int = 3, device: str = "cpu"
     """(FLOP per wall second, FLOP per CPU second) of an n x n x n matmul, best of `rounds`; on a
     GPU both are per wall second (its CPU time is the launching thread's, not the work's)."""
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    # cuDNN runs fp32 convolutions in TF32 by default: the fp32 peak they are held to is TF32's too
+    torch.backends.cuda.matmul.allow_tf32 = device == "cuda" and torch.backends.cudnn.allow_tf32
     a @ b
     sync(device)
     wall = cpu = float("inf")
@@ -108,6 +111,7 @@ def matmul_peak(n: int, dtype: torch.dtype, rounds: int = 3, device: str = "cpu"
         a @ b
         sync(device)
         wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     return (2 * n**3 / wall, 2 * n**3 / wall) if device == "cuda" else (2 * n**3 / wall, 2 * n**3 / cpu)
 
 
@@ -295,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cpu_name()}, torch {torch.__version__}, {threads} threads "
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), native bf16: {native_bf16()}")
     if args.device == "cuda":
-        print(f"device: {torch.cuda.get_device_name()} (TF32 matmul: {torch.backends.cuda.matmul.allow_tf32}, "
-              f"cuDNN TF32: {torch.backends.cudnn.allow_tf32})")
+        print(f"device: {torch.cuda.get_device_name()}; cuDNN TF32: {torch.backends.cudnn.allow_tf32} (fp32 "
+              "convolutions, and the fp32 matmul peak they are compared with, in TF32 when true)")
     peaks = {"fp32": matmul_peak(args.peak_size, torch.float32, device=args.device)}
     print(f"matmul peak, {args.peak_size}^3: fp32 {peaks['fp32'][0] / 1e12:.3g} TFLOP/s "
           f"({peaks['fp32'][1] / 1e12:.3g} per CPU second)", end="")
