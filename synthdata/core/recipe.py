@@ -99,6 +99,9 @@ class ImageStageConfig(SpadeStageConfig):
     # arch=composite only: a conditional generator of this arch (the stage's ngf, ndf, losses)
     # trained to turn composites into real images (SIMS-style harmonisation); none: composites as is
     harmonise: Literal["none", "spade", "pix2pix"] = "none"
+    # the harmoniser's training input: leave-one-out (the real layout composited from other images'
+    # segments) or perturbed (the real image with about half its segments' colours changed)
+    harmonise_input: Literal["leave-one-out", "perturbed"] = "leave-one-out"
 
 
 @dataclass

@@ -16,6 +16,10 @@ losses) that takes the layout (+ depth) and a composite and returns a correction
 textured from the bank without that image's own segments (`LeaveOneOutComposites`; a class that
 only this image shows keeps its segments) and the harmoniser learns to turn that composite into the
 real image. Production then passes every composite through it (meta `harmonise`: its arch).
+`stages.image.harmonise_input=perturbed` trains it as harmonisation work does instead
+(`PerturbedImages`): the input is the real image itself with the colours of about half its
+segments changed, so the target is reachable from the input and L1 rewards restoring colours
+rather than blurring what other images' segments cannot match.
 
 `CompositePipeline.from_layouts(layouts, seeds, metas=...)` mirrors `Pipeline.from_layouts`:
 the image comes from `composite(layout, bank, derive_seed(seed, TEXTURE_TAG), ...)`, so it
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.seeding import derive_seed
@@ -327,6 +332,45 @@ class LeaveOneOutComposites:
         return image_batch(images)
 
 
+class PerturbedImages:
+    """Training inputs of the harmoniser, harmonisation-style (`harmonise_input: perturbed`): the
+    real image with each connected component of its layout, with probability `share`, changed by
+    a random per-channel gain (1 +- `gain`) and offset (+- `offset`), as segments pasted from
+    other images differ in colour and light. Ignored pixels stay as they are. Seeded per sample."""
+
+    def __init__(self, ignore_index: int | None = None, share: float = 0.5, gain: float = 0.3, offset: float = 0.1):
+        self.ignore_index, self.share, self.gain, self.offset = ignore_index, share, gain, offset
+
+    def __call__(self, batch: dict[str, Any], seed: int) -> torch.Tensor:
+        """`batch` with "layout" (B, H, W) and "image" (B, 3, H, W) in [0, 1] -> perturbed images."""
+        out = batch["image"].detach().cpu().float().clone()
+        layouts = batch["layout"].detach().cpu().numpy()
+        for i, layout in enumerate(layouts):
+            rng = np.random.default_rng(derive_seed(seed, i))
+            for c in np.unique(layout):
+                if c == self.ignore_index:
+                    continue
+                components, n = ndimage.label(layout == c)
+                for k in range(1, n + 1):
+                    gain = 1.0 + rng.uniform(-self.gain, self.gain, 3)
+                    offset = rng.uniform(-self.offset, self.offset, 3)
+                    if rng.random() < self.share:
+                        mask = torch.from_numpy(components == k)
+                        region = out[i][:, mask]
+                        out[i][:, mask] = (region * torch.from_numpy(gain).float()[:, None]
+                                           + torch.from_numpy(offset).float()[:, None]).clamp_(0.0, 1.0)
+        return out
+
+
+def harmoniser_inputs(recipe: "Recipe", bank: SegmentBank):
+    """`batch, seed -> (B, 3, H, W)` in [0, 1]: what the harmoniser learns to turn into the real image."""
+    cfg = recipe.stages.image
+    if cfg.harmonise_input == "perturbed":
+        return PerturbedImages(bank.ignore_index)
+    leave_one_out = LeaveOneOutComposites(bank, cfg.composite)
+    return lambda batch, seed: leave_one_out(batch["layout"], batch["key"], seed)
+
+
 def build_for_training(recipe: "Recipe", run_dir: str | Path,
                        accelerator: Any = None) -> tuple[dict[str, Any], SegmentBank]:
     """`train stage=image` with arch=composite: build (or check) the bank (on the main process;
@@ -340,7 +384,7 @@ def build_for_training(recipe: "Recipe", run_dir: str | Path,
     return {"stage": "image", "steps": 0, "step": 0, "bank": str(bank.path), "segments": len(bank)}, bank
 
 
-__all__ = ["BANK_FILE", "TEXTURE_TAG", "CompositePipeline", "LeaveOneOutComposites", "bank_path", "build_for_training",
-           "image_batch",
+__all__ = ["BANK_FILE", "TEXTURE_TAG", "CompositePipeline", "LeaveOneOutComposites", "PerturbedImages", "bank_path",
+           "build_for_training", "harmoniser_inputs", "image_batch",
            "composite_pipeline", "is_composite", "paste_donor_pixels", "paste_owner", "prepare_bank",
            "scaled_mask"]

@@ -35,7 +35,7 @@ from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.encodings import depth_range
 from synthdata.generation.sampler import save_rows, stage_checkpoint
-from synthdata.generation.texturing import LeaveOneOutComposites, build_for_training, is_composite
+from synthdata.generation.texturing import build_for_training, harmoniser_inputs, is_composite
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
 
@@ -201,7 +201,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
         built, bank = build_for_training(recipe, run_dir, accelerator=accelerator)
         if not harmonise:
             return built
-        composites = LeaveOneOutComposites(bank, recipe.stages.image.composite)
+        composites = harmoniser_inputs(recipe, bank)
     for key in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
         if getattr(recipe.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(recipe.train, key)}")
@@ -236,10 +236,9 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
                           with_depth=r.needs_depth, rank=rank, world=world)
         while step < stop:
             micro = [next(stream) for _ in range(accum)]
-            if composites is not None:  # the harmoniser's input: each image composited from the others
+            if composites is not None:  # the harmoniser's input (a composite of the others, or perturbed)
                 for j, batch in enumerate(micro):
-                    batch["composite"] = composites(batch["layout"], batch["key"],
-                                                    derive_seed(recipe.seed, stage_id, step, rank, j))
+                    batch["composite"] = composites(batch, derive_seed(recipe.seed, stage_id, step, rank, j))
             micro = [_to_device(batch, accelerator.device) for batch in micro]
             if preview is None:
                 preview = micro[0]

@@ -23,7 +23,7 @@ from synthdata.generation import stages
 from synthdata.generation.bank_building import build_bank
 from synthdata.generation.composite import composite
 from synthdata.generation.sampler import load_pipeline
-from synthdata.generation.texturing import LeaveOneOutComposites
+from synthdata.generation.texturing import LeaveOneOutComposites, PerturbedImages, harmoniser_inputs
 
 H, W = 32, 64
 SPLITS = "data.split_sizes={train: 16, val: 4, test: 2}"
@@ -159,3 +159,43 @@ def test_image_records_written_before_harmonisers_still_load():
     record = spec.to_dict()
     del record["composite_input"]
     assert stages.spec_from_dict(record) == spec
+
+
+def test_perturbed_inputs_change_whole_segments_and_nothing_else(toy_train):
+    from scipy import ndimage
+
+    batch = [toy_train[i] for i in range(4)]
+    layouts = torch.from_numpy(np.stack([s["layout"] for s in batch]))
+    layouts[:, :2] = 255  # an unlabelled strip stays as it is
+    real = torch.from_numpy(np.stack([s["image"] for s in batch])).permute(0, 3, 1, 2).float() / 255
+    perturb = PerturbedImages(ignore_index=255)
+    out = perturb({"layout": layouts, "image": real}, seed=3)
+    assert out.shape == real.shape and 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out, perturb({"layout": layouts, "image": real}, seed=3))  # seeded
+    assert not torch.equal(out, perturb({"layout": layouts, "image": real}, seed=4))
+    assert torch.equal(out[:, :, :2], real[:, :, :2])
+    changed = total = 0
+    for i in range(len(batch)):
+        lay = layouts[i].numpy()
+        for c in np.unique(lay[lay != 255]):
+            components, n = ndimage.label(lay == c)
+            for k in range(1, n + 1):
+                diff = (out[i][:, torch.from_numpy(components == k)] - real[i][:, torch.from_numpy(components == k)]).abs()
+                total += 1
+                changed += bool(diff.max() > 1e-6)
+    assert 0.2 < changed / total < 0.8  # about half the segments
+
+
+def test_perturbed_harmoniser_trains_and_is_chosen_by_the_recipe(toy_train, tmp_path):
+    from synthdata.core.recipe_loading import load_recipe
+    from synthdata.train import main
+
+    recipe = load_recipe("toy", HARMONISE[1:] + ["stages.image.harmonise_input=perturbed"])
+    bank = build_bank(toy_train, progress=False)
+    assert isinstance(harmoniser_inputs(recipe, bank), PerturbedImages)
+    with pytest.raises(ConfigError, match="harmonise_input"):
+        load_recipe("toy", ["stages.image.harmonise_input=blur"])
+    run_dir = tmp_path / "run"
+    assert main([*HARMONISE, "stages.image.harmonise_input=perturbed", "stage=image", f"run_dir={run_dir}"]) == 0
+    ckpt = torch.load(run_dir / "checkpoints" / "image" / "latest.pt", weights_only=True)
+    assert ckpt["step"] == 2
