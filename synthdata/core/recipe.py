@@ -40,6 +40,9 @@ class DataConfig:
     # filters, segmenters): a fraction f (every round(1/f)-th of the ids sorted), "every:K", or a
     # file of ids (one a line); None: all
     subset: float | str | None = None
+    # decoded, resized samples each reader keeps in memory (per process), so epochs after the
+    # first skip decoding (most of a real reader's cost); 0: off
+    cache_mb: int = 512
 
 
 @dataclass

@@ -22,6 +22,30 @@ def digest(tree: Any) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# Left out of fingerprints and run keys, so that a study still resumes after them: keys no result
+# depends on (performance knobs), and keys added after studies existed, while they hold the
+# default that is the behaviour from before they existed. A new recipe key belongs in one of the
+# two (tests/experiments/test_study.py pins a fingerprint to catch one that is not).
+NOT_RESULTS = (("data", "cache_mb"),)
+ADDED_DEFAULTS = {("stages", "image", "harmonise_input"): "leave-one-out"}
+
+
+def result_tree(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a tree of what results depend on (`recipe_to_dict` less the keys above)."""
+    tree = recipe_to_dict(recipe)
+    for path in (*NOT_RESULTS, *(p for p, default in ADDED_DEFAULTS.items() if _at(tree, p) == default)):
+        parent = _at(tree, path[:-1])
+        if isinstance(parent, dict):
+            parent.pop(path[-1], None)
+    return tree
+
+
+def _at(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
 @dataclass
 class Cell:
     variant: str
@@ -71,7 +95,7 @@ _GENERATOR_SECTIONS = ("stages", "train", "produce", "refine", "translate", "exp
 def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, str]:
     """(this cell's fingerprint, the whole recipe's at the cell's seed). The first leaves out the
     generator sections for cells that train on real data only."""
-    tree = recipe_to_dict(dataclasses.replace(recipe, seed=cell.seed))
+    tree = result_tree(dataclasses.replace(recipe, seed=cell.seed))
     tree["study"] = None
     tree["seg"]["synthetic"] = cell.overrides.get("seg.synthetic")
     whole = digest(tree)

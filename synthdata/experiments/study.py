@@ -68,6 +68,7 @@ from synthdata.experiments.cells import (
     digest,
     done_marker,
     matches_fingerprint,
+    result_tree,
     segment_result,
     slug,
     write_json_atomic,
@@ -182,14 +183,14 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                 refuse_subset_of_shards(vr.data, "train.shards", vr.train.shards)
             except ConfigError as e:
                 raise ConfigError(f"study variant '{name}': {e}") from e
-            tree = recipe_to_dict(vr)
+            tree = result_tree(vr)
             gkey = digest({"seed": recipe.seed, "data": tree["data"], "stages": tree["stages"],
                            "train": tree["train"], "trained": stages, "subset_ids": subset_ids})
             gen = generators.setdefault(gkey, {"stages": stages, "used_by": [], "overrides": {
                 k: v for k, v in overrides.items() if k.startswith(("train.", "stages."))}})
             gen["used_by"].append(name)
         if produces:
-            production = digest({"generators": gkey, "produce": recipe_to_dict(vr)["produce"]})
+            production = digest({"generators": gkey, "produce": result_tree(vr)["produce"]})
             prod = productions.setdefault(production, {
                 "generator": gkey, "used_by": [], "shards": str(run_dir / "productions" / production / "shards"),
                 "overrides": {k: v for k, v in overrides.items() if k.startswith(("train.", "stages.", "produce."))}})

@@ -10,7 +10,7 @@ import pytest
 
 from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.recipe_loading import load_recipe
-from synthdata.experiments.cells import _fingerprints, cell_fingerprint, cell_id, matches_fingerprint
+from synthdata.experiments.cells import _fingerprints, cell_fingerprint, cell_id, digest, matches_fingerprint, result_tree
 from synthdata.experiments.study import make_plan, run_study
 from synthdata.study import main as study_main
 
@@ -191,3 +191,16 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     # a finished cell is not silently reused under another recipe
     with pytest.raises(ConfigError, match="another recipe"):
         run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "seg.lr=0.5"]), run_dir)
+
+
+def test_run_keys_survive_new_recipe_keys_and_ignore_the_cache_size():
+    """A study made before a recipe key existed must still resume after it: the toy recipe's tree
+    of what results depend on hashes as it did before `data.cache_mb` and
+    `stages.image.harmonise_input` existed. If this fails after you added a recipe key, list it in
+    `cells.NOT_RESULTS` (it never changes a result) or `cells.ADDED_DEFAULTS` (its default is the
+    behaviour from before it existed); change the pinned value only if results really change."""
+    assert digest(result_tree(load_recipe("toy"))) == "a59869bde376"
+    assert digest(result_tree(load_recipe("toy", ["data.cache_mb=0"]))) == "a59869bde376"
+    perturbed = load_recipe("toy", ["stages.image.harmonise_input=perturbed"])
+    assert result_tree(perturbed)["stages"]["image"]["harmonise_input"] == "perturbed"
+    assert digest(result_tree(perturbed)) != "a59869bde376"

@@ -3,7 +3,8 @@
 A reader turns one split of a dataset, in the folder layout users download, into samples of the
 data contract (DESIGN.md): `{"image": uint8 HxWx3, "layout": HxW class indices (ignore_index
 where unlabelled), "depth": float32 HxW or absent, "meta": dict}`, resized to the recipe's
-resolution through `synthdata.core.imageops`.
+resolution through `synthdata.core.imageops`. Up to `data.cache_mb` of resized samples stay in
+memory, so epochs after the first read no files (callers get copies).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class DatasetReader:
             size = getattr(cfg, key)
             if size is not None and size < 1:
                 raise ConfigError(f"data.{key} must be >= 1 (or null for the native size), got {size}")
+        if not isinstance(cfg.cache_mb, int) or isinstance(cfg.cache_mb, bool) or cfg.cache_mb < 0:
+            raise ConfigError(f"data.cache_mb must be an integer >= 0 (0: no cache), got {cfg.cache_mb!r}")
+        self._cache = SampleCache(cfg.cache_mb * 2**20)
         self.classes = self._class_info(cfg)
         if self.needs_root:
             if cfg.root is None:
@@ -74,6 +78,13 @@ class DatasetReader:
     def __getitem__(self, index: int) -> dict[str, Any]:
         if index < 0 or index >= len(self.items):
             raise IndexError(index)
+        key = repr(self.items[index])  # by item, not index: a copy with other items shares the cache
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache.keep(key, self._read(index))
+        return cached
+
+    def _read(self, index: int) -> dict[str, Any]:
         sample = self._load(self.items[index])
         check_pair(sample, str(sample["meta"].get("path", self.items[index])))
         meta = sample["meta"]
@@ -143,6 +154,31 @@ class DatasetReader:
         else:
             palette = default_palette(len(names))
         return ClassInfo(names, palette, cfg.ignore_index)
+
+
+class SampleCache:
+    """Resized samples by item, up to `limit` bytes of arrays (then new samples are not kept);
+    shared by shallow copies of a reader. Callers get copies, so they may change them in place."""
+
+    def __init__(self, limit: int):
+        self.samples: dict[str, dict[str, Any]] = {}
+        self.room = limit
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        sample = self.samples.get(key)
+        return None if sample is None else _copied(sample)
+
+    def keep(self, key: str, sample: dict[str, Any]) -> dict[str, Any]:
+        size = sum(v.nbytes for v in sample.values() if isinstance(v, np.ndarray))
+        if size > self.room:
+            return sample
+        self.samples[key] = sample
+        self.room -= size
+        return _copied(sample)
+
+
+def _copied(sample: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.copy() if isinstance(v, (np.ndarray, dict)) else v for k, v in sample.items()}
 
 
 def check_pair(sample: dict[str, Any], where: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthdata.core.contract import DatasetError
+from synthdata.core.contract import ConfigError, DatasetError
 from synthdata.core.recipe import DataConfig
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.data.readers import READERS, make_reader
@@ -348,3 +348,50 @@ def test_truncated_tiff_mask_is_named_without_tifffile_noise(tmp_path, capsys):
     with pytest.raises(DatasetError, match=r"1908252_m.tif: cannot decode TIFF \(no image data"):
         reader[1]
     assert capsys.readouterr().err == ""  # tifffile's log line is not passed on
+
+
+def _counting(reader, monkeypatch) -> list:
+    calls, original = [], reader._load
+    monkeypatch.setattr(reader, "_load", lambda item: calls.append(item) or original(item))
+    return calls
+
+
+def test_the_sample_cache_decodes_each_item_once_and_hands_out_copies(monkeypatch):
+    import copy
+
+    cfg = DataConfig(reader="toy", height=32, width=64, split_sizes={"train": 4, "val": 2, "test": 2})
+    reader = make_reader(cfg, "train")
+    uncached = make_reader(DataConfig(**{**cfg.__dict__, "cache_mb": 0}), "train")
+    calls = _counting(reader, monkeypatch)
+    first = reader[1]
+    first["image"][:] = 0  # a caller changing its sample in place...
+    first["meta"]["id"] = "changed"
+    second = reader[1]
+    assert len(calls) == 1  # ...does not change what the next read gets
+    np.testing.assert_array_equal(second["image"], uncached[1]["image"])
+    np.testing.assert_array_equal(second["layout"], uncached[1]["layout"])
+    assert second["meta"] == uncached[1]["meta"]
+    # a shallow copy with other items (seg.real_fraction makes one) shares the cache by item, not index
+    reader[0]
+    sub = copy.copy(reader)
+    sub.items = [reader.items[3]]
+    np.testing.assert_array_equal(sub[0]["image"], uncached[3]["image"])
+    assert sub[0]["meta"]["id"] == uncached[3]["meta"]["id"]
+
+
+def test_the_sample_cache_can_be_off_and_stays_within_its_size(monkeypatch):
+    off = make_reader(DataConfig(reader="toy", height=32, width=64, split_sizes={"train": 2}, cache_mb=0), "train")
+    calls = _counting(off, monkeypatch)
+    off[0], off[0]
+    assert len(calls) == 2
+    # 256x512 toy samples hold about 0.8 MB of arrays: a 1 MB cache keeps one of four
+    capped = make_reader(DataConfig(reader="toy", height=256, width=512, split_sizes={"train": 4}, cache_mb=1), "train")
+    calls = _counting(capped, monkeypatch)
+    for _ in range(2):
+        for i in range(4):
+            capped[i]
+    assert len(capped._cache.samples) == 1 and capped._cache.room >= 0
+    assert len(calls) == 4 + 3
+    for bad in (-1, 1.5, "big"):
+        with pytest.raises(ConfigError, match="data.cache_mb must be an integer >= 0"):
+            make_reader(DataConfig(reader="toy", cache_mb=bad), "train")
