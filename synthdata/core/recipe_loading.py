@@ -29,8 +29,12 @@ from synthdata.core.recipe import Recipe
 
 
 def recipes_dir() -> Path:
-    """The folder of the shipped recipes (works for editable and regular installs)."""
-    return Path(str(importlib.resources.files("synthdata.recipes")))
+    """The folder of the shipped recipes (works for editable and regular installs, and for a
+    source checkout on PYTHONPATH without an install, where `synthdata.recipes` does not exist)."""
+    try:
+        return Path(str(importlib.resources.files("synthdata.recipes")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "recipes"
 
 
 def available_recipes() -> list[str]:

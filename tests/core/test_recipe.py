@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,22 @@ def test_a_folder_named_like_a_recipe_does_not_hide_the_shipped_one(tmp_path, mo
     assert load_recipe("camvid").name == "camvid" and load_recipe("camvid").data.reader == "camvid"
     (tmp_path / "mine").write_text("seed: 3\n")  # a recipe file without .yaml still works
     assert load_recipe("mine").seed == 3
+
+
+def test_recipes_are_found_from_a_source_checkout_without_an_install(monkeypatch):
+    """`PYTHONPATH=checkout python -m synthdata.cli ...` has no `synthdata.recipes` package (only
+    an install maps recipes/ to it); the shipped recipes are then read from the checkout."""
+    import importlib.resources
+
+    from synthdata.core import recipe_loading
+
+    real = importlib.resources.files
+
+    def files(name):
+        if name == "synthdata.recipes":
+            raise ModuleNotFoundError("No module named 'synthdata.recipes'")
+        return real(name)
+
+    monkeypatch.setattr(importlib.resources, "files", files)
+    assert recipe_loading.recipes_dir() == Path(recipe_loading.__file__).resolve().parents[2] / "recipes"
+    assert load_recipe("camvid").name == "camvid"
