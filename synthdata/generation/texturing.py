@@ -323,9 +323,10 @@ class LeaveOneOutComposites:
     def __init__(self, bank: SegmentBank, cfg: "CompositeConfig", ignore_index: int | None = None):
         self.bank, self.cfg, self.ignore_index = bank, cfg, ignore_index
 
-    def __call__(self, layouts: torch.Tensor, keys: Sequence[str], seed: int) -> torch.Tensor:
-        """Layouts (B, H, W) of the images `keys` -> composites (B, 3, H, W) float32 in [0, 1]."""
-        cfg, arrays = self.cfg, layouts.detach().cpu().numpy()
+    def __call__(self, batch: dict[str, Any], seed: int) -> torch.Tensor:
+        """`batch` with "layout" (B, H, W) and "key" (the images' ids) -> composites (B, 3, H, W)
+        float32 in [0, 1]."""
+        cfg, arrays, keys = self.cfg, batch["layout"].detach().cpu().numpy(), batch["key"]
         images = [composite(arrays[i], self.bank, derive_seed(seed, i), blend=cfg.blend, sigma=cfg.sigma, k=cfg.k,
                             flip=cfg.flip, missing=cfg.missing, ignore_index=self.ignore_index,
                             exclude_source=str(keys[i]))["image"] for i in range(len(arrays))]
@@ -367,8 +368,7 @@ def harmoniser_inputs(recipe: "Recipe", bank: SegmentBank):
     cfg = recipe.stages.image
     if cfg.harmonise_input == "perturbed":
         return PerturbedImages(bank.ignore_index)
-    leave_one_out = LeaveOneOutComposites(bank, cfg.composite)
-    return lambda batch, seed: leave_one_out(batch["layout"], batch["key"], seed)
+    return LeaveOneOutComposites(bank, cfg.composite)
 
 
 def build_for_training(recipe: "Recipe", run_dir: str | Path,

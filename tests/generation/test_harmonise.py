@@ -75,9 +75,9 @@ def test_training_composites_leave_out_the_target_image(toy_train):
         assert any(e["source"] == key for e in composite(sample["layout"], bank, 3)["meta"]["sources"])
     composites = LeaveOneOutComposites(bank, CompositeConfig())
     layouts = torch.from_numpy(np.stack([s["layout"] for s in batch]))
-    out = composites(layouts, keys, seed=5)
+    out = composites({"layout": layouts, "key": keys}, seed=5)
     assert out.shape == (4, 3, H, W) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
-    assert torch.equal(out, composites(layouts, keys, seed=5))  # seeded
+    assert torch.equal(out, composites({"layout": layouts, "key": keys}, seed=5))  # seeded
     real = torch.from_numpy(np.stack([s["image"] for s in batch])).permute(0, 3, 1, 2).float() / 255
     assert (out - real).abs().mean() > 0.02  # not the target image pasted back
 
@@ -193,6 +193,7 @@ def test_perturbed_harmoniser_trains_and_is_chosen_by_the_recipe(toy_train, tmp_
     recipe = load_recipe("toy", HARMONISE[1:] + ["stages.image.harmonise_input=perturbed"])
     bank = build_bank(toy_train, progress=False)
     assert isinstance(harmoniser_inputs(recipe, bank), PerturbedImages)
+    assert isinstance(harmoniser_inputs(load_recipe("toy", HARMONISE[1:]), bank), LeaveOneOutComposites)
     with pytest.raises(ConfigError, match="harmonise_input"):
         load_recipe("toy", ["stages.image.harmonise_input=blur"])
     run_dir = tmp_path / "run"
