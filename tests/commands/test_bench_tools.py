@@ -5,6 +5,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
+
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 TINY = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes={train: 8, val: 4, test: 4}",
         "train.batch_size=2", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.depth.ngf=8",
@@ -31,3 +33,20 @@ def test_bench_train_speed_and_quality(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"layout: JS divergence .* trained [\d.]+, untrained [\d.]+ \(4 generated", out), out
     assert re.search(r"\| depth \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out) and re.search(r"\| image \| [\d.]+", out)
+
+
+def test_bench_train_speed_skips_the_depth_stage_without_depth(monkeypatch, capsys):
+    run_tool(monkeypatch, "bench_train.py", ["speed", *TINY, "data.has_depth=false", "stages.image.use_depth=false",
+                                             "steps=1", "warmup=1", "precisions=no"])
+    out = capsys.readouterr().out
+    assert re.search(r"\| image \| no \| [\d.]+ \|", out) and "| depth |" not in out, out
+
+
+def test_bench_reader_times_the_loader_with_and_without_the_cache(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "bench_reader.py", [*TINY, "epochs=2", "batch_size=2"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for cache in ("0 MB", "512 MB"):
+        for epoch in (1, 2):
+            assert re.search(rf"\| {cache} \| {epoch} \| [\d.]+ \| [\d.]+ \|", out), out

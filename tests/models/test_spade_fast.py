@@ -182,6 +182,10 @@ def test_bench_generator_prints_fast_plain_and_training_rows(monkeypatch, capsys
     with pytest.raises(SystemExit):
         run_tool(monkeypatch, [*TINY, "--train", "--precisions", "fp32"])
     assert "| 32x64 | fp32 | train step (" in capsys.readouterr().out
+    if not torch.cuda.is_available():  # --device cuda: a usage error naming the option, not a traceback
+        with pytest.raises(SystemExit) as exit_:
+            run_tool(monkeypatch, [*TINY, "--device", "cuda"])
+        assert exit_.value.code == 2 and "--device cuda: no CUDA device" in capsys.readouterr().err
 
 
 FAKE_REFERENCE = '''
