@@ -1,6 +1,7 @@
 """A study's cells (variant x seed): where they live, their fingerprints, and the result.json
 written from a segment run's report or, for refine variants, from the refined segmenter's report
-beside the segment run's scores (`segment.json`); atomic JSON markers for finished jobs.
+beside the scores of the segmenter it refined (`segment.json`, or the result of the cell that trained
+it); atomic JSON markers for finished jobs.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Cell:
     run_dir: Path
     overrides: dict[str, Any]
     production: str | None  # production key, None for real-only cells
-    # refine variants: {"overrides": refine.* keys, "generator": image stage checkpoint, "run": generator key or None}
+    # refine variants: {"overrides": refine.* keys, "generator": image stage checkpoint, "run": generator key
+    # or None, "segmenter_cell": the cell whose segmenter it refines, None: its own segment job}
     refine: dict[str, Any] | None = None
 
     @property
@@ -64,6 +66,18 @@ class Cell:
     def segment_path(self) -> Path:
         """Refine cells: the segment job's result (before refinement)."""
         return self.run_dir / "segment.json"
+
+    @property
+    def segmenter_dir(self) -> Path:
+        """Refine cells: the run dir of the segmenter they refine (their own, or another cell's)."""
+        source = (self.refine or {}).get("segmenter_cell")
+        return source.run_dir if source is not None else self.run_dir
+
+    @property
+    def before_path(self) -> Path:
+        """Refine cells: the scores of the segmenter they refine."""
+        source = (self.refine or {}).get("segmenter_cell")
+        return source.result_path if source is not None else self.segment_path
 
 
 def slug(name: str) -> str:
@@ -92,16 +106,30 @@ def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
 _GENERATOR_SECTIONS = ("stages", "train", "produce", "refine", "translate", "export", "demo")
 
 
-def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, str]:
-    """(this cell's fingerprint, the whole recipe's at the cell's seed). The first leaves out the
-    generator sections for cells that train on real data only."""
+def _cell_tree(cell: Cell, recipe: Recipe) -> dict[str, Any]:
     tree = result_tree(dataclasses.replace(recipe, seed=cell.seed))
     tree["study"] = None
     tree["seg"]["synthetic"] = cell.overrides.get("seg.synthetic")
+    return tree
+
+
+def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, str]:
+    """(this cell's fingerprint, the whole recipe's at the cell's seed). The first leaves out the
+    generator sections for cells that train on real data only."""
+    tree = _cell_tree(cell, recipe)
     whole = digest(tree)
     if cell.production is None and cell.refine is None:
         tree.update({section: None for section in _GENERATOR_SECTIONS})
     return digest(tree), whole
+
+
+def segmenter_key(cell: Cell, recipe: Recipe) -> str:
+    """What a cell's segment run depends on: cells with equal keys train the same segmenter (the
+    seed, seg.*, data and eval alike, and the same production run), so a refine cell can refine
+    another cell's segmenter instead of training its own."""
+    tree = _cell_tree(cell, recipe)
+    tree.update({section: None for section in _GENERATOR_SECTIONS})
+    return digest({"recipe": tree, "production": cell.production})
 
 
 def cell_fingerprint(cell: Cell, recipe: Recipe) -> str:
@@ -145,12 +173,14 @@ def cell_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:
         if cell.refine is None:
             write_json_atomic(cell.result_path, scores(cell, recipe, cell.run_dir / "report", seconds))
             return
-        before = json.loads(cell.segment_path.read_text())
+        before = json.loads(cell.before_path.read_text())
         result = scores(cell, recipe, cell.run_dir / "refine" / "after", seconds)
         cfg = recipe.refine
         refine = {"steps": result["steps"], "batch_size": cfg.batch_size, "lambda_content": cfg.lambda_content,
                   "lambda_adv": cfg.lambda_adv, "lr": cfg.lr, "miou_before": before["miou"],
                   "train_seconds": result["train_seconds"], "wall_seconds": result["wall_seconds"]}
+        source = cell.refine.get("segmenter_cell")
+        refine["segmenter_cell"] = cell_id(source) if source is not None else None
         result.update({k: before[k] for k in ("steps", "batch_size", "source_counts")}, refine=refine,
                       train_seconds=(before["train_seconds"] or 0) + (refine["train_seconds"] or 0),
                       wall_seconds=round(before["wall_seconds"] + seconds, 2))

@@ -24,7 +24,8 @@ same keys share one run, across every seed (the seeds vary the segmenter only).
 
 SegGAN refinement as a step after training: a variant with `refine.*` keys (`refine.steps: N`,
 `refine.lambda_content`, ...) runs, after each cell's segment job, `synthdata refine` on that
-segmenter through the frozen image stage (generator + discriminator) of a study generator run
+segmenter (a cell that would train the same segmenter as another cell of its seed, as a variant
+that only refines does the baseline's, refines that cell's instead) through the frozen image stage (generator + discriminator) of a study generator run
 (`refine.generator: PATH` uses a checkpoint instead); the refined segmenter's evaluation is the
 cell's result. SegGAN's G(S(x)) takes layouts alone: a variant that only refines gets
 `stages.image.use_depth: false` (and `arch: spade` instead of composite) added; one that also
@@ -36,8 +37,9 @@ pairs them by seed and shows segmenter and refinement steps per variant):
       200 more steps:   {seg.steps: 1200}   # the study's seg.steps is 1000
 
 Layout of RUN_DIR: `generators/KEY/` (stages), `productions/KEY/shards`, `cells/VARIANT/seed-S/`
-(a segment run, and `result.json` once finished; refine cells also hold `segment.json`, the
-segmenter's scores, then the refine run: `synthdata.experiments.cells`), `study/` (recipe, plan,
+(a segment run, and `result.json` once finished; refine cells hold the refine run, and
+`segment.json`, the scores of their own segmenter, where they train one:
+`synthdata.experiments.cells`), `study/` (recipe, plan,
 logs, report). Jobs run as subprocesses, `study.workers` at a time with `study.threads` threads
 each (one GPU each, round robin, where there are GPUs); `study.workers=1` runs them one after
 another in this process, as the demo chains commands (no interpreter start-up per job). A finished cell's result is written
@@ -70,6 +72,7 @@ from synthdata.experiments.cells import (
     matches_fingerprint,
     result_tree,
     segment_result,
+    segmenter_key,
     slug,
     write_json_atomic,
 )
@@ -215,10 +218,23 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                                       "for seg.filter_segmenter")
                 ref = next(c for c in cells if c.variant == study.baseline and c.seed == cell.seed)
                 cell.overrides[key] = str(ref.run_dir / "checkpoints" / "segmenter" / "latest.pt")
+    _share_segmenters(cells, resolved)
     plan = Plan(recipe, run_dir, variants, seeds, cells, generators, productions, [], resolved,
                 refine_controls(variants, resolved, {c.variant: c.production for c in cells}))
     plan.jobs = _jobs(plan, recipe_path, resolved)
     return plan
+
+
+def _share_segmenters(cells: list[Cell], resolved: dict[str, Recipe]) -> None:
+    """A refine cell whose segment run would train the same segmenter as another cell (usually the
+    baseline of its seed: a variant that only refines) refines that cell's segmenter instead."""
+    trained = {}
+    for cell in cells:
+        if cell.refine is None:
+            trained.setdefault(segmenter_key(cell, resolved[cell.variant]), cell)
+    for cell in cells:
+        if cell.refine is not None:
+            cell.refine = {**cell.refine, "segmenter_cell": trained.get(segmenter_key(cell, resolved[cell.variant]))}
 
 
 def refine_controls(variants: dict[str, dict[str, Any]], resolved: dict[str, Recipe],
@@ -287,13 +303,17 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
         if cell.refine is None:
             jobs.append(Job(cell_id(cell), segment, deps=deps, done_file=cell.result_path, on_done=on_done))
             continue
-        # refine cells: the segment job, then `synthdata refine` on its segmenter (the cell's result)
-        jobs.append(Job(f"{cell_id(cell)}/segment", segment, deps=deps, done_file=cell.segment_path,
-                        on_done=segment_result(cell, resolved[cell.variant])))
+        # refine cells: the segment job (unless another cell trains the same segmenter), then
+        # `synthdata refine` on that segmenter (the cell's result)
+        source = cell.refine["segmenter_cell"]
+        if source is None:
+            jobs.append(Job(f"{cell_id(cell)}/segment", segment, deps=deps, done_file=cell.segment_path,
+                            on_done=segment_result(cell, resolved[cell.variant])))
         args = {**cell.overrides, **cell.refine["overrides"], "refine.generator": cell.refine["generator"],
-                "refine.segmenter": str(cell.run_dir / "checkpoints" / "segmenter" / "latest.pt"),
+                "refine.segmenter": str(cell.segmenter_dir / "checkpoints" / "segmenter" / "latest.pt"),
                 "run_dir": str(cell.run_dir)}
-        deps = [f"{cell_id(cell)}/segment"] + (_generator_jobs(plan, cell.refine["run"]) if cell.refine["run"] else [])
+        deps = [cell_id(source) if source is not None else f"{cell_id(cell)}/segment"] + (
+            _generator_jobs(plan, cell.refine["run"]) if cell.refine["run"] else [])
         jobs.append(Job(cell_id(cell), [_command("synthdata.refine", recipe_path, args)], deps=deps,
                         done_file=cell.result_path, on_done=on_done))
     return jobs
