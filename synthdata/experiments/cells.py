@@ -68,16 +68,19 @@ class Cell:
         return self.run_dir / "segment.json"
 
     @property
+    def segmenter_cell(self) -> Cell | None:
+        """Refine cells: the cell whose segmenter they refine (None: their own segment job's)."""
+        return (self.refine or {}).get("segmenter_cell")
+
+    @property
     def segmenter_dir(self) -> Path:
-        """Refine cells: the run dir of the segmenter they refine (their own, or another cell's)."""
-        source = (self.refine or {}).get("segmenter_cell")
-        return source.run_dir if source is not None else self.run_dir
+        """Refine cells: the run dir of the segmenter they refine."""
+        return self.segmenter_cell.run_dir if self.segmenter_cell is not None else self.run_dir
 
     @property
     def before_path(self) -> Path:
         """Refine cells: the scores of the segmenter they refine."""
-        source = (self.refine or {}).get("segmenter_cell")
-        return source.result_path if source is not None else self.segment_path
+        return self.segmenter_cell.result_path if self.segmenter_cell is not None else self.segment_path
 
 
 def slug(name: str) -> str:
@@ -179,8 +182,7 @@ def cell_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:
         refine = {"steps": result["steps"], "batch_size": cfg.batch_size, "lambda_content": cfg.lambda_content,
                   "lambda_adv": cfg.lambda_adv, "lr": cfg.lr, "miou_before": before["miou"],
                   "train_seconds": result["train_seconds"], "wall_seconds": result["wall_seconds"]}
-        source = cell.refine.get("segmenter_cell")
-        refine["segmenter_cell"] = cell_id(source) if source is not None else None
+        refine["segmenter_cell"] = cell_id(cell.segmenter_cell) if cell.segmenter_cell is not None else None
         result.update({k: before[k] for k in ("steps", "batch_size", "source_counts")}, refine=refine,
                       train_seconds=(before["train_seconds"] or 0) + (refine["train_seconds"] or 0),
                       wall_seconds=round(before["wall_seconds"] + seconds, 2))

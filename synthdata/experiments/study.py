@@ -305,7 +305,7 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
             continue
         # refine cells: the segment job (unless another cell trains the same segmenter), then
         # `synthdata refine` on that segmenter (the cell's result)
-        source = cell.refine["segmenter_cell"]
+        source = cell.segmenter_cell
         if source is None:
             jobs.append(Job(f"{cell_id(cell)}/segment", segment, deps=deps, done_file=cell.segment_path,
                             on_done=segment_result(cell, resolved[cell.variant])))
