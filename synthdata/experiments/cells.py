@@ -109,30 +109,30 @@ def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
 _GENERATOR_SECTIONS = ("stages", "train", "produce", "refine", "translate", "export", "demo")
 
 
-def _cell_tree(cell: Cell, recipe: Recipe) -> dict[str, Any]:
+def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False) -> dict[str, Any]:
+    """The cell's recipe at its seed; `segmenter_only`: less the generator sections."""
     tree = result_tree(dataclasses.replace(recipe, seed=cell.seed))
     tree["study"] = None
     tree["seg"]["synthetic"] = cell.overrides.get("seg.synthetic")
+    if segmenter_only:
+        tree.update({section: None for section in _GENERATOR_SECTIONS})
     return tree
 
 
 def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, str]:
     """(this cell's fingerprint, the whole recipe's at the cell's seed). The first leaves out the
     generator sections for cells that train on real data only."""
-    tree = _cell_tree(cell, recipe)
-    whole = digest(tree)
+    whole = digest(_cell_tree(cell, recipe))
     if cell.production is None and cell.refine is None:
-        tree.update({section: None for section in _GENERATOR_SECTIONS})
-    return digest(tree), whole
+        return digest(_cell_tree(cell, recipe, segmenter_only=True)), whole
+    return whole, whole
 
 
 def segmenter_key(cell: Cell, recipe: Recipe) -> str:
     """What a cell's segment run depends on: cells with equal keys train the same segmenter (the
     seed, seg.*, data and eval alike, and the same production run), so a refine cell can refine
     another cell's segmenter instead of training its own."""
-    tree = _cell_tree(cell, recipe)
-    tree.update({section: None for section in _GENERATOR_SECTIONS})
-    return digest({"recipe": tree, "production": cell.production})
+    return digest({"recipe": _cell_tree(cell, recipe, segmenter_only=True), "production": cell.production})
 
 
 def cell_fingerprint(cell: Cell, recipe: Recipe) -> str:

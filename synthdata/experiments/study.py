@@ -24,10 +24,11 @@ same keys share one run, across every seed (the seeds vary the segmenter only).
 
 SegGAN refinement as a step after training: a variant with `refine.*` keys (`refine.steps: N`,
 `refine.lambda_content`, ...) runs, after each cell's segment job, `synthdata refine` on that
-segmenter (a cell that would train the same segmenter as another cell of its seed, as a variant
-that only refines does the baseline's, refines that cell's instead) through the frozen image stage (generator + discriminator) of a study generator run
+segmenter through the frozen image stage (generator + discriminator) of a study generator run
 (`refine.generator: PATH` uses a checkpoint instead); the refined segmenter's evaluation is the
-cell's result. SegGAN's G(S(x)) takes layouts alone: a variant that only refines gets
+cell's result. A refine cell that would train the same segmenter as another cell of its seed (a
+variant that only refines: the baseline's) has no segment job and refines that cell's segmenter.
+SegGAN's G(S(x)) takes layouts alone: a variant that only refines gets
 `stages.image.use_depth: false` (and `arch: spade` instead of composite) added; one that also
 mixes study-made synthetic data must set them itself. The fair control, "the same segmenter
 trained as many extra steps without", is another variant with `seg.steps` raised by N (the report
@@ -39,8 +40,7 @@ pairs them by seed and shows segmenter and refinement steps per variant):
 Layout of RUN_DIR: `generators/KEY/` (stages), `productions/KEY/shards`, `cells/VARIANT/seed-S/`
 (a segment run, and `result.json` once finished; refine cells hold the refine run, and
 `segment.json`, the scores of their own segmenter, where they train one:
-`synthdata.experiments.cells`), `study/` (recipe, plan,
-logs, report). Jobs run as subprocesses, `study.workers` at a time with `study.threads` threads
+`synthdata.experiments.cells`), `study/` (recipe, plan, logs, report). Jobs run as subprocesses, `study.workers` at a time with `study.threads` threads
 each (one GPU each, round robin, where there are GPUs); `study.workers=1` runs them one after
 another in this process, as the demo chains commands (no interpreter start-up per job). A finished cell's result is written
 atomically and skipped on a rerun; a killed cell resumes from its last segmenter (or refine)
