@@ -29,12 +29,17 @@ def digest(tree: Any) -> str:
 # two (tests/experiments/test_study.py pins a fingerprint to catch one that is not).
 NOT_RESULTS = (("data", "cache_mb"),)
 ADDED_DEFAULTS = {("stages", "image", "harmonise_input"): "leave-one-out"}
+# Keys added after studies existed but before the list above did: fingerprints and run keys made
+# since hold them, so they stay in; a cell finished before them matches without them (at default).
+ADDED_UNLISTED = {("stages", "image", "harmonise"): "none"}
 
 
-def result_tree(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as a tree of what results depend on (`recipe_to_dict` less the keys above)."""
+def result_tree(recipe: Recipe, *, before_unlisted: bool = False) -> dict[str, Any]:
+    """The recipe as a tree of what results depend on (`recipe_to_dict` less the keys above);
+    `before_unlisted`: as it was before the `ADDED_UNLISTED` keys existed."""
     tree = recipe_to_dict(recipe)
-    for path in (*NOT_RESULTS, *(p for p, default in ADDED_DEFAULTS.items() if _at(tree, p) == default)):
+    added = {**ADDED_DEFAULTS, **(ADDED_UNLISTED if before_unlisted else {})}
+    for path in (*NOT_RESULTS, *(p for p, default in added.items() if _at(tree, p) == default)):
         parent = _at(tree, path[:-1])
         if isinstance(parent, dict):
             parent.pop(path[-1], None)
@@ -109,9 +114,10 @@ def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
 _GENERATOR_SECTIONS = ("stages", "train", "produce", "refine", "translate", "export", "demo")
 
 
-def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False) -> dict[str, Any]:
+def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False,
+               before_unlisted: bool = False) -> dict[str, Any]:
     """The cell's recipe at its seed; `segmenter_only`: less the generator sections."""
-    tree = result_tree(dataclasses.replace(recipe, seed=cell.seed))
+    tree = result_tree(dataclasses.replace(recipe, seed=cell.seed), before_unlisted=before_unlisted)
     tree["study"] = None
     tree["seg"]["synthetic"] = cell.overrides.get("seg.synthetic")
     if segmenter_only:
@@ -119,13 +125,15 @@ def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False) -> d
     return tree
 
 
-def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, str]:
-    """(this cell's fingerprint, the whole recipe's at the cell's seed). The first leaves out the
-    generator sections for cells that train on real data only."""
+def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, ...]:
+    """(this cell's fingerprint, the whole recipe's at the cell's seed, the whole recipe's before the
+    `ADDED_UNLISTED` keys). The first leaves out the generator sections for cells that train on real
+    data only; the others are what such cells, and any cell before those keys, recorded."""
     whole = digest(_cell_tree(cell, recipe))
+    legacy = digest(_cell_tree(cell, recipe, before_unlisted=True))
     if cell.production is None and cell.refine is None:
-        return digest(_cell_tree(cell, recipe, segmenter_only=True)), whole
-    return whole, whole
+        return digest(_cell_tree(cell, recipe, segmenter_only=True)), whole, legacy
+    return whole, whole, legacy
 
 
 def segmenter_key(cell: Cell, recipe: Recipe) -> str:

@@ -180,20 +180,24 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                               + ("; a refine variant's train.* and stages.* keys shape its image stage)" if trains_image
                                  else ")"))
         stages = stages_needed(vr, production=produces, refine=refining)
-        gkey = None
+        gkey = legacy_gkey = None
         if stages:
             try:
                 refuse_subset_of_shards(vr.data, "train.shards", vr.train.shards)
             except ConfigError as e:
                 raise ConfigError(f"study variant '{name}': {e}") from e
-            tree = result_tree(vr)
-            gkey = digest({"seed": recipe.seed, "data": tree["data"], "stages": tree["stages"],
-                           "train": tree["train"], "trained": stages, "subset_ids": subset_ids})
+            gkey, legacy_gkey = (
+                digest({"seed": recipe.seed, "data": tree["data"], "stages": tree["stages"],
+                        "train": tree["train"], "trained": stages, "subset_ids": subset_ids})
+                for tree in (result_tree(vr), result_tree(vr, before_unlisted=True)))
+            gkey = _run_key(run_dir / "generators", gkey, legacy_gkey)
             gen = generators.setdefault(gkey, {"stages": stages, "used_by": [], "overrides": {
                 k: v for k, v in overrides.items() if k.startswith(("train.", "stages."))}})
             gen["used_by"].append(name)
         if produces:
-            production = digest({"generators": gkey, "produce": result_tree(vr)["produce"]})
+            production = _run_key(run_dir / "productions", *(
+                digest({"generators": key, "produce": result_tree(vr)["produce"]})
+                for key in (gkey, legacy_gkey)))
             prod = productions.setdefault(production, {
                 "generator": gkey, "used_by": [], "shards": str(run_dir / "productions" / production / "shards"),
                 "overrides": {k: v for k, v in overrides.items() if k.startswith(("train.", "stages.", "produce."))}})
@@ -223,6 +227,12 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                 refine_controls(variants, resolved, {c.variant: c.production for c in cells}))
     plan.jobs = _jobs(plan, recipe_path, resolved)
     return plan
+
+
+def _run_key(parent: Path, key: str, legacy: str) -> str:
+    """A generator or production run's key: `legacy` (from before the `cells.ADDED_UNLISTED` keys
+    existed) where only that run exists in the run dir, so older studies resume."""
+    return legacy if not (parent / key).exists() and (parent / legacy).exists() else key
 
 
 def _share_segmenters(cells: list[Cell], resolved: dict[str, Recipe]) -> None:

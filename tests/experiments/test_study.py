@@ -3,6 +3,7 @@ is resumed without redoing finished cells."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -204,3 +205,33 @@ def test_run_keys_survive_new_recipe_keys_and_ignore_the_cache_size():
     perturbed = load_recipe("toy", ["stages.image.harmonise_input=perturbed"])
     assert result_tree(perturbed)["stages"]["image"]["harmonise_input"] == "perturbed"
     assert digest(result_tree(perturbed)) != "a59869bde376"
+
+
+def test_a_study_from_before_stages_image_harmonise_existed_resumes(tmp_path, plan_for):
+    """`stages.image.harmonise` was added after studies existed and before run keys left new keys
+    out (`cells.ADDED_UNLISTED`): such a study's generator and production runs are found under their
+    old keys, and its cells' recorded fingerprints (the recipe tree without the key) still match."""
+    variants = {"half": {"seg.synthetic_ratio": 0.5}}
+    plan = plan_for(tmp_path, variants)
+    recipe = plan.resolved["half"]
+    (old_g,), (old_p,) = plan.generators, plan.productions
+
+    def legacy(tree: dict) -> dict:
+        del tree["stages"]["image"]["harmonise"]
+        return tree
+    old_g = digest({"seed": recipe.seed, "data": result_tree(recipe)["data"],
+                    "stages": legacy(result_tree(recipe))["stages"], "train": result_tree(recipe)["train"],
+                    "trained": plan.generators[old_g]["stages"], "subset_ids": None})
+    old_p = digest({"generators": old_g, "produce": result_tree(recipe)["produce"]})
+    assert old_g not in plan.generators and old_p not in plan.productions
+    for run in (f"generators/{old_g}", f"productions/{old_p}"):
+        (plan.run_dir / run).mkdir(parents=True)
+    plan = plan_for(tmp_path, variants)
+    assert set(plan.generators) == {old_g} and set(plan.productions) == {old_p}
+    cell = next(c for c in plan.cells if c.variant == "half")
+    assert cell.overrides["seg.synthetic"] == str(plan.run_dir / "productions" / old_p / "shards")
+    # the fingerprint such a cell recorded: the whole recipe at its seed without the key
+    tree = legacy(result_tree(dataclasses.replace(recipe, seed=cell.seed)))
+    tree["study"], tree["seg"]["synthetic"] = None, cell.overrides["seg.synthetic"]
+    assert matches_fingerprint(cell, plan.resolved["half"], digest(tree))
+    assert cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)  # new cells record the key
