@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from synthdata.data.shards import manifest_classes, read_manifest
+from synthdata.generation.layout_check import check_layouts, read_layout_check
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
 from synthdata.metrics.report import _json_safe, _plt
 
@@ -75,6 +77,7 @@ def summarize(plan: "Plan") -> dict[str, Any]:
         for key in runs:
             marker = plan.run_dir / kind / key / "done.json"
             seconds[f"{kind}/{key}"] = json.loads(marker.read_text())["seconds"] if marker.is_file() else None
+    checks = {key: _layout_check(plan, p) for key, p in plan.productions.items()}
     base = results[study.baseline]
     classes = next((r["classes"] for rs in results.values() for r in rs.values()), [])
     rows = []
@@ -124,11 +127,25 @@ def summarize(plan: "Plan") -> dict[str, Any]:
                 row["verdict"] = verdict(use) if use is not None else "no interval"
                 row["verdict_line"] = f"{name}: {_points(use)} mIoU: {row['verdict']}" + (
                     "" if use is row["t_interval"] else " (one seed: per-image bootstrap interval)")
+                flagged = sum(len((checks[k] or {}).get("warnings", [])) for k in plan.productions
+                              if name in plan.productions[k]["used_by"])
+                if flagged:
+                    row["verdict_line"] += f"; its layouts lose or merge {flagged} classes (see 'Produced layouts vs real')"
         rows.append(row)
     for row in rows:  # refined vs the same segmenter trained as many steps more without refining
         row["controls"] = [_against(row["variant"], other, results, study) for other in plan.controls.get(row["variant"], [])]
     return {"rows": rows, "classes": classes, "missing": missing, "run_seconds": seconds,
-            "confidence": study.confidence, "baseline": study.baseline}
+            "confidence": study.confidence, "baseline": study.baseline,
+            "layout_checks": {k: c for k, c in checks.items() if c is not None}}
+
+
+def _layout_check(plan: "Plan", production: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished production's layout check; made here for productions from before it existed."""
+    shards = Path(production["shards"])
+    check = read_layout_check(shards)
+    if check is None and (shards / "manifest.json").is_file():
+        check = check_layouts(plan.resolved[production["used_by"][0]], shards, manifest_classes(read_manifest(shards)))
+    return check
 
 
 def _against(name: str, control: str, results: dict[str, dict[int, dict[str, Any]]], study) -> dict[str, Any]:
@@ -259,6 +276,30 @@ def _refine_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _layout_check_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
+    """Each production's layouts against the real training layouts (`generation.layout_check`)."""
+    checks = summary["layout_checks"]
+    if not checks:
+        return []
+    lines = ["## Produced layouts vs real", "",
+             "The first few hundred layouts of each production against as many real training layouts: objects "
+             "(connected components) and classes per layout, the Jensen-Shannon divergence of class pixel "
+             "frequencies, and each class that produced layouts hold, or split into objects, less than half as often "
+             "as real ones (a collapsed layout generator; copy-paste adds objects on purpose, which is never flagged).",
+             "", "| production | used by | objects per layout, real / produced | classes per layout, real / produced | "
+             "JS | classes lost or merged |", "| --- | --- | --- | --- | --- | --- |"]
+    for key, check in checks.items():
+        used_by = ", ".join(plan.productions[key]["used_by"])
+        if "skipped" in check:
+            lines.append(f"| {key} | {used_by} | - | - | - | skipped: {check['skipped']} |")
+            continue
+        s = check["summary"]
+        lines.append(f"| {key} | {used_by} | {s['components_per_image_real']:.1f} / {s['components_per_image_fake']:.1f} | "
+                     f"{s['classes_per_image_real']:.1f} / {s['classes_per_image_fake']:.1f} | "
+                     f"{s['js_pixel_frequency']:.3f} | {'; '.join(check['warnings']) or 'none'} |")
+    return lines + [""]
+
+
 def write_study_report(plan: "Plan") -> Path:
     """RUN_DIR/study/report.md, report.json and the PNGs; returns the Markdown path."""
     out = plan.study_dir
@@ -307,6 +348,7 @@ def write_study_report(plan: "Plan") -> Path:
                 s = summary["run_seconds"].get(f"{kind}/{key}")
                 lines.append(f"| {kind}/{key} | {', '.join(run['used_by'])} | {'-' if s is None else f'{s:.0f}'} |")
         lines.append("")
+    lines += _layout_check_lines(plan, summary)
     if summary["missing"]:
         lines += ["## Missing cells", "", "Not finished (failed or not run yet): " + ", ".join(summary["missing"]), ""]
     lines += ["## Variants", ""] + [f"- {name}: `{json.dumps(o)}`" for name, o in plan.variants.items()] + [""]

@@ -25,6 +25,7 @@ from synthdata.core.seeding import derive_seed
 from synthdata.data.readers.base import declared_classes, make_reader
 from synthdata.data.shard_writer import ShardWriter
 from synthdata.generation.copy_paste import ObjectPool
+from synthdata.generation.layout_check import check_layouts
 from synthdata.generation.layout_sources import LayoutSource, build_layout_source
 from synthdata.generation.quality_controls import QualityControls, build_quality_controls
 from synthdata.generation.sampler import load_pipeline
@@ -305,9 +306,11 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     if accelerator.is_main_process:
         seconds = time.perf_counter() - start
         complete = all(writer.is_complete(s) for s in range(len(sizes)))
+        check = None
         if complete:
             writer.finalize_manifest(list(range(len(sizes))))
             save_resolved_recipe(out_dir, recipe)
+            check = check_layouts(recipe, out_dir, classes)
         total = {k: sum(s[k] for s in everyone) for k in ("shards", "samples", "skipped_shards", "attempts")}
         rejected: dict[str, int] = {}
         for s in everyone:
@@ -320,5 +323,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
             f"layouts drawn {total['attempts']}, rejected {rejected or 0}; "
             + ("manifest written" if complete else f"{sum(not writer.is_complete(s) for s in range(len(sizes)))} shards left, run again to finish")
         )
+        for warning in (check or {}).get("warnings", []):
+            print(f"produce: warning: layouts unlike the real ones (a collapsed layout generator?): {warning}")
     accelerator.wait_for_everyone()
     return 0

@@ -1,7 +1,8 @@
 """Layout statistics: how class frequencies and scene structure of generated layouts compare.
 
 Per-class pixel frequency and presence rate, the Jensen-Shannon divergence between the real and
-generated pixel histograms, classes and connected components per image, and a bar chart.
+generated pixel histograms, classes and connected components per image, a warning per class that
+generated layouts lose or merge, and a bar chart.
 `synthdata evaluate layouts real=SRC fake=SRC [count=N out=DIR]`.
 """
 
@@ -104,6 +105,28 @@ def compare_layouts(real: dict[str, Any], fake: dict[str, Any]) -> dict[str, Any
     }
 
 
+# A class is flagged when generated layouts hold it, or its objects, less than half as often as
+# real ones; classes in fewer than 10% of real layouts, or with under one object per real layout,
+# are too rare for a few hundred layouts to tell. More objects than real is never flagged
+# (copy-paste adds them on purpose).
+FLAG_RATIO, MIN_PRESENCE, MIN_COMPONENTS = 0.5, 0.1, 1.0
+
+
+def layout_warnings(real: dict[str, Any], fake: dict[str, Any], names: Iterable[str]) -> list[str]:
+    """One line per class that generated layouts lose (present far less often than in real
+    layouts) or merge (far fewer connected components per layout): the marks of a collapsed
+    layout generator that class pixel frequencies can miss."""
+    out = []
+    for c, name in enumerate(names):
+        real_presence, fake_presence = real["presence_rate"][c], fake["presence_rate"][c]
+        real_objects, fake_objects = real["components_per_class"][c], fake["components_per_class"][c]
+        if real_presence >= MIN_PRESENCE and fake_presence < FLAG_RATIO * real_presence:
+            out.append(f"{name}: in {fake_presence:.0%} of generated layouts, {real_presence:.0%} of real ones")
+        elif real_objects >= MIN_COMPONENTS and fake_objects < FLAG_RATIO * real_objects:
+            out.append(f"{name}: {fake_objects:.1f} objects per generated layout, {real_objects:.1f} per real one")
+    return out
+
+
 def plot_layout_stats(real: dict[str, Any], fake: dict[str, Any] | None, classes: ClassInfo, path: str | Path) -> Path:
     """Per-class bars (pixel frequency, presence rate): real in the class colour, generated
     hatched beside it. Written with the Agg backend, so no display is needed."""
@@ -154,6 +177,8 @@ def _main(argv: list[str]) -> int:
     out = Path(args["out"] or "reports/layouts")
     chart = plot_layout_stats(real_stats, fake_stats, classes, out / "layout_stats.png")
     metrics: dict[str, Any] = compare_layouts(real_stats, fake_stats) if fake_stats else {}
+    if fake_stats:
+        metrics["warnings"] = layout_warnings(real_stats, fake_stats, classes.names)
     metrics.update({"real": real_stats, **({"fake": fake_stats} if fake_stats else {})})
     info = {"real": real.spec, "fake": fake.spec if fake else None, "connectivity": 4}
     json_path, _ = write_metrics_report(
@@ -165,6 +190,8 @@ def _main(argv: list[str]) -> int:
         + (f" / {fake_stats['num_images']} generated" if fake_stats else "")
         + f" in {time.perf_counter() - start:.1f}s -> {json_path}"
     )
+    for warning in metrics.get("warnings", []):
+        print(f"layouts: warning: {warning}")
     return 0
 
 

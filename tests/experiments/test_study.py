@@ -170,6 +170,16 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     assert rows["synthetic"]["bootstrap"]["n"] == 4 and rows["synthetic"]["verdict_interval"] == "t over seeds"
     for picture in ("miou.png", "differences.png", "per_class_difference.png"):
         assert (run_dir / "study" / picture).is_file() and f"]({picture})" in report
+    # the production's layouts against the real ones (random-weight generators: anything may be flagged)
+    (key,) = plan["productions"]
+    check = data["summary"]["layout_checks"][key]
+    assert check["produced"]["num_images"] == 8 and "## Produced layouts vs real" in report
+    assert f"| {key} | synthetic, decay | {check['summary']['components_per_image_real']:.1f} / " in report
+    flagged = len(check["warnings"])
+    assert (f"its layouts lose or merge {flagged} classes" in rows["synthetic"]["verdict_line"]) == (flagged > 0)
+    (run_dir / "productions" / key / "shards" / "layout_check.json").unlink()  # a production from before the check
+    run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true"]), run_dir)
+    assert json.loads((run_dir / "productions" / key / "shards" / "layout_check.json").read_text()) == check
     assert "study: ran 10 jobs, 0 already done, 0 failed" in out  # 3 generator stages, 1 production, 6 cells
     gdir = run_dir / "generators" / next(iter(plan["generators"]))
     assert json.loads((gdir / "done.json").read_text())["seconds"] == pytest.approx(sum(

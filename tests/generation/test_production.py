@@ -229,8 +229,12 @@ def test_produce_end_to_end_writes_readable_shards_and_resumes(run_dir, tmp_path
     out = tmp_path / "shards"
     assert produce(run_dir, f"produce.out={out}", "max_shards=1") == 0
     assert "2 shards left" in capsys.readouterr().out and not (out / "manifest.json").exists()
+    assert not (out / "layout_check.json").exists()  # only a finished production is checked
     assert produce(run_dir, f"produce.out={out}") == 0
     assert "1 already complete" in capsys.readouterr().out
+    check = json.loads((out / "layout_check.json").read_text())
+    assert check["produced"]["num_images"] == 10 and check["real"]["num_images"] == 3
+    assert check["real_split"] == "folder:train" and isinstance(check["warnings"], list)
     manifest = read_manifest(out)
     assert manifest["num_samples"] == 10 and len(manifest["shards"]) == 3 and manifest["classes"] == list("abcd")
     assert (out / "recipe.yaml").is_file()
@@ -245,6 +249,25 @@ def test_produce_end_to_end_writes_readable_shards_and_resumes(run_dir, tmp_path
     # other settings into the same folder are refused with exit code 2
     assert produce(run_dir, f"produce.out={out}", "seed=1") == 2
     assert "seed" in capsys.readouterr().err
+
+
+def test_layout_check_warns_about_lost_classes_and_skips_without_real_data(run_dir, tmp_path, capsys, monkeypatch):
+    import synthdata.generation.layout_check as lc
+
+    real = {"presence_rate": [1.0, 1.0, 0.0, 0.0], "components_per_class": [1.0, 1.0, 0.0, 0.0]}
+    statistics = iter([{**real, "num_images": 3}, {"presence_rate": [1.0, 0.0, 0.0, 0.0],
+                                                   "components_per_class": [1.0, 0.0, 0.0, 0.0], "num_images": 10}])
+    monkeypatch.setattr(lc, "layout_statistics", lambda layouts, **kw: (list(layouts), next(statistics))[1])
+    monkeypatch.setattr(lc, "compare_layouts", lambda real, fake: {})
+    assert produce(run_dir, f"produce.out={tmp_path / 'lost'}") == 0
+    assert "produce: warning: layouts unlike the real ones (a collapsed layout generator?): b: in 0% of generated " \
+           "layouts, 100% of real ones" in capsys.readouterr().out
+    monkeypatch.undo()
+    # producing from checkpoints without the dataset: the check records why it was skipped
+    out = tmp_path / "elsewhere"
+    assert produce(run_dir, f"produce.out={out}", f"data.root={tmp_path / 'no-data'}") == 0
+    assert "no real layouts" in json.loads((out / "layout_check.json").read_text())["skipped"]
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_produce_real_layouts_with_filters(run_dir, tmp_path):

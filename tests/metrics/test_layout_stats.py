@@ -80,12 +80,40 @@ def test_cli_compares_shards_and_draws_a_chart(tmp_path, capsys):
     assert metrics["js_pixel_frequency"] > 0.3
     assert metrics["classes_per_image_fake"] == 1.0
     assert metrics["fake"]["presence_rate"] == [1.0, 0.0, 0.0]
+    assert metrics["warnings"] == ["road: 1.0 objects per generated layout, 274.7 per real one",
+                                   "car: in 0% of generated layouts, 100% of real ones",
+                                   "sky: in 0% of generated layouts, 100% of real ones"]
     assert (out / "layout_stats.png").stat().st_size > 1000
-    assert "JS" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "JS" in printed and "layouts: warning: car: in 0% of generated layouts" in printed
     same = tmp_path / "same"
     assert ls.main([f"real={tmp_path / 'real'}", f"fake={tmp_path / 'real'}", f"out={same}", "count=3"]) == 0
     metrics = json.loads((same / "report.json").read_text())["metrics"]
     assert metrics["js_pixel_frequency"] == pytest.approx(0.0, abs=1e-12) and metrics["num_real"] == 3
+
+
+def test_warnings_flag_lost_and_merged_classes_not_extra_objects():
+    """The particle study's collapse: fewer objects per layout at a similar pixel share."""
+    def blobs(count: int, size: int = 3) -> np.ndarray:
+        layout = np.zeros((32, 64), np.uint8)
+        for i in range(count):
+            layout[2 + (i // 8) * 6 : 2 + (i // 8) * 6 + size, 2 + (i % 8) * 7 : 2 + (i % 8) * 7 + size] = 1
+        return layout
+
+    def stats(layouts):
+        return ls.layout_statistics(layouts, num_classes=3)
+
+    real = stats([blobs(12)] * 4)
+    frame = np.zeros((32, 64), np.uint8)
+    frame[:3], frame[-3:] = 1, 1  # as many "car" pixels in two bands
+    assert ls.layout_warnings(real, stats([frame] * 4), CLASSES.names) == [
+        "car: 2.0 objects per generated layout, 12.0 per real one"]
+    assert ls.layout_warnings(real, stats([blobs(12)] * 4), CLASSES.names) == []
+    assert ls.layout_warnings(real, stats([blobs(24)] * 4), CLASSES.names) == []  # copy-paste adds objects
+    assert ls.layout_warnings(real, stats([blobs(12)] + [np.zeros((32, 64), np.uint8)] * 3), CLASSES.names) == [
+        "car: in 25% of generated layouts, 100% of real ones"]
+    rare = stats([blobs(12)] + [np.zeros((32, 64), np.uint8)] * 19)  # car in 5% of real layouts: too rare
+    assert ls.layout_warnings(rare, stats([np.zeros((32, 64), np.uint8)] * 4), CLASSES.names) == []
 
 
 def test_cli_names_a_missing_source(tmp_path, capsys):
