@@ -8,6 +8,8 @@ stages, segmenter, SegGAN refinement, translation):
   and a state folder that holds one is refused: nothing in a run dir may execute code.
 - `state.previous/`: the state before, kept so a damaged write still leaves one that loads.
 - `latest.pt` (+ `previous.pt`): the portable checkpoint that sampling and evaluation read.
+- A run that reaches its last step deletes `previous.pt` and `state.previous/` (`finish`): its
+  final checkpoint was written whole, and the backups doubled a finished run's size on disk.
 - `recipe.yaml`: the resolved recipe of the run.
 
 The portable file is written before the state, and every start checks that `latest.pt` holds the
@@ -129,6 +131,13 @@ class CheckpointFolder:
         acc.wait_for_everyone()
         self._save_state(progress)
         return self.latest
+
+    def finish(self) -> None:
+        """After the last step's `save`: delete the backups that only a kill during training needs."""
+        if self.accelerator.is_main_process:
+            (self.folder / "previous.pt").unlink(missing_ok=True)
+            shutil.rmtree(self.folder / "state.previous", ignore_errors=True)
+        self.accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------------------------------
     def _write_portable(self, ckpt: dict[str, Any]) -> None:

@@ -254,6 +254,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
                 _save_samples(r.spec, r.ema.module, preview, r.classes,
                               run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)
         _save_checkpoint(r, stage=stage, step=step, recipe=recipe)
+    r.checkpoints.finish()
     bar.close()
     accelerator.end_training()
     seconds = time.perf_counter() - t0

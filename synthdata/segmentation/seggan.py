@@ -175,6 +175,7 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in last.items()})
         checkpoint(step)
+    checkpoints.finish()
     bar.close()
     seconds = time.time() - started
     path = ckpt_dir / "latest.pt"

@@ -371,6 +371,7 @@ class SegmentationRun:
             metrics["image_iou"] = image_iou_summary(accelerator.unwrap_model(self.model), self.val,
                                                      window=self.window, device=self.device)
         path = self.checkpoint(step)
+        self.checkpoints.finish()
         if self.loss_filter is not None:
             self.data_info["synthetic"]["filter"] = self.loss_filter.summary(self.classes, accelerator)
         return {"metrics": metrics, "classes": self.classes, "checkpoint": path, "steps": step,

@@ -266,6 +266,7 @@ def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix({k: f"{float(v):.3f}" for k, v in last.items()})
         checkpoint(step)
+    checkpoints.finish()
     bar.close()
     return {"steps": step, "start": start, "seconds": time.time() - started, "arch": arch, "classes": classes,
             "checkpoint": ckpt_dir / "latest.pt", "generator": G_main,

@@ -95,10 +95,13 @@ def test_kill_between_portable_and_state_writes_resumes_to_a_consistent_pair(tmp
 def test_stale_latest_is_repaired_from_the_state_on_start(tmp_path):
     """A run dir whose latest.pt is older than its state (the order of earlier versions, or a copy
     gone wrong) is repaired on the next start instead of being sampled stale."""
-    run(tmp_path, "layout", 4)
+    run(tmp_path, "layout", 2)
     folder = tmp_path / "run" / "checkpoints" / "layout"
+    stale = (folder / "latest.pt").read_bytes()  # step 2
+    run(tmp_path, "layout", 4)
+    assert not (folder / "previous.pt").exists() and not (folder / "state.previous").exists()  # finished
     final = load_checkpoint(folder / "latest.pt")
-    (folder / "previous.pt").replace(folder / "latest.pt")  # step 2
+    (folder / "latest.pt").write_bytes(stale)
     assert load_checkpoint(folder / "latest.pt")["step"] == 2
     with pytest.warns(UserWarning, match="holds step 2"):
         summary = run(tmp_path, "layout", 4)

@@ -159,6 +159,9 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     assert results[("decay", 1)]["source_counts"] == {"real": 6, "synthetic": 2}  # decay 0.5 over 2 steps: [2, 0]
     assert results[("real only", 0)]["source_counts"] == {"real": 8}
     assert len(results[("synthetic", 0)]["per_image"]) == 4  # every evaluation image, for the bootstrap
+    # finished cells keep their segmenter's latest.pt, not the state to resume its training
+    assert all((c.parent / "checkpoints" / "segmenter" / "latest.pt").is_file() for c in cells)
+    assert not list(run_dir.glob("cells/*/seed-*/checkpoints/*/state*"))
     report = (run_dir / "study" / "report.md").read_text()
     assert "## Verdicts" in report and "t-interval over seeds" in report
     for name in ("synthetic", "decay"):

@@ -136,8 +136,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     assert ckpt["step"] == 2
 
 
-def test_corrupt_checkpoints_fall_back_to_previous(tmp_path):
-    run(tmp_path, "layout", 4)  # checkpoints at steps 2 and 4
+def test_corrupt_checkpoints_fall_back_to_previous(tmp_path, monkeypatch):
+    from synthdata.core.run_dir import CheckpointFolder
+
+    def killed(self):
+        raise KeyboardInterrupt("killed after the last checkpoint, before the backups were deleted")
+
+    monkeypatch.setattr(CheckpointFolder, "finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "layout", 4)  # checkpoints at steps 2 and 4
+    monkeypatch.undo()
     folder = tmp_path / "run" / "checkpoints" / "layout"
     (folder / "latest.pt").write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match="previous checkpoint"):
@@ -149,7 +157,7 @@ def test_corrupt_checkpoints_fall_back_to_previous(tmp_path):
     with pytest.warns(UserWarning, match="resumed from the previous good state"):
         summary = run(tmp_path, "layout", 5)
     assert summary["steps"] == 3  # state.previous was at step 2
-    (folder / "previous.pt").unlink()
+    assert not (folder / "previous.pt").exists() and not (folder / "state.previous").exists()  # finished
     (folder / "latest.pt").write_bytes(b"\0" * 10)
     with pytest.raises(CheckpointError, match="corrupt"):
         stage_checkpoint(tmp_path / "run", "layout")

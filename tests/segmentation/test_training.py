@@ -169,6 +169,8 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
         assert (run / "report" / png).stat().st_size > 0
     model, ckpt = load_segmenter(run / "checkpoints" / "segmenter" / "latest.pt")
     assert ckpt["kind"] == "segmenter" and ckpt["step"] == 4 and ckpt["arch"]["encoder_depth"] == 3
+    # a finished run keeps one copy of its weights and state (the backups serve kills during training)
+    assert sorted(p.name for p in (run / "checkpoints" / "segmenter").iterdir()) == ["latest.pt", "recipe.yaml", "state"]
     # image-level IoU as `translate` reports it: per val image, the mean over images where a
     # class occurs; recomputed from the checkpoint
     val = make_reader(load_recipe("toy", tiny_toy_overrides).data, "val")
