@@ -69,6 +69,7 @@ from synthdata.experiments.cells import (
     cell_result,
     digest,
     done_marker,
+    drop_training_states,
     matches_fingerprint,
     result_tree,
     segment_result,
@@ -348,6 +349,10 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
                     cell, plan.resolved[cell.variant], json.loads(path.read_text()).get("fingerprint")):
                 raise ConfigError(f"{path} was made with another recipe or variant; "
                                   "use a new run_dir or delete that cell's folder")
+    if not recipe.study.report_only:  # cells finished before they dropped their training states
+        for cell in plan.cells:
+            if cell.result_path.is_file():
+                drop_training_states(cell.run_dir)
     write_json_atomic(study_dir / "plan.json", {
         "variants": plan.variants, "seeds": plan.seeds, "generators": plan.generators,
         "productions": plan.productions, "cells": [cell_id(c) for c in plan.cells], "refine_controls": plan.controls,

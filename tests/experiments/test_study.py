@@ -197,8 +197,11 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     assert "Not finished (failed or not run yet): synthetic seed 1" in (run_dir / "study" / "report.md").read_text()
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("**/result.json")}
     before.update({p: p.stat().st_mtime_ns for p in run_dir.glob("*/*/done*.json")})
+    old_state = run_dir / "cells" / "decay" / "seed-0" / "checkpoints" / "segmenter" / "state.previous"
+    old_state.mkdir()  # a cell finished by a version that kept its training states: dropped on the next run
     summary = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}"]), run_dir)
     assert summary["ran"] == ["cells/synthetic/seed-1"] and summary["failed"] == {}
+    assert not old_state.exists()
     assert len(summary["skipped"]) == 9
     assert victim.is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
