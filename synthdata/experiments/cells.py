@@ -17,40 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from synthdata.core.recipe import Recipe
-from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.result_keys import result_tree
 
 
 def digest(tree: Any) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-# Left out of fingerprints and run keys, so that a study still resumes after them: keys no result
-# depends on (performance knobs), and keys added after studies existed, while they hold the
-# default that is the behaviour from before they existed. A new recipe key belongs in one of the
-# two (tests/experiments/test_study.py pins a fingerprint to catch one that is not).
-NOT_RESULTS = (("data", "cache_mb"),)
-ADDED_DEFAULTS = {("stages", "image", "harmonise_input"): "leave-one-out"}
-# Keys added after studies existed but before the list above did: fingerprints and run keys made
-# since hold them, so they stay in; a cell finished before them matches without them (at default).
-ADDED_UNLISTED = {("stages", "image", "harmonise"): "none"}
-
-
-def result_tree(recipe: Recipe, *, before_unlisted: bool = False) -> dict[str, Any]:
-    """The recipe as a tree of what results depend on (`recipe_to_dict` less the keys above);
-    `before_unlisted`: as it was before the `ADDED_UNLISTED` keys existed."""
-    tree = recipe_to_dict(recipe)
-    added = {**ADDED_DEFAULTS, **(ADDED_UNLISTED if before_unlisted else {})}
-    for path in (*NOT_RESULTS, *(p for p, default in added.items() if _at(tree, p) == default)):
-        parent = _at(tree, path[:-1])
-        if isinstance(parent, dict):
-            parent.pop(path[-1], None)
-    return tree
-
-
-def _at(tree: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
 
 
 @dataclass

@@ -61,6 +61,7 @@ from typing import Any, Callable
 from synthdata.core.contract import ConfigError, DatasetError
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
+from synthdata.core.result_keys import result_tree
 from synthdata.data.readers.base import make_reader, refuse_subset_of_shards
 from synthdata.data.shards import resolve_urls
 from synthdata.experiments.cells import (
@@ -71,7 +72,6 @@ from synthdata.experiments.cells import (
     done_marker,
     drop_training_states,
     matches_fingerprint,
-    result_tree,
     segment_result,
     segmenter_key,
     slug,
@@ -231,8 +231,8 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
 
 
 def _run_key(parent: Path, key: str, legacy: str) -> str:
-    """A generator or production run's key: `legacy` (from before the `cells.ADDED_UNLISTED` keys
-    existed) where only that run exists in the run dir, so older studies resume."""
+    """A generator or production run's key: `legacy` (from before the keys in
+    `core.result_keys.ADDED_UNLISTED` existed) where only that run exists, so older studies resume."""
     return legacy if not (parent / key).exists() and (parent / legacy).exists() else key
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.result_keys import strip_unrecorded
 from synthdata.generation.stages import check_harmonise
 
 if TYPE_CHECKING:
@@ -45,7 +46,9 @@ def check_same_production(out_dir: Path, recipe: "Recipe") -> None:
     holds_shards = any(Path(out_dir).glob("*.tar")) or any(Path(out_dir).glob("*.tar.json"))
     if path.is_file() and holds_shards:  # settings of a run that wrote nothing do not bind the next
         theirs = json.loads(path.read_text())
-        changed = _differences(mine, theirs if isinstance(theirs, dict) else {})
+        # performance knobs, and keys newer than the folder at their old behaviour, do not count
+        changed = _differences(strip_unrecorded(json.loads(json.dumps(mine)), before_unlisted=True),
+                               strip_unrecorded(theirs, before_unlisted=True) if isinstance(theirs, dict) else {})
         if changed:
             raise ConfigError(
                 f"{out_dir} holds shards produced with other settings ({', '.join(changed[:8])} differ from {path.name}); "

@@ -11,7 +11,8 @@ import pytest
 
 from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.recipe_loading import load_recipe
-from synthdata.experiments.cells import _fingerprints, cell_fingerprint, cell_id, digest, matches_fingerprint, result_tree
+from synthdata.core.result_keys import result_tree
+from synthdata.experiments.cells import _fingerprints, cell_fingerprint, cell_id, digest, matches_fingerprint
 from synthdata.experiments.study import make_plan, run_study
 from synthdata.study import main as study_main
 
@@ -214,7 +215,7 @@ def test_run_keys_survive_new_recipe_keys_and_ignore_the_cache_size():
     """A study made before a recipe key existed must still resume after it: the toy recipe's tree
     of what results depend on hashes as it did before `data.cache_mb` and
     `stages.image.harmonise_input` existed. If this fails after you added a recipe key, list it in
-    `cells.NOT_RESULTS` (it never changes a result) or `cells.ADDED_DEFAULTS` (its default is the
+    `core.result_keys.NOT_RESULTS` (it never changes a result) or `core.result_keys.ADDED_DEFAULTS` (its default is the
     behaviour from before it existed); change the pinned value only if results really change."""
     assert digest(result_tree(load_recipe("toy"))) == "a59869bde376"
     assert digest(result_tree(load_recipe("toy", ["data.cache_mb=0"]))) == "a59869bde376"
@@ -225,7 +226,7 @@ def test_run_keys_survive_new_recipe_keys_and_ignore_the_cache_size():
 
 def test_a_study_from_before_stages_image_harmonise_existed_resumes(tmp_path, plan_for):
     """`stages.image.harmonise` was added after studies existed and before run keys left new keys
-    out (`cells.ADDED_UNLISTED`): such a study's generator and production runs are found under their
+    out (`core.result_keys.ADDED_UNLISTED`): such a study's generator and production runs are found under their
     old keys, and its cells' recorded fingerprints (the recipe tree without the key) still match."""
     variants = {"half": {"seg.synthetic_ratio": 0.5}}
     plan = plan_for(tmp_path, variants)

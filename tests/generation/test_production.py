@@ -172,6 +172,14 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     check_same_production(tmp_path, load_recipe("toy", ["produce.num_samples=20"]))  # extending is fine
     with pytest.raises(ConfigError, match="produce.prefix"):
         check_same_production(tmp_path, load_recipe("toy", ["produce.prefix=other"]))
+    check_same_production(tmp_path, load_recipe("toy", ["data.cache_mb=0"]))  # a memory knob, not a setting
+    # a folder from before stages.image.harmonise existed resumes at its old behaviour, not another
+    recorded = json.loads((tmp_path / "production.json").read_text())
+    del recorded["stages"]["image"]["harmonise"], recorded["stages"]["image"]["harmonise_input"]
+    (tmp_path / "production.json").write_text(json.dumps(recorded))
+    check_same_production(tmp_path, load_recipe("toy"))
+    with pytest.raises(ConfigError, match="stages.image.harmonise"):
+        check_same_production(tmp_path, load_recipe("toy", ["stages.image.harmonise=pix2pix"]))
 
 
 # --------------------------------------------------------------------------------------------
