@@ -148,6 +148,8 @@ def drop_training_states(run_dir: Path) -> None:
     so only their latest.pt stays: a Unet-resnet18 cell kept 438 MB (du), of which latest.pt is 57."""
     for state in (run_dir / "checkpoints").glob("*/state*"):
         shutil.rmtree(state, ignore_errors=True)
+    for backup in (run_dir / "checkpoints").glob("*/previous.pt"):  # left by runs before `finish()`
+        backup.unlink(missing_ok=True)
 
 
 def segment_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:

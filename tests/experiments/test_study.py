@@ -163,6 +163,7 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     # finished cells keep their segmenter's latest.pt, not the state to resume its training
     assert all((c.parent / "checkpoints" / "segmenter" / "latest.pt").is_file() for c in cells)
     assert not list(run_dir.glob("cells/*/seed-*/checkpoints/*/state*"))
+    assert not list(run_dir.glob("cells/*/seed-*/checkpoints/*/previous.pt"))
     report = (run_dir / "study" / "report.md").read_text()
     assert "## Verdicts" in report and "t-interval over seeds" in report
     for name in ("synthetic", "decay"):
@@ -200,9 +201,10 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     before.update({p: p.stat().st_mtime_ns for p in run_dir.glob("*/*/done*.json")})
     old_state = run_dir / "cells" / "decay" / "seed-0" / "checkpoints" / "segmenter" / "state.previous"
     old_state.mkdir()  # a cell finished by a version that kept its training states: dropped on the next run
+    (old_state.parent / "previous.pt").write_bytes(b"")
     summary = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}"]), run_dir)
     assert summary["ran"] == ["cells/synthetic/seed-1"] and summary["failed"] == {}
-    assert not old_state.exists()
+    assert not old_state.exists() and not (old_state.parent / "previous.pt").exists()
     assert len(summary["skipped"]) == 9
     assert victim.is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
