@@ -145,7 +145,7 @@ def scores(cell: Cell, recipe: Recipe, report_dir: Path, seconds: float) -> dict
 
 def drop_training_states(run_dir: Path) -> None:
     """A finished cell's trainers never resume (the study skips it; other keys make another cell),
-    so only their latest.pt stays: a Unet-resnet18 cell kept 438 MB (du), of which latest.pt is 57."""
+    so only their latest.pt stays: a Unet-resnet18 cell kept 438 MiB (du), now 56."""
     for state in (run_dir / "checkpoints").glob("*/state*"):
         shutil.rmtree(state, ignore_errors=True)
     for backup in (run_dir / "checkpoints").glob("*/previous.pt"):  # left by runs before `finish()`
