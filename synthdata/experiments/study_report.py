@@ -284,8 +284,9 @@ def _layout_check_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
     lines = ["## Produced layouts vs real", "",
              "The first few hundred layouts of each production against as many real training layouts: objects "
              "(connected components) and classes per layout, the Jensen-Shannon divergence of class pixel "
-             "frequencies, and each class that produced layouts hold, or split into objects, less than half as often "
-             "as real ones (a collapsed layout generator; copy-paste adds objects on purpose, which is never flagged).",
+             "frequencies, and each class that produced layouts hold less than half as often as real ones, or in less "
+             "than half as many objects (a collapsed layout generator; more objects, which copy-paste adds on purpose, "
+             "are never flagged).",
              "", "| production | used by | objects per layout, real / produced | classes per layout, real / produced | "
              "JS | classes lost or merged |", "| --- | --- | --- | --- | --- | --- |"]
     for key, check in checks.items():
