@@ -278,6 +278,7 @@ class StudyConfig:
     confidence: float = 0.95
     bootstrap: int = 10000  # resamples of the per-image paired bootstrap
     report_only: bool = False  # write the report from the cells finished so far; run nothing
+    only: list[str] | None = None  # run and report only these variants (and the baseline); None: all
 
 
 @dataclass

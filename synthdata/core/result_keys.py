@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 KeyPath = tuple[str, ...]
 
-NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"),)
+NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"), ("study", "only"))
 ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "leave-one-out"}
 # Keys added after studies existed but before the list above did: fingerprints and run keys made
 # since hold them, so they stay in; a cell finished before them matches without them (at default).

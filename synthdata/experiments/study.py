@@ -134,6 +134,11 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
     if not 0 < study.confidence < 1:
         raise ConfigError(f"study.confidence must be in (0, 1), got {study.confidence}")
     named = read_variants(study.variants)
+    if study.only is not None:  # a subset of the file's variants; their cells and keys are unchanged
+        unknown = [name for name in study.only if name not in named]
+        if unknown:
+            raise ConfigError(f"study.only: no variant named {unknown}; the variants are {list(named)}")
+        named = {name: overrides for name, overrides in named.items() if name in study.only}
     if study.baseline in named:
         raise ConfigError(f"study variant '{study.baseline}' has the baseline's name (study.baseline)")
     base = recipe_to_dict(recipe)

@@ -254,3 +254,17 @@ def test_a_study_from_before_stages_image_harmonise_existed_resumes(tmp_path, pl
     tree["study"], tree["seg"]["synthetic"] = None, cell.overrides["seg.synthetic"]
     assert matches_fingerprint(cell, plan.resolved["half"], digest(tree))
     assert cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)  # new cells record the key
+
+
+def test_study_only_runs_a_subset_of_the_variants_under_the_same_keys(tmp_path, plan_for):
+    variants = {"half": {"seg.synthetic_ratio": 0.5}, "quarter": {"seg.synthetic_ratio": 0.25},
+                "real layouts": {"seg.synthetic_ratio": 0.5, "produce.layouts": "real"}}
+    whole = plan_for(tmp_path, variants)
+    part = plan_for(tmp_path, variants, "study.only=[quarter]")
+    assert list(part.variants) == ["real only", "quarter"]
+    fingerprint = {cell_id(c): cell_fingerprint(c, whole.resolved[c.variant]) for c in whole.cells}
+    assert {cell_id(c): cell_fingerprint(c, part.resolved[c.variant]) for c in part.cells} == {
+        k: v for k, v in fingerprint.items() if k.startswith(("cells/real-only/", "cells/quarter/"))}
+    assert set(part.productions) < set(whole.productions)
+    with pytest.raises(ConfigError, match=r"study.only: no variant named \['halve'\]; the variants are"):
+        plan_for(tmp_path, variants, "study.only=[halve]")
