@@ -186,6 +186,7 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                               + ("; a refine variant's train.* and stages.* keys shape its image stage)" if trains_image
                                  else ")"))
         stages = stages_needed(vr, production=produces, refine=refining)
+        tree = result_tree(vr)
         gkey = legacy_gkey = None
         if stages:
             try:
@@ -193,16 +194,16 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
             except ConfigError as e:
                 raise ConfigError(f"study variant '{name}': {e}") from e
             gkey, legacy_gkey = (
-                digest({"seed": recipe.seed, "data": tree["data"], "stages": tree["stages"],
-                        "train": tree["train"], "trained": stages, "subset_ids": subset_ids})
-                for tree in (result_tree(vr), result_tree(vr, before_unlisted=True)))
+                digest({"seed": recipe.seed, "data": t["data"], "stages": t["stages"],
+                        "train": t["train"], "trained": stages, "subset_ids": subset_ids})
+                for t in (tree, result_tree(vr, before_unlisted=True)))
             gkey = _run_key(run_dir / "generators", gkey, legacy_gkey)
             gen = generators.setdefault(gkey, {"stages": stages, "used_by": [], "overrides": {
                 k: v for k, v in overrides.items() if k.startswith(("train.", "stages."))}})
             gen["used_by"].append(name)
         if produces:
             production = _run_key(run_dir / "productions", *(
-                digest({"generators": key, "produce": result_tree(vr)["produce"]})
+                digest({"generators": key, "produce": tree["produce"]})
                 for key in (gkey, legacy_gkey)))
             prod = productions.setdefault(production, {
                 "generator": gkey, "used_by": [], "shards": str(run_dir / "productions" / production / "shards"),

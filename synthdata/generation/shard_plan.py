@@ -47,7 +47,7 @@ def check_same_production(out_dir: Path, recipe: "Recipe") -> None:
     if path.is_file() and holds_shards:  # settings of a run that wrote nothing do not bind the next
         theirs = json.loads(path.read_text())
         # performance knobs, and keys newer than the folder at their old behaviour, do not count
-        changed = _differences(strip_unrecorded(json.loads(json.dumps(mine)), before_unlisted=True),
+        changed = _differences(strip_unrecorded(mine, before_unlisted=True),  # mine is not written here
                                strip_unrecorded(theirs, before_unlisted=True) if isinstance(theirs, dict) else {})
         if changed:
             raise ConfigError(
