@@ -84,12 +84,14 @@ def summarize(plan: "Plan") -> dict[str, Any]:
     for name in plan.variants:
         mine = results[name]
         mious = [mine[s]["miou"] for s in sorted(mine)]
+        per_class = np.array([[np.nan if v is None else v for v in mine[s]["per_class_iou"]] for s in sorted(mine)], float)
         refined = {s: r["refine"] for s, r in mine.items() if r.get("refine")}
         row: dict[str, Any] = {
             "variant": name, "overrides": plan.variants[name], "seeds": sorted(mine),
             "miou": {str(s): mine[s]["miou"] for s in sorted(mine)},
             "miou_mean": float(np.mean(mious)) if mious else None,
             "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else (0.0 if mious else None),
+            "per_class_iou_mean": [None if not np.isfinite(c).any() else float(np.nanmean(c)) for c in per_class.T],
             "steps": sorted({mine[s]["steps"] for s in mine}),
             "samples": {src: float(np.mean([mine[s]["source_counts"].get(src, 0) for s in mine])) if mine else 0
                         for src in ("real", "synthetic")},
@@ -122,6 +124,10 @@ def summarize(plan: "Plan") -> dict[str, Any]:
                     row["per_class_difference"] = [None if math.isnan(v) else float(v)
                                                    for v in np.nanmean(pc - pb, axis=0)] if np.isfinite(pc - pb).any() \
                         else [None] * len(classes)
+                # per class, over the seeds where both cells score it (a class absent from the val split has no IoU)
+                row["per_class_t_interval"] = [
+                    t_interval(d[np.isfinite(d)], study.confidence) if np.isfinite(d).any() else None
+                    for d in (pc - pb).T]
                 use = row["t_interval"] if row["t_interval"].defined else row["bootstrap"]
                 row["verdict_interval"] = "t over seeds" if use is row["t_interval"] else "paired bootstrap over images"
                 row["verdict"] = verdict(use) if use is not None else "no interval"
@@ -247,6 +253,25 @@ def _fmt(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
     return "-" if value is None else f"{scale * value:.{digits}f}"
 
 
+def _per_class_lines(summary: dict[str, Any]) -> list[str]:
+    """One row per class: the baseline's IoU, each variant's paired difference with its t-interval over seeds."""
+    base = next(r for r in summary["rows"] if r["variant"] == summary["baseline"])
+    compared = [r for r in summary["rows"] if r.get("per_class_t_interval")]
+    if not compared or not base["per_class_iou_mean"]:
+        return []
+    conf = round(100 * summary["confidence"])
+    lines = ["## Per-class IoU", "",
+             f"The baseline's IoU per class (mean over seeds) and each variant's difference to it in IoU points "
+             f"[{conf}% t over seeds, paired by seed]; '-' where the class has no IoU (absent from the evaluation "
+             "images). A class-level interval is one of many read at once: a hint, not a verdict.", "",
+             f"| class | {base['variant']} | " + " | ".join(r["variant"] for r in compared) + " |",
+             "| --- | --- |" + " --- |" * len(compared)]
+    for c, name in enumerate(summary["classes"]):
+        cells = [_points(r["per_class_t_interval"][c]) for r in compared]
+        lines.append(f"| {name} | {_fmt(base['per_class_iou_mean'][c])} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _refine_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
     """The SegGAN section: per refine variant its steps, the refinement's own gain, its control."""
     rows = [r for r in summary["rows"] if r["variant"] in plan.controls]
@@ -341,6 +366,7 @@ def write_study_report(plan: "Plan") -> Path:
               "column (a variant that spends part of each batch on synthetic data sees fewer real samples; "
               "SegGAN refinement adds its steps x its batch). Steps are the segmenter's; refine steps come after them.",
               ""]
+    lines += _per_class_lines(summary)
     lines += _refine_lines(plan, summary)
     if plan.generators or plan.productions:
         lines += ["## Shared generator and production runs", "", "| run | used by | seconds |", "| --- | --- | --- |"]

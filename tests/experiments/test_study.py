@@ -173,6 +173,17 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     diffs = [results[("synthetic", s)]["miou"] - results[("real only", s)]["miou"] for s in (0, 1)]
     assert rows["synthetic"]["t_interval"]["mean"] == pytest.approx(sum(diffs) / 2)
     assert rows["synthetic"]["bootstrap"]["n"] == 4 and rows["synthetic"]["verdict_interval"] == "t over seeds"
+    # per class: the baseline's IoU and each variant's paired difference with its interval over seeds
+    assert "## Per-class IoU" in report and "| class | real only | synthetic | decay |" in report
+    for c, name in enumerate(data["summary"]["classes"]):
+        per_seed = [results[("synthetic", s)]["per_class_iou"][c] - results[("real only", s)]["per_class_iou"][c]
+                    for s in (0, 1) if results[("synthetic", s)]["per_class_iou"][c] is not None
+                    and results[("real only", s)]["per_class_iou"][c] is not None]
+        iv = rows["synthetic"]["per_class_t_interval"][c]
+        assert (iv is None) == (not per_seed)
+        if per_seed:
+            assert iv["mean"] == pytest.approx(sum(per_seed) / len(per_seed)) and iv["n"] == len(per_seed)
+            assert f"| {name} | " in report
     for picture in ("miou.png", "differences.png", "per_class_difference.png"):
         assert (run_dir / "study" / picture).is_file() and f"]({picture})" in report
     # the production's layouts against the real ones (random-weight generators: anything may be flagged)
