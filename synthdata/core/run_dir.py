@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from synthdata.core.atomic import write_atomic
 from synthdata.core.checkpoint import load_checkpoint, save_atomic
 from synthdata.core.contract import CheckpointError
 from synthdata.core.recipe import Recipe
@@ -65,12 +66,8 @@ def exact_batches(loader: Iterable, count: int) -> Iterator[Any]:
 
 def save_resolved_recipe(folder: Path, recipe: Recipe) -> Path:
     """`folder/recipe.yaml`: the fully resolved recipe a run used (one name for every command)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "recipe.yaml"
-    tmp = path.with_name(f".recipe.yaml.{os.getpid()}.tmp")  # a study trains stages of one run dir side by side
-    tmp.write_text(recipe_to_yaml(recipe))
-    os.replace(tmp, path)
-    return path
+    text = recipe_to_yaml(recipe).encode()  # a study trains stages of one run dir side by side: atomic
+    return write_atomic(folder / "recipe.yaml", lambda f: f.write(text))
 
 
 class CheckpointFolder:

@@ -14,8 +14,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ClassInfo, ShardError
-from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, _fingerprint, _write_json_atomic, check_compatible, encode_sample
+from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, _fingerprint, _json_default, check_compatible, encode_sample
 
 
 class ShardWriter:
@@ -120,7 +121,7 @@ class ShardWriter:
         os.replace(tmp, final)  # the shard exists whole or not at all
         sidecar = {"name": name, "samples": len(encoded), "sha256": digest.hexdigest(), "bytes": size,
                    "fingerprint": _fingerprint(self.classes, self.recipe_name)}
-        _write_json_atomic(final.with_name(name + SIDECAR_SUFFIX), sidecar)
+        write_json_atomic(final.with_name(name + SIDECAR_SUFFIX), sidecar, sort_keys=True, default=_json_default)
         self.samples_written += len(encoded)
 
     def flush(self) -> None:
@@ -165,7 +166,7 @@ class ShardWriter:
                 "num_samples": sum(s["samples"] for s in shards), "shards": shards,
                 "missing_shards": [self.shard_name(i) for i in missing],
             }
-            _write_json_atomic(self.out_dir / MANIFEST, manifest)
+            write_json_atomic(self.out_dir / MANIFEST, manifest, sort_keys=True, default=_json_default)
         return manifest
 
 

@@ -12,7 +12,6 @@ import glob
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -296,12 +295,6 @@ def expected_counts(urls: list[str], manifest: dict[str, Any] | None) -> dict[st
 # --------------------------------------------------------------------------------------------
 # Manifests
 # --------------------------------------------------------------------------------------------
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=_json_default))
-    os.replace(tmp, path)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:

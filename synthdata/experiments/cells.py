@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.recipe import Recipe
 from synthdata.core.result_keys import result_tree
 
@@ -68,16 +68,9 @@ def cell_id(cell: Cell) -> str:
     return f"cells/{slug(cell.variant)}/seed-{cell.seed}"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-    os.replace(tmp, path)
-
-
 def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
     def done(seconds: float) -> None:
-        write_json_atomic(path, {**info, "seconds": round(seconds, 2)})
+        write_json_atomic(path, {**info, "seconds": round(seconds, 2)}, allow_nan=False)
     return done
 
 
@@ -154,7 +147,7 @@ def drop_training_states(run_dir: Path) -> None:
 
 def segment_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:
     def done(seconds: float) -> None:
-        write_json_atomic(cell.segment_path, scores(cell, recipe, cell.run_dir / "report", seconds))
+        write_json_atomic(cell.segment_path, scores(cell, recipe, cell.run_dir / "report", seconds), allow_nan=False)
         drop_training_states(cell.run_dir)
     return done
 
@@ -164,7 +157,7 @@ def cell_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:
     with the segmenter's steps and samples and the refinement's steps beside them."""
     def done(seconds: float) -> None:
         if cell.refine is None:
-            write_json_atomic(cell.result_path, scores(cell, recipe, cell.run_dir / "report", seconds))
+            write_json_atomic(cell.result_path, scores(cell, recipe, cell.run_dir / "report", seconds), allow_nan=False)
             drop_training_states(cell.run_dir)
             return
         before = json.loads(cell.before_path.read_text())
@@ -177,6 +170,6 @@ def cell_result(cell: Cell, recipe: Recipe) -> Callable[[float], None]:
         result.update({k: before[k] for k in ("steps", "batch_size", "source_counts")}, refine=refine,
                       train_seconds=(before["train_seconds"] or 0) + (refine["train_seconds"] or 0),
                       wall_seconds=round(before["wall_seconds"] + seconds, 2))
-        write_json_atomic(cell.result_path, result)
+        write_json_atomic(cell.result_path, result, allow_nan=False)
         drop_training_states(cell.run_dir)
     return done

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError, DatasetError
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
@@ -75,7 +76,6 @@ from synthdata.experiments.cells import (
     segment_result,
     segmenter_key,
     slug,
-    write_json_atomic,
 )
 from synthdata.experiments.jobs import Job, execute
 from synthdata.experiments.variants import (
@@ -362,7 +362,8 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     write_json_atomic(study_dir / "plan.json", {
         "variants": plan.variants, "seeds": plan.seeds, "generators": plan.generators,
         "productions": plan.productions, "cells": [cell_id(c) for c in plan.cells], "refine_controls": plan.controls,
-        "jobs": [{"id": j.id, "deps": j.deps, "commands": [" ".join(c) for c in j.commands]} for j in plan.jobs]})
+        "jobs": [{"id": j.id, "deps": j.deps, "commands": [" ".join(c) for c in j.commands]} for j in plan.jobs]},
+        allow_nan=False)
     log_path = study_dir / "study.log"
 
     def log(line: str) -> None:

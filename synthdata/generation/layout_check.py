@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import cv2
 import numpy as np
 
-from synthdata.core.checkpoint import write_atomic
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ClassInfo, DatasetError
 from synthdata.data.readers.base import make_reader
 from synthdata.data.shards import iter_tar, resolve_urls
@@ -57,7 +57,7 @@ def check_layouts(recipe: "Recipe", out_dir: Path, classes: ClassInfo) -> dict[s
         check = {"real_split": f"{recipe.data.reader}:{recipe.data.train_split}", "subset": recipe.data.subset,
                  "summary": compare_layouts(real, produced), "real": real, "produced": produced,
                  "warnings": layout_warnings(real, produced, classes.names)}
-    write_atomic(out_dir / CHECK_FILE, lambda f: f.write(json.dumps(check, indent=1).encode()))
+    write_json_atomic(out_dir / CHECK_FILE, check)
     return check
 
 

@@ -50,7 +50,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from synthdata.core.checkpoint import write_atomic
+from synthdata.core.atomic import write_atomic
 from synthdata.core.contract import ClassInfo, DatasetError
 
 FORMAT = "synthdata-segment-bank"
