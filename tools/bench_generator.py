@@ -3,7 +3,7 @@ machine's measured matmul peak, fp32 and bf16 autocast, optionally beside NVlabs
 
     python tools/bench_generator.py [--sizes 128x256,256x512] [--batch 4] [--precisions fp32,bf16]
         [--ngf 64] [--cond-channels 36] [--rounds 3] [--plain] [--reference PATH] [--train]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--default-malloc]
 
 Runs (interleaved, one forward of each per round, best of `--rounds`): `fast` (the sampling
 path, `SPADEGenerator.fold_for_inference()`), with `--plain` also `plain` (the eval-mode module
@@ -38,6 +38,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils import parametrize  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from synthdata.core.runtime import configure_allocator  # noqa: E402
 from synthdata.models.spade import SPADEGenerator  # noqa: E402
 
 
@@ -62,6 +63,9 @@ def parse_args(argv: list[str]) -> Namespace:
                    help="time bf16 even where the CPU has no native bf16 (it is then ~100x slower)")
     p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (N^3)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's allocator at its defaults (the commands set it with "
+                        "synthdata.core.runtime.configure_allocator, and so does this tool otherwise)")
     args = p.parse_args(argv)
     args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
     args.precisions = [s for s in args.precisions.split(",") if s]
@@ -296,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     reference = load_reference(args.reference) if args.reference else None
     threads = torch.get_num_threads()
+    allocator = "glibc defaults" if args.default_malloc or not configure_allocator() else "set as the commands set it"
     print(f"{cpu_name()}, torch {torch.__version__}, {threads} threads "
-          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), native bf16: {native_bf16()}")
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), native bf16: {native_bf16()}, "
+          f"allocator: {allocator}")
     if args.device == "cuda":
         print(f"device: {torch.cuda.get_device_name()}; cuDNN TF32: {torch.backends.cudnn.allow_tf32} (fp32 "
               "convolutions, and the fp32 matmul peak they are compared with, in TF32 when true)")
