@@ -120,12 +120,14 @@ def configure_allocator(*, environ: dict[str, str] | None = None, libc: object |
     by the kernel, at every call: at 256x512, batch 4, the image generator's bf16 forward spent a
     third of its CPU time in the kernel (1.2 s system time per batch, 800k page faults) and ran
     1.5x slower than with this setting (docs/benchmarks.md, "AMX"). With it, large blocks come
-    from the heap and freed ones stay there (peak memory about 20% higher there). A process
-    that sets any MALLOC_* tuning variable, or preloads another allocator, is left as it is.
+    from the heap and freed ones stay there (peak memory about 20% higher there).
+    `SYNTHDATA_MALLOC=default` keeps glibc's defaults; so does a process that sets its own malloc
+    tuning (MALLOC_* variables, glibc.malloc tunables) or preloads another allocator.
     Returns whether the setting was applied (False off glibc).
     """
     environ = os.environ if environ is None else environ
-    if any(environ.get(name) for name in ALLOCATOR_ENVIRONMENT) or "malloc" in environ.get("LD_PRELOAD", ""):
+    if (environ.get("SYNTHDATA_MALLOC") == "default" or any(environ.get(name) for name in ALLOCATOR_ENVIRONMENT)
+            or "glibc.malloc" in environ.get("GLIBC_TUNABLES", "") or "malloc" in environ.get("LD_PRELOAD", "")):
         return False
     if libc is None:
         name = ctypes.util.find_library("c")

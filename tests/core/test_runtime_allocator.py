@@ -30,6 +30,8 @@ def test_sets_no_mmap_and_no_trimming():
 
 
 @pytest.mark.parametrize("environ", [
+    {"SYNTHDATA_MALLOC": "default"},
+    {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"},
     {"MALLOC_MMAP_MAX_": "65536"},
     {"MALLOC_TRIM_THRESHOLD_": "131072"},
     {"MALLOC_MMAP_THRESHOLD_": "1048576"},
@@ -64,7 +66,8 @@ print(applied, faults())
 def test_freed_large_blocks_are_reused_without_page_faults():
     """Four 64 MB tensors one after another: by default each is mapped and faulted in afresh
     (~16k faults of 4 KB pages each); with the setting, the freed block is reused (none)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "SYNTHDATA_MALLOC")}
     out = {}
     for mode in ("set", "default"):
         run = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, env=env,
