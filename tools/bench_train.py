@@ -33,13 +33,15 @@ QUALITY_ARGUMENTS = {"run_dir": None, "num_layouts": 512, "split": "val", "batch
 
 
 def speed(argv: list[str]) -> None:
+    from synthdata.core.runtime import configure_threads
     from synthdata.generation import stages
     from synthdata.generation.training import train_stage
 
     recipe, args = parse_command_line(argv, SPEED_ARGUMENTS)
     warmup, steps = int(args["warmup"]), int(args["steps"])
+    threads = configure_threads()  # what train_stage's accelerator chooses, counted now (not the default)
     print(f"recipe {recipe.name} at {recipe.data.height}x{recipe.data.width}, batch {recipe.train.batch_size}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; {steps} timed steps after {warmup}")
+          f"torch {torch.__version__}, {threads} threads; {steps} timed steps after {warmup}")
     print("| stage | precision | it/s | samples/s |")
     print("| --- | --- | --- | --- |")
     precisions = "no" if args["precisions"] is False else str(args["precisions"])  # YAML: bare no is false
