@@ -3,7 +3,7 @@ machine's measured matmul peak, fp32 and bf16 autocast, optionally beside NVlabs
 
     python tools/bench_generator.py [--sizes 128x256,256x512] [--batch 4] [--precisions fp32,bf16]
         [--ngf 64] [--cond-channels 36] [--rounds 3] [--plain] [--reference PATH] [--train]
-        [--device cpu|cuda] [--default-malloc]
+        [--device cpu|cuda] [--profile] [--default-malloc]
 
 Runs (interleaved, one forward of each per round, best of `--rounds`): `fast` (the sampling
 path, `SPADEGenerator.fold_for_inference()`), with `--plain` also `plain` (the eval-mode module
@@ -24,6 +24,7 @@ import argparse
 import copy
 import os
 import platform
+import resource
 import sys
 import time
 import types
@@ -63,6 +64,9 @@ def parse_args(argv: list[str]) -> Namespace:
                    help="time bf16 even where the CPU has no native bf16 (it is then ~100x slower)")
     p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak (N^3)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--profile", action="store_true",
+                   help="after the timing, one more step of each run under torch.profiler: its op table and "
+                        "the step's system CPU time and page faults (getrusage)")
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's allocator at its defaults (the commands set it with "
                         "synthdata.core.runtime.configure_allocator, and so does this tool otherwise)")
@@ -256,6 +260,22 @@ def step(module: nn.Module, fn: Callable, cond: torch.Tensor, z: torch.Tensor, p
             fn(module, cond, z)
 
 
+def profile_step(name: str, module: nn.Module, fn: Callable, cond: torch.Tensor, z: torch.Tensor,
+                 precision: str, args: Namespace) -> None:
+    """One more step of a run: system CPU time and minor page faults around it, then its op table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    step(module, fn, cond, z, precision, args.train)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"{name}, {precision}: one step: user {after.ru_utime - before.ru_utime:.2f} s, system "
+          f"{after.ru_stime - before.ru_stime:.2f} s, {after.ru_minflt - before.ru_minflt} minor page faults",
+          file=sys.stderr)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(module, fn, cond, z, precision, args.train)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr, flush=True)
+
+
 def bench_size(args: Namespace, height: int, width: int, reference: type | None,
                peaks: dict[str, tuple[float, float]]) -> None:
     runs = make_runs(args, height, width, reference)
@@ -283,6 +303,9 @@ def bench_size(args: Namespace, height: int, width: int, reference: type | None,
                 sync(args.device)
                 wall[name] = min(wall[name], time.perf_counter() - w0)
                 cpu[name] = min(cpu[name], time.process_time() - c0)
+        if args.profile:
+            for name, (m, f) in runs.items():
+                profile_step(name, m, f, cond, z, precision, args)
         base = wall.get("reference")
         for name in runs:
             tflops = flops[name] * args.batch / wall[name] / 1e12

@@ -160,8 +160,9 @@ def test_spade_layers_accept_a_map_of_any_size():
 # ---------------------------------------------------------------------------------------------
 # tools/bench_generator.py at tiny sizes (it must keep running; no timing is checked)
 
+# --default-malloc: the tool would otherwise set the allocator of the test process for the rest of it
 TINY = ["--sizes", "32x64", "--ngf", "4", "--batch", "1", "--rounds", "1", "--cond-channels", "5",
-        "--peak-size", "64"]
+        "--peak-size", "64", "--default-malloc"]
 
 
 def run_tool(monkeypatch, args: list[str]) -> None:
@@ -186,6 +187,16 @@ def test_bench_generator_prints_fast_plain_and_training_rows(monkeypatch, capsys
         with pytest.raises(SystemExit) as exit_:
             run_tool(monkeypatch, [*TINY, "--device", "cuda"])
         assert exit_.value.code == 2 and "--device cuda: no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_generator_profile_prints_page_faults_and_an_op_table(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, [*TINY, "--precisions", "fp32", "--profile"])
+    assert exit_.value.code == 0
+    captured = capsys.readouterr()
+    assert "allocator: glibc defaults" in captured.out
+    assert "fast, fp32: one step: user " in captured.err and "minor page faults" in captured.err
+    assert "aten::" in captured.err  # the profiler's op table
 
 
 FAKE_REFERENCE = '''
