@@ -117,10 +117,10 @@ def configure_allocator(*, environ: dict[str, str] | None = None, libc: object |
 
     glibc maps every block above its mmap threshold (32 MB at most) freshly from the kernel and
     unmaps it on free, so every large activation of a forward pass is page-faulted in again, zeroed
-    by the kernel, at every call: at 256x512, batch 4, the image generator's bf16 forward spent a
-    third of its CPU time in the kernel (1.2 s system time per batch, 800k page faults) and ran
-    1.5x slower than with this setting (docs/benchmarks.md, "AMX"). With it, large blocks come
-    from the heap and freed ones stay there (peak memory about 20% higher there).
+    by the kernel, at every call: at 256x512, batch 4, the image generator's bf16 forward took
+    about 870k page faults per batch and ran 1.54x slower than with this setting on an AMX CPU
+    (docs/benchmarks.md, "On an Intel CPU with AMX"). With it, large blocks come from the heap and
+    freed ones stay there: the process keeps its peak memory (a segmenter run's peak 12-20% higher).
     `SYNTHDATA_MALLOC=default` keeps glibc's defaults; so does a process that sets its own malloc
     tuning (MALLOC_* variables, glibc.malloc tunables) or preloads another allocator.
     Returns whether the setting was applied (False off glibc).
