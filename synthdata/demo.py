@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from synthdata import produce, train
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError
 from synthdata.core.entry import run_main
 from synthdata.core.recipe import Recipe
@@ -136,7 +137,7 @@ class Timer:
         previous = self.earlier.get(name)
         reused = previous is not None and seconds < 0.5 * previous["seconds"]
         self.rows[name] = {"seconds": previous["seconds"] if reused else round(seconds, 1), "reused": reused}
-        self.path.write_text(json.dumps(self.rows, indent=1))
+        write_json_atomic(self.path, self.rows)
 
 
 def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: int | None = None) -> Path:

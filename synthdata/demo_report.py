@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from synthdata.core.atomic import write_text_atomic
+
 if TYPE_CHECKING:
     from synthdata.demo import Budget
     from synthdata.experiments.study import Plan
@@ -164,5 +166,5 @@ def write_demo_report(run_dir: Path, *, budget_name: str, budget: Budget, varian
                       for job, s in _study_timings(plan)]
     lines += [f"| **total** | {sum(r['seconds'] for r in timings.values()):.1f} | |", "", "## Reproduce", ""]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines + reproduce + [""]))
+    write_text_atomic(path, "\n".join(lines + reproduce + [""]))
     return path

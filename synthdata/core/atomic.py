@@ -30,7 +30,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     return path
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """`text` (UTF-8) written atomically to `path`."""
+    return write_atomic(path, lambda f: f.write(text.encode()))
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any, **dumps: Any) -> Path:
     """`json.dumps(data, indent=1, **dumps)` written atomically to `path`."""
     text = json.dumps(data, indent=1, **dumps)  # serialise first: a bad value leaves nothing behind
-    return write_atomic(path, lambda f: f.write(text.encode()))
+    return write_text_atomic(path, text)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from synthdata.core.atomic import write_json_atomic, write_text_atomic
 from synthdata.data.shards import manifest_classes, read_manifest
 from synthdata.generation.layout_check import check_layouts, read_layout_check
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
@@ -381,8 +382,8 @@ def write_study_report(plan: "Plan") -> Path:
     lines += ["## Variants", ""] + [f"- {name}: `{json.dumps(o)}`" for name, o in plan.variants.items()] + [""]
     for caption, name in pictures.items():
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text_atomic(out / "report.md", "\n".join(lines))
     data = {"title": lines[0][2:], "summary": summary, "interval_rule": INTERVAL_RULE.format(conf=conf),
             "seeds": plan.seeds, "pictures": pictures}
-    (out / "report.json").write_text(json.dumps(_json_safe(_plain(data)), indent=1, allow_nan=False))
+    write_json_atomic(out / "report.json", _json_safe(_plain(data)), allow_nan=False)
     return out / "report.md"

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.result_keys import strip_unrecorded
@@ -56,7 +57,7 @@ def check_same_production(out_dir: Path, recipe: "Recipe") -> None:
             )
     else:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(mine, indent=1, sort_keys=True))
+        write_json_atomic(path, mine, sort_keys=True)
 
 
 def _differences(mine: dict, theirs: dict, prefix: str = "") -> list[str]:

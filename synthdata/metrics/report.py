@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from synthdata.core.atomic import write_json_atomic, write_text_atomic
 from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import colorize
 from synthdata.core.visualize import save_image_grid
@@ -152,9 +153,9 @@ def write_report(
     report = {"title": title, "metrics": metrics, "classes": classes.to_dict(), "info": info,
               "images": pictures}
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False))
+    write_json_atomic(json_path, _json_safe(report), allow_nan=False)
     md_path = out / "report.md"
-    md_path.write_text(_markdown(title, metrics, names, info, pictures))
+    write_text_atomic(md_path, _markdown(title, metrics, names, info, pictures))
     return json_path, md_path
 
 
@@ -209,7 +210,7 @@ def write_metrics_report(
     class_dict = classes.to_dict() if classes is not None else {"classes": [], "palette": [], "ignore_index": 255}
     report = {"title": title, "metrics": metrics, "classes": class_dict, "info": info, "images": pictures}
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False))
+    write_json_atomic(json_path, _json_safe(report), allow_nan=False)
     lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
     for key, value in metrics.items():
         if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
@@ -222,7 +223,7 @@ def write_metrics_report(
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
     lines.append("All numbers are in report.json.")
     md_path = out / "report.md"
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
     return json_path, md_path
 
 
@@ -277,5 +278,5 @@ def compare_reports(reports: list[dict[str, Any]], out_dir: str | os.PathLike) -
               "Reports: " + ", ".join(r["_path"] for r in reports), "", "![per-class IoU](compare.png)", ""]
     plot_iou_bars(dict(zip(labels, ious)), names, out / "compare.png", "per-class IoU")
     md = out / "compare.md"
-    md.write_text("\n".join(lines))
+    write_text_atomic(md, "\n".join(lines))
     return md
