@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import resource
 import sys
 import time
@@ -39,7 +38,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils import parametrize  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from synthdata.core.runtime import configure_allocator  # noqa: E402
+from synthdata.core.runtime import configure_allocator, cpu_model  # noqa: E402
 from synthdata.models.spade import SPADEGenerator  # noqa: E402
 
 
@@ -78,16 +77,6 @@ def parse_args(argv: list[str]) -> Namespace:
     if bad := [s for s in args.precisions if s not in ("fp32", "bf16")]:
         p.error(f"unknown precision {bad}; valid: fp32, bf16")
     return args
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def native_bf16() -> bool:
@@ -324,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = load_reference(args.reference) if args.reference else None
     threads = torch.get_num_threads()
     allocator = "glibc defaults" if args.default_malloc or not configure_allocator() else "set as the commands set it"
-    print(f"{cpu_name()}, torch {torch.__version__}, {threads} threads "
+    print(f"{cpu_model()}, torch {torch.__version__}, {threads} threads "
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), native bf16: {native_bf16()}, "
           f"allocator: {allocator}")
     if args.device == "cuda":

@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import importlib.util
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def resolve_mixed_precision(setting: str | bool, device_type: str) -> str:
     if device_type == "cpu":
         return "bf16" if cpu_supports_bf16() else "no"
     return "no"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what `platform` knows off Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: torch.device | str = "cpu") -> dict[str, str]:
+    """What a result depends on beyond code and seed: fp32 rounding differs between CPU kernels
+    (AVX2 vs AVX-512 gave other segmenters for the same seeds, docs/benchmarks.md) and GPUs."""
+    device = torch.device(device)
+    return {"cpu": cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}
 
 
 def available_trackers() -> list[str]:

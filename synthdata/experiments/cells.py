@@ -132,7 +132,7 @@ def scores(cell: Cell, recipe: Recipe, report_dir: Path, seconds: float) -> dict
         "steps": info.get("steps"), "batch_size": info.get("batch_size"),
         "source_counts": info.get("source_counts", {}), "train_seconds": info.get("train_seconds"),
         "wall_seconds": round(seconds, 2), "checkpoint_sha256": info.get("checkpoint_sha256"),
-        "overrides": cell.overrides,
+        "overrides": cell.overrides, "machine": info.get("machine"),
     }
 
 

@@ -141,7 +141,10 @@ def summarize(plan: "Plan") -> dict[str, Any]:
         rows.append(row)
     for row in rows:  # refined vs the same segmenter trained as many steps more without refining
         row["controls"] = [_against(row["variant"], other, results, study) for other in plan.controls.get(row["variant"], [])]
+    machines = sorted({json.dumps(r["machine"], sort_keys=True) for rs in results.values() for r in rs.values()
+                       if r.get("machine")})
     return {"rows": rows, "classes": classes, "missing": missing, "run_seconds": seconds,
+            "machines": [json.loads(m) for m in machines],
             "confidence": study.confidence, "baseline": study.baseline,
             "layout_checks": {k: c for k, c in checks.items() if c is not None}}
 
@@ -327,6 +330,14 @@ def _layout_check_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def mixed_machines_warning(machines: list[dict[str, str]]) -> str:
+    """One line for a study whose cells ran on different machines (a run dir resumed elsewhere)."""
+    names = "; ".join(f"{m.get('cpu')} ({m.get('cpu_capability')}, {m.get('device')})" for m in machines)
+    return (f"**Warning: the cells ran on {len(machines)} machines** ({names}). The same seed trains another "
+            "segmenter on another CPU (kernels round differently), so cells paired by seed across machines are "
+            "not pairs: rerun the study's cells on one machine (delete the other machine's cell folders).")
+
+
 def write_study_report(plan: "Plan") -> Path:
     """RUN_DIR/study/report.md, report.json and the PNGs; returns the Markdown path."""
     out = plan.study_dir
@@ -348,6 +359,8 @@ def write_study_report(plan: "Plan") -> Path:
              "## Verdicts", ""]
     lines += [f"- {r['verdict_line']}" for r in summary["rows"] if "verdict_line" in r]
     lines += [f"- {c['verdict_line']}" for r in summary["rows"] for c in r["controls"] if "verdict_line" in c]
+    if len(summary["machines"]) > 1:
+        lines += [f"- {mixed_machines_warning(summary['machines'])}"]
     lines += ["", INTERVAL_RULE.format(conf=conf), "",
               "## Table", "",
               f"| variant | seeds | mIoU mean +- std | difference [{conf}% t over seeds] | "

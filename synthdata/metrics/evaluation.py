@@ -20,6 +20,7 @@ from synthdata.core.contract import ClassInfo, ConfigError, DatasetError
 from synthdata.core.imageops import protocol
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
+from synthdata.core.runtime import machine_description
 from synthdata.data.loader import Source, make_loader
 from synthdata.data.readers.base import DatasetReader, make_reader
 from synthdata.data.shards import sha256_file
@@ -55,7 +56,7 @@ def eval_window(recipe: Recipe) -> tuple[int, int] | None:
 
 def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: int,
              window: tuple[int, int] | None, accelerator: Any = None) -> dict[str, Any]:
-    """What a report pins: recipe, checkpoint hash, seeds, versions and the evaluation protocol."""
+    """What a report pins: recipe, checkpoint hash, seeds, versions, machine and the evaluation protocol."""
     height = recipe.eval.height or recipe.data.height
     width = recipe.eval.width or recipe.data.width
     return {
@@ -76,6 +77,7 @@ def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: 
             "miou_convention": MIOU_CONVENTION,
         },
         "versions": versions(),
+        "machine": machine_description(accelerator.device if accelerator is not None else "cpu"),
         "recipe": recipe_to_dict(recipe),
     }
 

@@ -223,6 +223,19 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     with pytest.raises(ConfigError, match="another recipe"):
         run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "seg.lr=0.5"]), run_dir)
 
+    # every cell records its machine; a run dir resumed on another machine is flagged, since the
+    # same seed trains another segmenter on another CPU
+    from synthdata.core.runtime import machine_description
+    assert all(json.loads(p.read_text())["machine"] == machine_description() for p in cells)
+    assert "ran on" not in (run_dir / "study" / "report.md").read_text()
+    other = run_dir / "cells" / "decay" / "seed-1" / "result.json"
+    result = json.loads(other.read_text())
+    result["machine"] = {"cpu": "Another CPU", "cpu_capability": "AVX2", "device": "cpu"}
+    other.write_text(json.dumps(result))
+    flagged = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true"]), run_dir)
+    assert "**Warning: the cells ran on 2 machines**" in (run_dir / "study" / "report.md").read_text()
+    assert "Another CPU (AVX2, cpu)" in flagged["verdicts"][-1]
+
 
 def test_run_keys_survive_new_recipe_keys_and_ignore_the_cache_size():
     """A study made before a recipe key existed must still resume after it: the toy recipe's tree
