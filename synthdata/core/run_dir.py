@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from synthdata.core.atomic import write_atomic
+from synthdata.core.atomic import write_text_atomic
 from synthdata.core.checkpoint import load_checkpoint, save_atomic
 from synthdata.core.contract import CheckpointError
 from synthdata.core.recipe import Recipe
@@ -66,8 +66,8 @@ def exact_batches(loader: Iterable, count: int) -> Iterator[Any]:
 
 def save_resolved_recipe(folder: Path, recipe: Recipe) -> Path:
     """`folder/recipe.yaml`: the fully resolved recipe a run used (one name for every command)."""
-    text = recipe_to_yaml(recipe).encode()  # a study trains stages of one run dir side by side: atomic
-    return write_atomic(folder / "recipe.yaml", lambda f: f.write(text))
+    # atomic: a study trains stages of one run dir side by side
+    return write_text_atomic(folder / "recipe.yaml", recipe_to_yaml(recipe))
 
 
 class CheckpointFolder:

@@ -58,11 +58,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from synthdata.core.atomic import write_json_atomic, write_text_atomic
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError, DatasetError
 from synthdata.core.recipe import Recipe
-from synthdata.core.recipe_loading import recipe_to_dict, recipe_to_yaml
+from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.result_keys import result_tree
+from synthdata.core.run_dir import save_resolved_recipe
 from synthdata.data.readers.base import make_reader, refuse_subset_of_shards
 from synthdata.data.shards import resolve_urls
 from synthdata.experiments.cells import (
@@ -348,7 +349,7 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     plan = make_plan(recipe, run_dir)
     study_dir = plan.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(study_dir / "recipe.yaml", recipe_to_yaml(dataclasses.replace(recipe, study=Recipe().study)))
+    save_resolved_recipe(study_dir, dataclasses.replace(recipe, study=Recipe().study))
     for cell in plan.cells:  # a cell finished under another recipe is not this study's
         for path in (cell.result_path, cell.segment_path):
             if path.is_file() and not matches_fingerprint(
