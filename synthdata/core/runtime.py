@@ -5,7 +5,6 @@ per-step seeding, trackers and parameter counts (resumable state: `synthdata.cor
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import importlib.util
 import os
 import platform
@@ -150,13 +149,12 @@ def configure_allocator(*, environ: dict[str, str] | None = None, libc: object |
             or "glibc.malloc" in environ.get("GLIBC_TUNABLES", "") or "malloc" in environ.get("LD_PRELOAD", "")):
         return False
     if libc is None:
-        name = ctypes.util.find_library("c")
         try:
-            libc = ctypes.CDLL(name) if name else None
-        except OSError:
-            libc = None
-        if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-            return False  # musl, macOS, Windows: other allocators, no such tuning
+            libc = ctypes.CDLL(None)  # the symbols already loaded: the C library this process runs on
+        except (OSError, TypeError):  # Windows cannot open "no library"
+            return False
+        if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+            return False  # musl, macOS: other allocators, no such tuning
     # mallopt takes an int: up to 2 GiB free at the heap's top before any goes back to the kernel
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
