@@ -44,6 +44,14 @@ def test_users_own_tuning_or_allocator_is_left_alone(environ):
     assert libc.calls == []
 
 
+def test_an_unknown_choice_is_refused_naming_the_variable():
+    from synthdata.core.contract import ConfigError
+
+    with pytest.raises(ConfigError, match="SYNTHDATA_MALLOC='defualt'"):
+        configure_allocator(environ={"SYNTHDATA_MALLOC": "defualt"}, libc=FakeLibc())
+    assert configure_allocator(environ={"SYNTHDATA_MALLOC": "reuse"}, libc=FakeLibc()) is True
+
+
 def test_a_refused_setting_reports_false():
     assert configure_allocator(environ={}, libc=FakeLibc(result=0)) is False
 
