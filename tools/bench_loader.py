@@ -217,6 +217,12 @@ def cpu_seconds() -> float:
     return total
 
 
+def times(numerator: float, denominator: float) -> str:
+    """`numerator / denominator` as "1.23x", or "n/a" when the denominator rounds to zero (a tiny
+    run finishes inside one tick of the CPU clock, which counts in 10 ms steps)."""
+    return f"{numerator / denominator:.2f}x" if denominator > 0 else "n/a"
+
+
 def measure(loader, passes: int) -> tuple[float, int, float]:
     """(samples/s, peak PSS, CPU ms per sample) over `passes` epochs after a warm-up epoch
     (page cache, worker start). CPU time per sample is robust to other jobs on the machine."""
@@ -301,9 +307,9 @@ def main() -> None:
     print(f"loader benchmark: {args.num} samples {args.height}x{args.width}, {args.workers} workers, "
           f"batch {args.batch_size}, {'with' if args.depth else 'no'} depth, {os.cpu_count()} CPUs "
           f"(load avg {os.getloadavg()[0]:.1f}): {summary}; "
-          f"shards vs folder: ratio {best['shards'][0] / best['folder'][0]:.2f}x "
-          f"(CPU per sample {cpu['folder'] / cpu['shards']:.2f}x), shards vs webdataset: "
-          f"{best['shards'][0] / best['webdataset'][0]:.2f}x (CPU per sample {cpu['webdataset'] / cpu['shards']:.2f}x)")
+          f"shards vs folder: ratio {times(best['shards'][0], best['folder'][0])} "
+          f"(CPU per sample {times(cpu['folder'], cpu['shards'])}), shards vs webdataset: "
+          f"{times(best['shards'][0], best['webdataset'][0])} (CPU per sample {times(cpu['webdataset'], cpu['shards'])})")
     ratio = f"{parsing['webdataset'] / parsing['ours']:.1f}x" if parsing["ours"] > 0 else "too fast to time"
     print(f"tar parsing alone (no decoding): ours {parsing['ours']:.3f} CPU ms/sample, webdataset's "
           f"tar_file_iterator {parsing['webdataset']:.3f} ({ratio})")

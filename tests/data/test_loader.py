@@ -262,3 +262,13 @@ def test_loader_benchmark_runs(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert re.search(r"loader benchmark: 8 samples 32x64.*shards [\d.]+ samples/s.*ratio [\d.]+x", out)
     assert re.search(r"tar parsing alone \(no decoding\): ours [\d.]+ CPU ms/sample", out)
+
+
+def test_loader_benchmark_ratios_survive_a_cpu_time_of_zero():
+    # CI once ran the tiny benchmark inside one 10 ms tick of the CPU clock: 0 CPU ms per sample
+    import runpy
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "bench_loader.py"
+    times = runpy.run_path(str(tool))["times"]
+    assert times(2.5, 0.0) == "n/a"
+    assert times(3.0, 2.0) == "1.50x"
