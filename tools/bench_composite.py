@@ -15,7 +15,6 @@ layout reading is outside the timed region.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,22 +23,12 @@ import cv2
 import torch
 
 from synthdata.core.recipe import DataConfig
+from synthdata.core.runtime import benchmark_allocator, cpu_model
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers import make_reader
 from synthdata.generation.bank_building import build_bank
 from synthdata.generation.composite import composite
 from synthdata.generation.segment_bank import load_bank
-
-
-def _model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     print(f"composite texturing: bank of {args.bank} toy scenes, {args.n} toy val layouts, depth on, "
-          f"1 thread ({_model_name()})\n")
+          f"1 thread ({cpu_model()}, {benchmark_allocator()})\n")
     print("| resolution | bank build (s CPU) | bank segments | bank MB (npz) | blend | components/sample "
           "| samples/s per core (cold) | samples/s per core (warm) |")
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402
 import torch  # noqa: E402
-from bench_composite import _model_name  # noqa: E402
 from bench_produce import random_run_dir  # noqa: E402
 
 from synthdata.core.recipe_loading import parse_command_line  # noqa: E402
+from synthdata.core.runtime import benchmark_allocator, cpu_model  # noqa: E402
 from synthdata.data.readers import make_reader  # noqa: E402
 from synthdata.data.shards import encode_sample  # noqa: E402
 from synthdata.generation.copy_paste import ObjectPool  # noqa: E402
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     size = f"{recipe.data.height}x{recipe.data.width}"
     print(f"bench_composite_produce: {size}, {n} samples, batch {batch_size}, 1 thread, bank of {args['bank']} "
-          f"toy scenes ({_model_name()})\n")
+          f"toy scenes ({cpu_model()}, {benchmark_allocator()})\n")
     print("| size | variant | components/sample | CPU ms/sample: generate | encode | samples/s per core |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     try:

@@ -38,7 +38,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils import parametrize  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from synthdata.core.runtime import configure_allocator, cpu_model  # noqa: E402
+from synthdata.core.runtime import benchmark_allocator, cpu_model  # noqa: E402
 from synthdata.models.spade import SPADEGenerator  # noqa: E402
 
 
@@ -312,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     reference = load_reference(args.reference) if args.reference else None
     threads = torch.get_num_threads()
-    allocator = "glibc defaults" if args.default_malloc or not configure_allocator() else "set as the commands set it"
+    allocator = benchmark_allocator(keep_defaults=args.default_malloc)
     print(f"{cpu_model()}, torch {torch.__version__}, {threads} threads "
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), native bf16: {native_bf16()}, "
-          f"allocator: {allocator}")
+          f"{allocator}")
     if args.device == "cuda":
         print(f"device: {torch.cuda.get_device_name()}; cuDNN TF32: {torch.backends.cudnn.allow_tf32} (fp32 "
               "convolutions, and the fp32 matmul peak they are compared with, in TF32 when true)")

@@ -31,6 +31,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from synthdata.core.runtime import benchmark_allocator, cpu_model
 from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.data.loader import SampleTransform, collate, finish_batch, make_loader
 from synthdata.data.shard_writer import ShardWriter
@@ -272,6 +273,7 @@ def main() -> None:
     # 2 workers keep the 2 cores busy: a multi-threaded main process would only oversubscribe
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    print(f"  {cpu_model()}, {benchmark_allocator()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         samples = make_samples(args.num, args.height, args.width)

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from synthdata.core.recipe import Recipe  # noqa: E402
 from synthdata.core.recipe_loading import parse_command_line, recipe_to_dict  # noqa: E402
+from synthdata.core.runtime import benchmark_allocator, cpu_model  # noqa: E402
 from synthdata.generation.layout_sources import GeneratedLayouts  # noqa: E402
 from synthdata.generation.production import ShardGenerator, produce_shards  # noqa: E402
 from synthdata.generation.quality_controls import QualityControls  # noqa: E402
@@ -109,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = int(args["batch_size"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"bench_produce: {recipe.data.height}x{recipe.data.width}, {sum(sizes)} samples in {len(sizes)} shards, "
-          f"batch {batch_size}, device {device}, torch threads {torch.get_num_threads()}")
-    precisions = str(args["precisions"]).split(",")
+          f"batch {batch_size}, device {device}, torch threads {torch.get_num_threads()}, "
+          f"{cpu_model()}, {benchmark_allocator()}")
+    precisions = ("no" if args["precisions"] is False else str(args["precisions"])).split(",")  # YAML: bare no is false
     rows = {"generate only": False, "write, serial": True, "write, overlapped": True}
     best: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,7 @@ import dataclasses  # noqa: E402
 import torch  # noqa: E402
 
 from synthdata.core.recipe_loading import parse_command_line  # noqa: E402
+from synthdata.core.runtime import benchmark_allocator, cpu_model  # noqa: E402
 from synthdata.data.loader import Source, make_loader  # noqa: E402
 from synthdata.data.readers import make_reader  # noqa: E402
 
@@ -50,7 +51,8 @@ def main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, ARGUMENTS)
     data = recipe.data
     print(f"reader {data.reader}, {data.height}x{data.width}, subset {data.subset}, batch {args['batch_size']}, "
-          f"augment {args['augment']}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"augment {args['augment']}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{cpu_model()}, {benchmark_allocator()}")
     print("| cache | pass | wall ms / batch | CPU ms / sample |")
     print("| --- | --- | --- | --- |")
     for cache in (0, data.cache_mb):

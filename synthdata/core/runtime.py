@@ -162,6 +162,14 @@ def configure_allocator(*, environ: dict[str, str] | None = None, libc: object |
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+def benchmark_allocator(*, keep_defaults: bool = False) -> str:
+    """For tools that time product code outside a command: set glibc's allocator as every command
+    does (`configure_allocator`, unless `keep_defaults`) and say which one the timings ran with,
+    for the tool's header line: on CPU the allocator moves timings as much as the code does."""
+    applied = not keep_defaults and configure_allocator()
+    return "allocator: set as the commands set it" if applied else "allocator: glibc defaults"
+
+
 def make_accelerator(*, mixed_precision: str | bool = "auto", log_dir: str | Path | None = None):
     """An `Accelerator` whose precision is resolved from `mixed_precision` (see above), with CPU
     threads chosen by `configure_threads` and the allocator set by `configure_allocator`.

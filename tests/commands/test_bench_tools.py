@@ -50,3 +50,21 @@ def test_bench_reader_times_the_loader_with_and_without_the_cache(monkeypatch, c
     for cache in ("0 MB", "512 MB"):
         for epoch in (1, 2):
             assert re.search(rf"\| {cache} \| {epoch} \| [\d.]+ \| [\d.]+ \|", out), out
+
+
+def test_bench_produce_runs_and_states_its_allocator(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "bench_produce.py", [*TINY, "num_samples=4", "batch_size=2", "shard_size=2",
+                                                   "precisions=no", "repeats=1", "encode_workers=0"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert re.search(r"bench_produce: 32x64, 4 samples in 2 shards.*allocator: ", out), out
+    assert re.search(r"no: overlapped writing is [\d.]+x the serial rate", out), out
+
+
+def test_bench_toy_prints_a_row_per_size(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "bench_toy.py", ["--n", "2", "--sizes", "32x64", "64x128"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "allocator: " in out and re.search(r"\| 32x64 \| \d+ \| \d+ \|", out) and "| 64x128 |" in out, out

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from synthdata.core.runtime import M_MMAP_MAX, M_TRIM_THRESHOLD, configure_allocator
+from synthdata.core.runtime import M_MMAP_MAX, M_TRIM_THRESHOLD, benchmark_allocator, configure_allocator
 
 
 class FakeLibc:
@@ -54,6 +54,12 @@ def test_an_unknown_choice_is_refused_naming_the_variable():
 
 def test_a_refused_setting_reports_false():
     assert configure_allocator(environ={}, libc=FakeLibc(result=0)) is False
+
+
+def test_benchmarks_say_which_allocator_they_timed_with(monkeypatch):
+    assert benchmark_allocator(keep_defaults=True) == "allocator: glibc defaults"
+    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the commands' opt-out holds for the tools too
+    assert benchmark_allocator() == "allocator: glibc defaults"
 
 
 FAULTS = """
