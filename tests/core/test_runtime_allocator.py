@@ -63,7 +63,8 @@ def test_benchmarks_say_which_allocator_they_timed_with(monkeypatch):
 
 
 FAULTS = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KB pages (and faults) even where THP is "always"
 from synthdata.core.runtime import configure_allocator
 applied = configure_allocator(environ={}) if sys.argv[1] == "set" else False
 def faults():
