@@ -344,7 +344,7 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
 
 def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     """Plan, run what is not done, write the report. Returns the execution summary and report paths."""
-    from synthdata.experiments.study_report import mixed_machines_warning, write_study_report  # noqa: PLC0415  (matplotlib-heavy, only after the runs)
+    from synthdata.experiments.study_report import write_study_report  # noqa: PLC0415  (matplotlib-heavy, only after the runs)
 
     plan = make_plan(recipe, run_dir)
     study_dir = plan.study_dir
@@ -383,6 +383,6 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     rows = report["summary"]["rows"]
     summary["verdicts"] = [r["verdict_line"] for r in rows if r.get("verdict_line")] + [
         c["verdict_line"] for r in rows for c in r.get("controls", []) if c.get("verdict_line")]
-    if len(report["summary"]["machines"]) > 1:
-        summary["verdicts"].append(mixed_machines_warning(report["summary"]["machines"]))
+    if report["summary"]["machines_warning"]:
+        summary["verdicts"].append(report["summary"]["machines_warning"])
     return summary

@@ -141,10 +141,10 @@ def summarize(plan: "Plan") -> dict[str, Any]:
         rows.append(row)
     for row in rows:  # refined vs the same segmenter trained as many steps more without refining
         row["controls"] = [_against(row["variant"], other, results, study) for other in plan.controls.get(row["variant"], [])]
-    machines = sorted({json.dumps(r["machine"], sort_keys=True) for rs in results.values() for r in rs.values()
-                       if r.get("machine")})
+    machines = [json.loads(m) for m in sorted({json.dumps(r["machine"], sort_keys=True) for rs in results.values()
+                                               for r in rs.values() if r.get("machine")})]
     return {"rows": rows, "classes": classes, "missing": missing, "run_seconds": seconds,
-            "machines": [json.loads(m) for m in machines],
+            "machines": machines, "machines_warning": mixed_machines_warning(machines) if len(machines) > 1 else None,
             "confidence": study.confidence, "baseline": study.baseline,
             "layout_checks": {k: c for k, c in checks.items() if c is not None}}
 
@@ -359,8 +359,8 @@ def write_study_report(plan: "Plan") -> Path:
              "## Verdicts", ""]
     lines += [f"- {r['verdict_line']}" for r in summary["rows"] if "verdict_line" in r]
     lines += [f"- {c['verdict_line']}" for r in summary["rows"] for c in r["controls"] if "verdict_line" in c]
-    if len(summary["machines"]) > 1:
-        lines += [f"- {mixed_machines_warning(summary['machines'])}"]
+    if summary["machines_warning"]:
+        lines += [f"- {summary['machines_warning']}"]
     lines += ["", INTERVAL_RULE.format(conf=conf), "",
               "## Table", "",
               f"| variant | seeds | mIoU mean +- std | difference [{conf}% t over seeds] | "
