@@ -140,8 +140,9 @@ def configure_allocator(*, environ: dict[str, str] | None = None, libc: object |
     about 870k page faults per batch and ran 1.54x slower than with this setting on an AMX CPU
     (docs/benchmarks.md, "On an Intel CPU with AMX"). With it, large blocks come from the heap and
     freed ones stay there: the process keeps its peak memory (a segmenter run's peak 12-20% higher).
-    `SYNTHDATA_MALLOC=default` keeps glibc's defaults (`reuse`, the default, sets them); so does a process that sets its own malloc
-    tuning (MALLOC_* variables, glibc.malloc tunables) or preloads another allocator.
+    `SYNTHDATA_MALLOC=reuse` (the default) sets them; `SYNTHDATA_MALLOC=default` keeps glibc's
+    defaults, and so does a process that sets its own malloc tuning (MALLOC_* variables,
+    glibc.malloc tunables) or preloads another allocator.
     Returns whether the setting was applied (False off glibc).
     """
     environ = os.environ if environ is None else environ

@@ -14,6 +14,7 @@ TINY = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes={trai
 
 
 def run_tool(monkeypatch, name: str, args: list[str]) -> None:
+    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the tools would set the test process's allocator
     monkeypatch.setattr(sys, "argv", [str(TOOLS / name), *args])
     runpy.run_path(str(TOOLS / name), run_name="__main__")
 

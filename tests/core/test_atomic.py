@@ -31,7 +31,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
 
 
-def test_a_value_json_refuses_writes_nothing(tmp_path):
+def test_a_value_json_refuses_leaves_nothing_behind(tmp_path):
     with pytest.raises(ValueError):
         write_json_atomic(tmp_path / "report.json", {"x": float("nan")}, allow_nan=False)
     assert list(tmp_path.iterdir()) == []

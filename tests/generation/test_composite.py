@@ -259,6 +259,7 @@ def bank_classes(bank):
 
 def test_bench_composite_tool_runs(monkeypatch, capsys):
     tool = Path(__file__).resolve().parents[2] / "tools" / "bench_composite.py"
+    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the tool would set the test process's allocator
     monkeypatch.setattr(sys, "argv", [str(tool), "--bank", "4", "--n", "2", "--sizes", "32x64"])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(tool), run_name="__main__")

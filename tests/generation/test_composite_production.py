@@ -350,6 +350,7 @@ def test_bench_composite_produce_tool_runs(monkeypatch, capsys):
     import runpy
 
     tool = Path(__file__).resolve().parents[2] / "tools" / "bench_composite_produce.py"
+    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the tool would set the test process's allocator
     monkeypatch.setattr(sys, "argv", [str(tool), "recipe=toy", f"data.height={H}", f"data.width={W}",
                                       "stages.layout.ngf=8", "stages.depth.ngf=8", "stages.image.ngf=8",
                                       "num_samples=4", "batch_size=2", "bank=6", "precisions=no"])
