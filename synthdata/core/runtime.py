@@ -4,6 +4,7 @@ per-step seeding, trackers and parameter counts (resumable state: `synthdata.cor
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import importlib.util
 import os
@@ -171,6 +172,15 @@ def benchmark_allocator(*, keep_defaults: bool = False) -> str:
     return "allocator: set as the commands set it" if applied else "allocator: glibc defaults"
 
 
+def leave_process_group() -> None:
+    """Destroy the process group, if one is up, while the interpreter is still whole. Left to
+    interpreter shutdown, gloo's worker threads may drop their last tensors after Python is gone
+    and abort a process whose work is done (SIGABRT; pytorch/pytorch#179291), the likeliest cause
+    of a 2-process production's rank dying so once in CI. Registered at exit by `make_accelerator`."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def make_accelerator(*, mixed_precision: str | bool = "auto", log_dir: str | Path | None = None):
     """An `Accelerator` whose precision is resolved from `mixed_precision` (see above), with CPU
     threads chosen by `configure_threads` and the allocator set by `configure_allocator`.
@@ -189,6 +199,9 @@ def make_accelerator(*, mixed_precision: str | bool = "auto", log_dir: str | Pat
         # the demo running several stages) may ask for another one
         if AcceleratorState().mixed_precision != precision:
             AcceleratorState._reset_state()
+    if state.num_processes > 1:
+        atexit.unregister(leave_process_group)  # once, however many commands this process runs
+        atexit.register(leave_process_group)
     trackers = available_trackers() if log_dir is not None else []
     return Accelerator(
         cpu=cpu,
