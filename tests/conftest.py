@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
@@ -29,3 +33,40 @@ def tiny_toy_overrides() -> list[str]:
         "data.split_sizes={train: 16, val: 8, test: 8}",
         "train.batch_size=2",
     ]
+
+
+def ranks_output(stderr: str) -> str:
+    """What a failed 2-process launch's ranks printed (launched with `--tee 3`, their lines carry a
+    `[defaultN]:` prefix), then the launcher's own last lines: a rank that aborts says why only in
+    its lines, which a plain tail of stderr (the launcher's traceback) leaves out."""
+    lines = stderr.splitlines()
+    ranks = [line for line in lines if line.startswith("[default")]
+    return "\n".join(["ranks:", *ranks[-60:], "launcher:", *lines[-12:]])
+
+
+
+@pytest.fixture
+def launch_two_processes(tmp_path_factory):
+    """`launch(*command)` runs COMMAND (a script and its arguments) in two CPU processes (gloo),
+    one thread each, from the repository, through `torch.distributed.run --standalone`, or through
+    `accelerate launch --multi_gpu` (two CPU processes without GPUs; `--cpu --num_processes 2`
+    would silently start one) with `accelerate=True`. It fails the test with the ranks' own output.
+    The timeout is generous: a loaded 2-core machine once needed over 120 s for a 2-step run."""
+
+    def launch(*command: str, accelerate: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+        logs = str(tmp_path_factory.mktemp("launch-logs"))
+        if accelerate:
+            with socket.socket() as s:  # a free port, so parallel test runs do not collide
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            launcher = ["accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--mixed_precision", "no",
+                        "--main_process_port", str(port), "--log_dir", logs, "--tee", "3"]
+        else:
+            launcher = ["torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--log-dir", logs, "--tee", "3"]
+        env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+        result = subprocess.run([sys.executable, "-m", *launcher, *command], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, ranks_output(result.stderr)
+        return result
+
+    return launch

@@ -135,15 +135,11 @@ def test_every_pixel_comes_from_a_listed_bank_segment_of_its_class(produced, tra
     assert pasted_pixels > 0  # the check above did check pasted objects
 
 
-def test_two_processes_write_the_same_bytes_as_one(produced, tmp_path):
+def test_two_processes_write_the_same_bytes_as_one(produced, tmp_path, launch_two_processes):
     run_dir, one = produced
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     fresh = tmp_path / "run"  # the two processes build its bank: main builds, the other waits
-    args = [f"run_dir={fresh}", *COMPOSITE, f"produce.out={fresh / 'shards'}"]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(PRODUCE_FILE), *args], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = launch_two_processes("synthdata/produce.py", f"run_dir={fresh}", *COMPOSITE,
+                                  f"produce.out={fresh / 'shards'}")
     assert "2 processes" in result.stdout
     assert (fresh / "bank" / "segment_bank.npz").is_file()
     # the same run dir for one process (the json names the run dir)

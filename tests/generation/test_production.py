@@ -308,20 +308,10 @@ def test_run_dir_defaults_to_runs_slash_recipe_name(tmp_path, monkeypatch, capsy
     assert "runs/cityscapes/checkpoints" in err and "synthdata train recipe=cityscapes stage=layout" in err
 
 
-def test_two_processes_write_the_same_bytes_as_one(run_dir, tmp_path):
+def test_two_processes_write_the_same_bytes_as_one(run_dir, tmp_path, launch_two_processes):
     """A real distributed run (torchrun, gloo on CPU): shards round-robin, bytes unchanged."""
-    import os
-    import subprocess
-    import sys
-
-    produce_file = Path(__file__).resolve().parents[2] / "synthdata" / "produce.py"
-    args = [f"run_dir={run_dir}", f"data.root={run_dir / 'data'}", *TINY, f"produce.out={tmp_path / 'two'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(produce_file), *args],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = launch_two_processes("synthdata/produce.py", f"run_dir={run_dir}", f"data.root={run_dir / 'data'}",
+                                  *TINY, f"produce.out={tmp_path / 'two'}")
     assert "2 processes" in result.stdout
     assert produce(run_dir, f"produce.out={tmp_path / 'one'}") == 0
     two = shard_hashes(tmp_path / "two")

@@ -3,10 +3,6 @@ checkpoint when the newest is damaged, and rejects bad input with clear errors."
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -213,24 +209,16 @@ def test_bf16_autocast_trains(tmp_path):
     assert all(np.isfinite(v) for v in summary["losses"].values())
 
 
-def test_two_process_launch(tmp_path):
-    """A real 2-process gloo run through `accelerate launch` (`--multi_gpu` without GPUs starts
-    two CPU processes; `--cpu --num_processes 2` would silently start one)."""
+def test_two_process_launch(tmp_path, launch_two_processes):
+    """A real 2-process gloo run through `accelerate launch`."""
     from synthdata.data.readers import READERS as readers  # importing registers the built-in readers
 
     if "toy" not in readers:
         pytest.skip("the toy world reader is not available")
-    with socket.socket() as s:  # a free port, so parallel test runs do not collide
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--mixed_precision", "no", "--main_process_port", str(port), "synthdata/train.py", "recipe=toy",
-           "stage=layout", f"run_dir={tmp_path}", "train.steps=2",
-           *[t for t in TINY if not t.startswith(("data.reader", "data.split_sizes"))],
-           "data.split_sizes={train: 8, val: 4, test: 4}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # a loaded 2-core machine once needed over 120 s
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = launch_two_processes(
+        "synthdata/train.py", "recipe=toy", "stage=layout", f"run_dir={tmp_path}", "train.steps=2",
+        *[t for t in TINY if not t.startswith(("data.reader", "data.split_sizes"))],
+        "data.split_sizes={train: 8, val: 4, test: 4}", accelerate=True)
     assert "2 process(es)" in proc.stdout
     ckpt, _ = stage_checkpoint(tmp_path, "layout")
     assert ckpt["step"] == 2
