@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 
 @pytest.fixture
@@ -42,7 +42,6 @@ def ranks_output(stderr: str) -> str:
     lines = stderr.splitlines()
     ranks = [line for line in lines if line.startswith("[default")]
     return "\n".join(["ranks:", *ranks[-60:], "launcher:", *lines[-12:]])
-
 
 
 @pytest.fixture
