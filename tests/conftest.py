@@ -35,6 +35,14 @@ def tiny_toy_overrides() -> list[str]:
     ]
 
 
+@pytest.fixture
+def glibc_allocator(monkeypatch):
+    """For tests that run a benchmark tool in the test process: the tools set glibc's allocator as
+    the commands do (`runtime.benchmark_allocator`), which would change the test process's; keep
+    glibc's defaults (`SYNTHDATA_MALLOC=default`)."""
+    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")
+
+
 def ranks_output(stderr: str) -> str:
     """What a failed 2-process launch's ranks printed (launched with `--tee 3`, their lines carry a
     `[defaultN]:` prefix), then the launcher's own last lines: a rank that aborts says why only in

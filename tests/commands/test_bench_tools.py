@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("glibc_allocator")  # the tools run in the test process
+
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 TINY = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes={train: 8, val: 4, test: 4}",
         "train.batch_size=2", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.depth.ngf=8",
@@ -14,7 +16,6 @@ TINY = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes={trai
 
 
 def run_tool(monkeypatch, name: str, args: list[str]) -> None:
-    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the tools would set the test process's allocator
     monkeypatch.setattr(sys, "argv", [str(TOOLS / name), *args])
     runpy.run_path(str(TOOLS / name), run_name="__main__")
 

@@ -246,12 +246,11 @@ def test_docs_stock_webdataset_snippet_runs_as_written(tmp_path, monkeypatch):
     assert namespace["masks"].shape == (4, 32, 64) and namespace["masks"].dtype == torch.int64
 
 
-def test_loader_benchmark_runs(monkeypatch, capsys):
+def test_loader_benchmark_runs(monkeypatch, capsys, glibc_allocator):
     import runpy
     import sys
 
     tool = Path(__file__).resolve().parents[2] / "tools" / "bench_loader.py"
-    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the tool would set the test process's allocator
     monkeypatch.setattr(sys, "argv", [str(tool), "--num", "8", "--height", "32", "--width", "64", "--workers", "0",
                                       "--batch-size", "4", "--shard-size", "4", "--passes", "1", "--rounds", "1"])
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()

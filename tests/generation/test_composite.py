@@ -257,9 +257,8 @@ def bank_classes(bank):
     return ClassInfo(bank.classes, np.zeros((len(bank.classes), 3), np.uint8), bank.ignore_index)
 
 
-def test_bench_composite_tool_runs(monkeypatch, capsys):
+def test_bench_composite_tool_runs(monkeypatch, capsys, glibc_allocator):
     tool = Path(__file__).resolve().parents[2] / "tools" / "bench_composite.py"
-    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the tool would set the test process's allocator
     monkeypatch.setattr(sys, "argv", [str(tool), "--bank", "4", "--n", "2", "--sizes", "32x64"])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(tool), run_name="__main__")

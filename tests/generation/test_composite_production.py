@@ -342,11 +342,10 @@ def test_inspect_reads_composite_shards(produced, tmp_path, capsys):
     assert np.asarray(Image.open(sheet)).shape[0] >= 4 * H
 
 
-def test_bench_composite_produce_tool_runs(monkeypatch, capsys):
+def test_bench_composite_produce_tool_runs(monkeypatch, capsys, glibc_allocator):
     import runpy
 
     tool = Path(__file__).resolve().parents[2] / "tools" / "bench_composite_produce.py"
-    monkeypatch.setenv("SYNTHDATA_MALLOC", "default")  # the tool would set the test process's allocator
     monkeypatch.setattr(sys, "argv", [str(tool), "recipe=toy", f"data.height={H}", f"data.width={W}",
                                       "stages.layout.ngf=8", "stages.depth.ngf=8", "stages.image.ngf=8",
                                       "num_samples=4", "batch_size=2", "bank=6", "precisions=no"])
