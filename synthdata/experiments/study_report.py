@@ -3,7 +3,8 @@
 Per variant: mIoU mean +- std over seeds; the paired difference to the baseline per seed (the
 same seed, the same evaluation images) with a t-interval over seeds and a per-image paired
 bootstrap interval; per-class differences; samples seen (the "equal steps" and "equal real
-samples" readings); the time it cost; one verdict line. Refine variants (SegGAN after training)
+samples" readings); the time it cost; one verdict line; and each pair of variants against each other,
+paired the same way. Refine variants (SegGAN after training)
 also show their segmenter and refinement steps, the refinement's own gain and the paired
 difference to their control: the same segmenter trained as many steps more without refinement.
 """
@@ -141,9 +142,13 @@ def summarize(plan: "Plan") -> dict[str, Any]:
         rows.append(row)
     for row in rows:  # refined vs the same segmenter trained as many steps more without refining
         row["controls"] = [_against(row["variant"], other, results, study) for other in plan.controls.get(row["variant"], [])]
+    # every pair of variants, the later one in the file minus the earlier one (which of two recipes to keep)
+    others = [name for name in plan.variants if name != study.baseline]
+    between = [_against(later, earlier, results, study) | {"variant": later}
+               for i, earlier in enumerate(others) for later in others[i + 1:]]
     machines = [json.loads(m) for m in sorted({json.dumps(r["machine"], sort_keys=True) for rs in results.values()
                                                for r in rs.values() if r.get("machine")})]
-    return {"rows": rows, "classes": classes, "missing": missing, "run_seconds": seconds,
+    return {"rows": rows, "between": between, "classes": classes, "missing": missing, "run_seconds": seconds,
             "machines": machines, "machines_warning": mixed_machines_warning(machines) if len(machines) > 1 else None,
             "confidence": study.confidence, "baseline": study.baseline,
             "layout_checks": {k: c for k, c in checks.items() if c is not None}}
@@ -276,6 +281,25 @@ def _per_class_lines(summary: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _between_lines(summary: dict[str, Any]) -> list[str]:
+    """Each pair of variants, paired by seed: which of two synthetic recipes to keep."""
+    pairs = [p for p in summary["between"] if "t_interval" in p]
+    if not pairs:
+        return []
+    conf = round(100 * summary["confidence"])
+    lines = ["## Between variants", "",
+             "Each variant minus each variant listed before it, paired by seed like the verdicts (the same seed, "
+             "the same evaluation images). These are further comparisons read beside the verdicts: with many pairs "
+             "one interval may leave 0 by chance, so a choice between recipes deserves a question declared before "
+             "the study runs.", "",
+             f"| variant | minus | seeds | difference [{conf}% t over seeds] | difference [{conf}% bootstrap over images] |",
+             "| --- | --- | --- | --- | --- |"]
+    for p in pairs:
+        lines.append(f"| {p['variant']} | {p['control']} | {len(p['paired_seeds'])} | {_points(p['t_interval'])} | "
+                     f"{_points(p['bootstrap'])} |")
+    return lines + [""]
+
+
 def _refine_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
     """The SegGAN section: per refine variant its steps, the refinement's own gain, its control."""
     rows = [r for r in summary["rows"] if r["variant"] in plan.controls]
@@ -381,6 +405,7 @@ def write_study_report(plan: "Plan") -> Path:
               "SegGAN refinement adds its steps x its batch). Steps are the segmenter's; refine steps come after them.",
               ""]
     lines += _per_class_lines(summary)
+    lines += _between_lines(summary)
     lines += _refine_lines(plan, summary)
     if plan.generators or plan.productions:
         lines += ["## Shared generator and production runs", "", "| run | used by | seconds |", "| --- | --- | --- |"]

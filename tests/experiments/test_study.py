@@ -184,6 +184,12 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
         if per_seed:
             assert iv["mean"] == pytest.approx(sum(per_seed) / len(per_seed)) and iv["n"] == len(per_seed)
             assert f"| {name} | " in report
+    # the two variants against each other, the later minus the earlier, paired by seed
+    (pair,) = data["summary"]["between"]
+    assert (pair["variant"], pair["control"], pair["paired_seeds"]) == ("decay", "synthetic", [0, 1])
+    between = [results[("decay", s)]["miou"] - results[("synthetic", s)]["miou"] for s in (0, 1)]
+    assert pair["t_interval"]["mean"] == pytest.approx(sum(between) / 2) and pair["bootstrap"]["n"] == 4
+    assert "## Between variants" in report and f"| decay | synthetic | 2 | {100 * sum(between) / 2:+.1f} [" in report
     for picture in ("miou.png", "differences.png", "per_class_difference.png"):
         assert (run_dir / "study" / picture).is_file() and f"]({picture})" in report
     # the production's layouts against the real ones (random-weight generators: anything may be flagged)
