@@ -271,7 +271,9 @@ class StudyConfig:
     """`synthdata study`: the real-only baseline and named variants x seeds (synthdata.experiments)."""
 
     variants: str | dict[str, Any] | None = None  # YAML file of variants, or {name: {dotted.key: value}}
-    seeds: int = 3  # cells per variant, seeds recipe.seed, recipe.seed + 1, ...
+    # N: cells of seeds recipe.seed .. recipe.seed + N - 1 per variant; a list: exactly those seeds, e.g. a
+    # replication's new seeds alone ([5, 6, 7], the finished cells of other seeds left out of the report)
+    seeds: int | list[int] = 3
     workers: int = 2  # cells (and generator runs) in parallel processes
     threads: int = 1  # OMP/torch threads of each worker process
     baseline: str = "real only"  # name of the baseline row (every variant is compared to it)

@@ -124,12 +124,23 @@ def _command(module: str, recipe_path: Path, args: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", module, f"recipe={recipe_path}"] + [_token(k, v) for k, v in args.items()]
 
 
+def study_seeds(recipe: Recipe) -> list[int]:
+    """The cells' seeds: `study.seeds` seeds from `recipe.seed` on, or the listed ones."""
+    seeds = recipe.study.seeds
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"study.seeds must be >= 1, got {seeds}")
+        return [recipe.seed + i for i in range(seeds)]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"study.seeds: a list must hold distinct seeds >= 0, got {seeds}")
+    return list(seeds)
+
+
 def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
     """Resolve and check every variant, key the shared runs, and list the jobs. Every error
     (unknown key, missing shards, subset ids) is raised here, before anything trains."""
     study = recipe.study
-    if study.seeds < 1:
-        raise ConfigError(f"study.seeds must be >= 1, got {study.seeds}")
+    seeds = study_seeds(recipe)
     if study.workers < 1 or study.threads < 1:
         raise ConfigError("study.workers and study.threads must be >= 1")
     if not 0 < study.confidence < 1:
@@ -153,7 +164,6 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
     subset_ids = train_reader.subset["ids"] if train_reader.subset else None
     study_dir = run_dir / "study"
     recipe_path = study_dir / "recipe.yaml"
-    seeds = [recipe.seed + i for i in range(study.seeds)]
     generators: dict[str, dict[str, Any]] = {}
     productions: dict[str, dict[str, Any]] = {}
     cells: list[Cell] = []

@@ -241,6 +241,12 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     flagged = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true"]), run_dir)
     assert "**Warning: the cells ran on 2 machines**" in (run_dir / "study" / "report.md").read_text()
     assert "Another CPU (AVX2, cpu)" in flagged["verdicts"][-1]
+    # a list of seeds reports only those seeds' cells (a replication's new seeds alone)
+    run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true",
+                                               "study.seeds=[1]"]), run_dir)
+    one = json.loads((run_dir / "study" / "report.json").read_text())
+    assert one["seeds"] == [1] and all(r["seeds"] == [1] for r in one["summary"]["rows"])
+    assert one["summary"]["rows"][1]["t_interval"]["mean"] == pytest.approx(diffs[1])
 
 
 def test_run_keys_survive_new_recipe_keys_and_ignore_the_cache_size():
@@ -298,3 +304,17 @@ def test_study_only_runs_a_subset_of_the_variants_under_the_same_keys(tmp_path, 
     assert set(part.productions) < set(whole.productions)
     with pytest.raises(ConfigError, match=r"study.only: no variant named \['halve'\]; the variants are"):
         plan_for(tmp_path, variants, "study.only=[halve]")
+
+
+def test_study_seeds_as_a_list_plans_exactly_those_cells_under_the_same_keys(tmp_path, plan_for):
+    variants = {"half": {"seg.synthetic_ratio": 0.5}}
+    whole = plan_for(tmp_path, variants, "study.seeds=4")
+    replication = plan_for(tmp_path, variants, "study.seeds=[2, 3]")
+    assert whole.seeds == [0, 1, 2, 3] and replication.seeds == [2, 3]
+    fingerprint = {cell_id(c): cell_fingerprint(c, whole.resolved[c.variant]) for c in whole.cells}
+    assert {cell_id(c): cell_fingerprint(c, replication.resolved[c.variant]) for c in replication.cells} == {
+        k: v for k, v in fingerprint.items() if k.endswith(("/seed-2", "/seed-3"))}
+    assert replication.productions.keys() == whole.productions.keys()  # the seeds vary the segmenter only
+    for bad in ("[]", "[1, 1]", "[-1]", "0"):
+        with pytest.raises(ConfigError, match="study.seeds"):
+            plan_for(tmp_path, variants, f"study.seeds={bad}")
