@@ -54,12 +54,14 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError, DatasetError
+from synthdata.core.folder_lock import folder_lock
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.result_keys import result_tree
@@ -354,11 +356,17 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
 
 def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     """Plan, run what is not done, write the report. Returns the execution summary and report paths."""
+    plan = make_plan(recipe, run_dir)
+    plan.study_dir.mkdir(parents=True, exist_ok=True)
+    # two studies in one run dir would train the same cells into the same folders; a report runs nothing
+    with nullcontext() if recipe.study.report_only else folder_lock(plan.study_dir, "another synthdata study"):
+        return _run(plan)
+
+
+def _run(plan: Plan) -> dict[str, Any]:
     from synthdata.experiments.study_report import write_study_report  # noqa: PLC0415  (matplotlib-heavy, only after the runs)
 
-    plan = make_plan(recipe, run_dir)
-    study_dir = plan.study_dir
-    study_dir.mkdir(parents=True, exist_ok=True)
+    recipe, study_dir = plan.recipe, plan.study_dir
     save_resolved_recipe(study_dir, dataclasses.replace(recipe, study=Recipe().study))
     for cell in plan.cells:  # a cell finished under another recipe is not this study's
         for path in (cell.result_path, cell.segment_path):
