@@ -173,6 +173,9 @@ class SegModelConfig:
     encoder_weights: str | None = None  # None, or a local weights file
     encoder_depth: int = 5  # fewer stages: smaller, faster models (tests, tiny images)
     decoder_channels: list[int] | None = None  # None: smp's default for the architecture
+    # weights and activations stored channels_last: 1.23x faster particle training steps on CPU
+    # (docs/benchmarks.md, "Segmenter memory format"); the same model up to float rounding
+    channels_last: bool = True
 
 
 @dataclass

@@ -67,10 +67,11 @@ class Segmenter(nn.Module):
     cropped back to (H, W).
     """
 
-    def __init__(self, model: nn.Module, *, num_classes: int):
+    def __init__(self, model: nn.Module, *, num_classes: int, channels_last: bool = False):
         super().__init__()
-        self.model = model
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.num_classes = num_classes
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         # padded even where smp would accept any size, so every architecture sees the same input
@@ -86,7 +87,7 @@ class Segmenter(nn.Module):
             # reflect needs pad < size; tiny inputs fall back to replicate
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        logits = self.model(x)
+        logits = self.model(x.contiguous(memory_format=self.memory_format))
         return logits[..., :h, :w]
 
 
@@ -122,7 +123,7 @@ def build_segmenter(cfg: SegModelConfig, *, num_classes: int) -> Segmenter:
         raise ConfigError(f"cannot build seg.model {arch}/{cfg.encoder} with {kwargs}: {e}") from e
     if cfg.encoder_weights is not None:
         load_encoder_weights(model.encoder, cfg.encoder_weights)
-    segmenter = Segmenter(model, num_classes=num_classes)
+    segmenter = Segmenter(model, num_classes=num_classes, channels_last=cfg.channels_last)
     freeze_unused(segmenter)
     return segmenter
 

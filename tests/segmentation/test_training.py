@@ -44,6 +44,18 @@ def test_forward_pads_to_stride_and_returns_input_size():
     assert model(torch.rand(2, 3, 30, 50)).shape == (2, 5, 30, 50)
 
 
+def test_channels_last_is_the_same_model_in_another_memory_layout():
+    fast = build_segmenter(tiny_cfg(), num_classes=5)
+    plain = build_segmenter(SegModelConfig(encoder_depth=3, decoder_channels=[16, 8, 8], channels_last=False),
+                            num_classes=5)
+    conv = fast.model.encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert plain.model.encoder.conv1.weight.is_contiguous()
+    plain.load_state_dict(fast.state_dict())  # checkpoints move between the two layouts
+    images = torch.rand(2, 3, 30, 50)
+    torch.testing.assert_close(fast.eval()(images), plain.eval()(images), rtol=1e-4, atol=1e-5)
+
+
 def test_encoder_weights_only_from_a_local_file(tmp_path):
     with pytest.raises(ConfigError, match="never downloads"):
         build_segmenter(SegModelConfig(encoder_weights="imagenet"), num_classes=3)
