@@ -219,6 +219,9 @@ class EvalConfig:
     batch_size: int = 8
     sliding_window: bool = False
     window: list[int] | None = None
+    # test-time flips: the mean logits over every combination of the listed flips (horizontal:
+    # 2 views, horizontal + vertical: 4); [] predicts once
+    flips: list[str] = field(default_factory=list)
     fid_weights: str | None = None  # pt_inception-2015-12-05 weights; None: torch hub cache
     fid_dims: int = 2048
     kid_subsets: int = 100

@@ -24,7 +24,14 @@ from synthdata.core.runtime import machine_description
 from synthdata.data.loader import Source, make_loader
 from synthdata.data.readers.base import DatasetReader, make_reader
 from synthdata.data.shards import sha256_file
-from synthdata.metrics.miou import MIOU_CONVENTION, ConfusionMatrix, evaluate_segmenter, predict_logits
+from synthdata.metrics.miou import (
+    FLIP_DIMS,
+    MIOU_CONVENTION,
+    ConfusionMatrix,
+    evaluate_segmenter,
+    flip_views,
+    predict_logits,
+)
 from synthdata.metrics.report import write_report
 
 
@@ -54,6 +61,22 @@ def eval_window(recipe: Recipe) -> tuple[int, int] | None:
     return int(window[0]), int(window[1])
 
 
+def eval_flips(recipe: Recipe) -> tuple[str, ...]:
+    """`eval.flips`, checked: test-time flips whose views' logits are averaged."""
+    flips = recipe.eval.flips or []
+    if not isinstance(flips, list) or any(f not in FLIP_DIMS for f in flips) or len(set(flips)) != len(flips):
+        raise ConfigError(f"eval.flips must be a list of distinct {' / '.join(FLIP_DIMS)}, got {flips!r}")
+    return tuple(flips)
+
+
+def inference_protocol(window: tuple[int, int] | None, flips: tuple[str, ...]) -> str:
+    """How a report's predictions were made, e.g. `full image + flips horizontal, vertical (4 views)`."""
+    text = f"sliding window {window[0]}x{window[1]}" if window else "full image"
+    if flips:
+        text += f" + flips {', '.join(flips)} ({len(flip_views(flips))} views, mean logits)"
+    return text
+
+
 def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: int,
              window: tuple[int, int] | None, accelerator: Any = None) -> dict[str, Any]:
     """What a report pins: recipe, checkpoint hash, seeds, versions, machine and the evaluation protocol."""
@@ -71,7 +94,7 @@ def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: 
         "protocol": {
             "resolution": f"{height}x{width}",
             "resize_filters": protocol(),
-            "inference": f"sliding window {window[0]}x{window[1]}" if window else "full image",
+            "inference": inference_protocol(window, eval_flips(recipe)),
             "ignore_index": recipe.data.ignore_index,
             "num_images": num_images,
             "miou_convention": MIOU_CONVENTION,
@@ -84,7 +107,7 @@ def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: 
 
 @torch.no_grad()
 def image_ious(model: nn.Module, reader, *, num_classes: int, ignore_index: int,
-               window: tuple[int, int] | None, device) -> list[dict[str, Any]]:
+               window: tuple[int, int] | None, device, flips: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Per-image IoU: `[{"id", "per_class_iou": [C floats, NaN where a class is in neither the
     prediction nor the ground truth]}]` over every sample of `reader` (this process only)."""
 
@@ -94,7 +117,7 @@ def image_ious(model: nn.Module, reader, *, num_classes: int, ignore_index: int,
                          rank=0, world_size=1)
     out = []
     for batch in loader:
-        logits = predict_logits(model, batch["image"].to(device), num_classes=num_classes, window=window)
+        logits = predict_logits(model, batch["image"].to(device), num_classes=num_classes, window=window, flips=flips)
         cm = ConfusionMatrix(num_classes, ignore_index, device=device)
         cm.update(logits.argmax(1), batch["layout"].to(device))
         out.append({"id": batch["key"][0], "per_class_iou": cm.compute()["per_class_iou"]})
@@ -107,12 +130,13 @@ def _nanmean(values: list[float]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def image_iou_summary(model: nn.Module, reader, *, window: tuple[int, int] | None, device) -> dict[str, Any]:
+def image_iou_summary(model: nn.Module, reader, *, window: tuple[int, int] | None, device,
+                      flips: tuple[str, ...] = ()) -> dict[str, Any]:
     """`{"per_image": image_ious(...), "mean_per_class": [C means over the images where the class
     occurs, None where it never does]}` for every sample of `reader` (this process only)."""
     classes = reader.classes
     per_image = image_ious(model, reader, num_classes=classes.num_classes, ignore_index=classes.ignore_index,
-                           window=window, device=device)
+                           window=window, device=device, flips=flips)
     means = [_nanmean([p["per_class_iou"][c] for p in per_image]) for c in range(classes.num_classes)]
     return {"per_image": per_image, "mean_per_class": means}
 
@@ -138,14 +162,16 @@ def evaluate_and_report(model: nn.Module, recipe: Recipe, *, out_dir: Path | Non
     `eval_reader`, when the caller has it already. With `out_dir`, the main process writes report.json / report.md / PNGs there (`metrics["report"]`)."""
     split = split or recipe.data.val_split
     reader = reader or eval_reader(recipe, split)
-    window = eval_window(recipe)
+    window, flips = eval_window(recipe), eval_flips(recipe)
     classes = reader.classes
     loader = make_loader(Source(reader=reader, name=split), batch_size=recipe.eval.batch_size, augment=False,
                          shuffle=False)
     metrics = evaluate_segmenter(model, loader, num_classes=classes.num_classes, ignore_index=classes.ignore_index,
-                                 accelerator=accelerator, window=window, keep_examples=8, progress=progress)
+                                 accelerator=accelerator, window=window, flips=flips, keep_examples=8,
+                                 progress=progress)
     if accelerator.is_main_process:
-        metrics["image_iou"] = image_iou_summary(model, reader, window=window, device=accelerator.device)
+        metrics["image_iou"] = image_iou_summary(model, reader, window=window, device=accelerator.device,
+                                                 flips=flips)
         if out_dir is not None:
             full = run_info(recipe, checkpoint=checkpoint, split=split, num_images=metrics["num_images"],
                             window=window, accelerator=accelerator)

@@ -112,13 +112,34 @@ def sliding_window_logits(
     return out / count
 
 
+FLIP_DIMS = {"horizontal": -1, "vertical": -2}
+
+
+def flip_views(flips: tuple[str, ...] | list[str]) -> list[tuple[int, ...]]:
+    """The dims to flip for each test-time view: every combination of `flips` (a subset of
+    FLIP_DIMS' names), the unflipped view first: `("horizontal", "vertical")` -> 4 views."""
+    views: list[tuple[int, ...]] = [()]
+    for name in flips:
+        views += [view + (FLIP_DIMS[name],) for view in views]
+    return views
+
+
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, *, num_classes: int, window: tuple[int, int] | None = None
+    model: nn.Module, images: torch.Tensor, *, num_classes: int, window: tuple[int, int] | None = None,
+    flips: tuple[str, ...] | list[str] = (),
 ) -> torch.Tensor:
-    """Full-image (window None) or sliding-window logits `(B, C, H, W)` as float32."""
-    if window is None:
-        return model(images).float()
-    return sliding_window_logits(model, images, window=window, num_classes=num_classes)
+    """Full-image (window None) or sliding-window logits `(B, C, H, W)` as float32; with `flips`
+    (test-time augmentation), the mean logits of the flipped views, each flipped back."""
+    views, out = flip_views(flips), None
+    for dims in views:
+        view = images.flip(dims) if dims else images
+        if window is None:
+            logits = model(view).float()
+        else:
+            logits = sliding_window_logits(model, view, window=window, num_classes=num_classes)
+        logits = logits.flip(dims) if dims else logits
+        out = logits if out is None else out + logits
+    return out if len(views) == 1 else out / len(views)
 
 
 @torch.no_grad()
@@ -130,6 +151,7 @@ def evaluate_segmenter(
     ignore_index: int,
     accelerator: Any = None,
     window: tuple[int, int] | None = None,
+    flips: tuple[str, ...] | list[str] = (),
     keep_examples: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -153,7 +175,7 @@ def evaluate_segmenter(
         images = batch["image"].to(device, non_blocking=True)
         target = batch["layout"].to(device, non_blocking=True)
         with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
-            logits = predict_logits(model, images, num_classes=num_classes, window=window)
+            logits = predict_logits(model, images, num_classes=num_classes, window=window, flips=flips)
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         pred = logits.argmax(1)

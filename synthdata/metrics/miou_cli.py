@@ -14,7 +14,7 @@ from pathlib import Path
 from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.runtime import make_accelerator
-from synthdata.metrics.evaluation import eval_reader, evaluate_and_report, format_image_iou
+from synthdata.metrics.evaluation import eval_flips, eval_reader, evaluate_and_report, format_image_iou
 from synthdata.segmentation.segmenters import load_segmenter
 
 
@@ -23,6 +23,7 @@ def _main(argv: list[str]) -> int:
     split = str(args["split"] or recipe.data.val_split)
     checkpoint = Path(str(args["checkpoint"]))
     out = Path(str(args["out"])) if args["out"] else checkpoint.parent / f"eval_{split}"
+    eval_flips(recipe)  # a bad key stops here, before any loading
     accelerator = make_accelerator(mixed_precision=recipe.seg.mixed_precision)
     reader = eval_reader(recipe, split)
     model, ckpt = load_segmenter(checkpoint, expected=reader.classes, device=accelerator.device)

@@ -30,7 +30,14 @@ from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.data.loader import Source, make_loader, source_classes
 from synthdata.data.readers.base import DatasetReader, make_reader
-from synthdata.metrics.evaluation import eval_reader, eval_window, image_iou_info, image_iou_summary, run_info
+from synthdata.metrics.evaluation import (
+    eval_flips,
+    eval_reader,
+    eval_window,
+    image_iou_info,
+    image_iou_summary,
+    run_info,
+)
 from synthdata.metrics.miou import evaluate_segmenter
 from synthdata.metrics.report import write_report
 from synthdata.segmentation.segmenters import (
@@ -223,7 +230,7 @@ class SegmentationRun:
         self.val = eval_reader(recipe, recipe.data.val_split)  # first: an empty split stops early
         self.classes, self.ignore = self.val.classes, self.val.classes.ignore_index
         self.sources, self.data_info = data_sources(recipe, self.classes)
-        self.window = eval_window(recipe)
+        self.window, self.flips = eval_window(recipe), eval_flips(recipe)
         seg = self.seg
         self.crop = (seg.crop_height, seg.crop_width) if seg.crop_height and seg.crop_width else None
         self.run_dir, self.ckpt_dir = run_dir, run_dir / "checkpoints" / "segmenter"
@@ -324,7 +331,7 @@ class SegmentationRun:
         loader = make_loader(Source(reader=self.val, name="val"), batch_size=self.recipe.eval.batch_size,
                              augment=False, shuffle=False)
         out = evaluate_segmenter(self.model, loader, num_classes=self.classes.num_classes, ignore_index=self.ignore,
-                                 accelerator=self.accelerator, window=self.window, keep_examples=keep)
+                                 accelerator=self.accelerator, window=self.window, flips=self.flips, keep_examples=keep)
         self.history.append({"step": step, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"]})
         return out
 
@@ -369,7 +376,7 @@ class SegmentationRun:
         metrics = self.validate(step, keep=8)  # before the checkpoint, so its history has it
         if accelerator.is_main_process:  # image-level IoU (the SEM benchmarks' metric), as translate reports it
             metrics["image_iou"] = image_iou_summary(accelerator.unwrap_model(self.model), self.val,
-                                                     window=self.window, device=self.device)
+                                                     window=self.window, device=self.device, flips=self.flips)
         path = self.checkpoint(step)
         self.checkpoints.finish()
         if self.loss_filter is not None:

@@ -181,6 +181,12 @@ def corrupt_checkpoint(tmp, run):
     return argv, [str(path), "corrupt or truncated"], tmp / "eval"
 
 
+def unknown_test_time_flip(tmp, run):
+    argv = ["evaluate", "miou", *SEGMENTER, f"checkpoint={_segmenter_file(tmp)}", "eval.flips=[diagonal]",
+            f"out={tmp / 'eval'}"]
+    return argv, ["eval.flips", "'diagonal'", "horizontal"], tmp / "eval"
+
+
 def negative_num_samples(tmp, run):
     argv = ["produce", f"run_dir={run}", *TINY, "produce.num_samples=-5", f"produce.out={tmp / 'out'}"]
     return argv, ["produce.num_samples", ">= 0"], tmp / "out"
@@ -226,7 +232,7 @@ def bad_inspect_argument(tmp, run):
 CASES: list[Callable] = [
     missing_root, wrong_layout, corrupt_image, size_mismatch, out_of_range_labels, truncated_tiff_mask,
     truncated_tar, malformed_yaml, unknown_key, wrong_type, unknown_recipe, foreign_checkpoint,
-    checkpoint_for_other_classes, corrupt_checkpoint, negative_num_samples, zero_shard_size,
+    checkpoint_for_other_classes, corrupt_checkpoint, unknown_test_time_flip, negative_num_samples, zero_shard_size,
     zero_export_shard_size, zero_image_size, empty_shard_folder, unwritable_output, unwritable_run_dir,
     bad_inspect_argument,
 ]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from synthdata.metrics.miou import ConfusionMatrix, evaluate_segmenter, sliding_window_logits
+from synthdata.metrics.miou import ConfusionMatrix, evaluate_segmenter, flip_views, predict_logits, sliding_window_logits
 
 
 def numpy_metrics(pred: np.ndarray, target: np.ndarray, c: int, ignore: int) -> dict:
@@ -135,3 +135,39 @@ def test_sliding_window_equals_full_image_for_local_model_and_evaluate():
     out = evaluate_segmenter(model, loader, num_classes=c, ignore_index=255, window=(8, 12), keep_examples=1)
     assert out["miou"] == 1.0 and out["num_images"] == 2
     assert out["examples"][0]["image"].shape == (20, 30, 3) and out["examples"][0]["pred"].shape == (20, 30)
+
+
+class _LeftRight(torch.nn.Module):
+    """Class 1 on the left half of its input, class 0 on the right: not flip-equivariant."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # evaluate_segmenter finds the device here
+
+    def forward(self, x):
+        w = x.shape[-1]
+        ramp = torch.linspace(1.0, -1.0, w).expand(x.shape[0], 1, x.shape[-2], w)
+        return torch.cat([-ramp, ramp], dim=1)
+
+
+def test_test_time_flips_average_the_flipped_back_views():
+    assert flip_views(["horizontal", "vertical"]) == [(), (-1,), (-2,), (-1, -2)]
+    c = 4
+    images = torch.zeros(2, 3, 20, 30)
+    images[:, 0] = torch.randint(0, c, (2, 20, 30)) / 10
+    oracle = _Oracle(c)  # flip-equivariant: every view agrees once flipped back
+    for window in (None, (8, 12)):
+        torch.testing.assert_close(predict_logits(oracle, images, num_classes=c, window=window,
+                                                  flips=["horizontal", "vertical"]), oracle(images))
+    # a model that reads position: its horizontal views cancel (a vertical flip leaves it alone)
+    plain = predict_logits(_LeftRight(), images, num_classes=2)
+    assert (plain[:, 1, :, :5] > 0).all() and (plain[:, 1, :, -5:] < 0).all()
+    torch.testing.assert_close(predict_logits(_LeftRight(), images, num_classes=2, flips=["horizontal"]),
+                               torch.zeros_like(plain))
+    torch.testing.assert_close(predict_logits(_LeftRight(), images, num_classes=2, flips=["vertical"]), plain)
+    loader = [{"image": images, "layout": torch.zeros(2, 20, 30, dtype=torch.long)}]
+    left_wrong = evaluate_segmenter(_LeftRight(), loader, num_classes=2, ignore_index=255)
+    assert left_wrong["pixel_accuracy"] == pytest.approx(0.5)
+    # with the views averaged to a tie, argmax picks class 0 everywhere
+    assert evaluate_segmenter(_LeftRight(), loader, num_classes=2, ignore_index=255,
+                              flips=["horizontal"])["pixel_accuracy"] == 1.0

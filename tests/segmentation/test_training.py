@@ -218,6 +218,17 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
         assert evaluated["info"][key] == (None if report["info"][key] is None else pytest.approx(report["info"][key], abs=1e-4))
     assert [p["id"] for p in evaluated["metrics"]["image_iou"]["per_image"]] == \
         [p["id"] for p in report["metrics"]["image_iou"]["per_image"]]
+    assert evaluated["info"]["protocol"]["inference"] == "full image"
+    # test-time flips: the report says so, and the image IoUs are those of the averaged views
+    assert miou_cli.main(["recipe=toy", *tiny_toy_overrides, "seg.mixed_precision='no'", "eval.flips=[horizontal]",
+                          f"checkpoint={ckpt_path}", f"out={tmp_path / 'flips'}"]) == 0
+    flipped = json.loads((tmp_path / "flips" / "report.json").read_text())
+    assert flipped["info"]["protocol"]["inference"] == "full image + flips horizontal (2 views, mean logits)"
+    model, _ = load_segmenter(ckpt_path)
+    expected = image_ious(model, val, num_classes=8, ignore_index=255, window=None, device="cpu", flips=("horizontal",))
+    got = flipped["metrics"]["image_iou"]["per_image"]
+    for g, e in zip(got, expected, strict=True):
+        assert g["per_class_iou"] == pytest.approx(e["per_class_iou"], abs=1e-6, nan_ok=True)
 
 
 def test_same_seed_same_segmenter_in_one_process(tmp_path, tiny_toy_overrides):
