@@ -1,7 +1,11 @@
 """Resizing and cropping of samples: the one place that decides filters.
 
 Images: area filter when shrinking, bilinear when enlarging. Label maps: nearest. Depth:
-nearest, so unknown pixels (0 or NaN) never blend into valid depth.
+nearest, so unknown pixels (0 or NaN) never blend into valid depth. Nearest is OpenCV's
+INTER_NEAREST_EXACT (pixel centres aligned, as PIL and scikit-image do it): plain INTER_NEAREST
+takes the source pixel at floor(i * scale), which shifts labels against the area- or
+bilinear-resized image by up to half an output pixel (docs/benchmarks.md, "Label maps were half a
+pixel off their images").
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import numpy as np
 
 IMAGE_SHRINK_FILTER = "area"
 IMAGE_ENLARGE_FILTER = "bilinear"
-LABEL_FILTER = "nearest"
-DEPTH_FILTER = "nearest"
+LABEL_FILTER = "nearest-exact"
+DEPTH_FILTER = "nearest-exact"
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -31,14 +35,14 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
         return labels
     dtype = labels.dtype
     work = labels if dtype in (np.uint8, np.uint16) else labels.astype(np.int32)
-    out = cv2.resize(work, (width, height), interpolation=cv2.INTER_NEAREST)
+    out = cv2.resize(work, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
     return out.astype(dtype, copy=False)
 
 
 def resize_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
     if depth.shape[:2] == (height, width):
         return depth
-    return cv2.resize(depth.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(depth.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def resize_sample(sample: dict[str, Any], height: int | None, width: int | None) -> dict[str, Any]:

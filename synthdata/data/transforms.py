@@ -11,6 +11,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from typing import Any  # noqa: E402  (after the environment setting above)
 
 import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 
 from synthdata.core.contract import ShardError  # noqa: E402
 
@@ -33,7 +34,10 @@ class SampleTransform:
             aspect = out_w / out_h
             ops = [
                 A.HorizontalFlip(p=0.5),
-                A.RandomResizedCrop(size=(out_h, out_w), scale=(0.5, 1.0), ratio=(0.75 * aspect, 1.333 * aspect)),
+                # labels resized with centres aligned, as core.imageops does (albumentations' default
+                # INTER_NEAREST shifts them against the bilinear image)
+                A.RandomResizedCrop(size=(out_h, out_w), scale=(0.5, 1.0), ratio=(0.75 * aspect, 1.333 * aspect),
+                                    mask_interpolation=cv2.INTER_NEAREST_EXACT),
                 A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=0.8),
             ]
         elif self.crop:
