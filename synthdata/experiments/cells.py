@@ -133,6 +133,7 @@ def scores(cell: Cell, recipe: Recipe, report_dir: Path, seconds: float) -> dict
         "source_counts": info.get("source_counts", {}), "train_seconds": info.get("train_seconds"),
         "wall_seconds": round(seconds, 2), "checkpoint_sha256": info.get("checkpoint_sha256"),
         "overrides": cell.overrides, "machine": info.get("machine"),
+        "resize_filters": info.get("protocol", {}).get("resize_filters"),
     }
 
 

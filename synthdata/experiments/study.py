@@ -401,6 +401,6 @@ def _run(plan: Plan) -> dict[str, Any]:
     rows = report["summary"]["rows"]
     summary["verdicts"] = [r["verdict_line"] for r in rows if r.get("verdict_line")] + [
         c["verdict_line"] for r in rows for c in r.get("controls", []) if c.get("verdict_line")]
-    if report["summary"]["machines_warning"]:
-        summary["verdicts"].append(report["summary"]["machines_warning"])
+    summary["verdicts"] += [report["summary"][w] for w in ("machines_warning", "labels_warning")
+                            if report["summary"].get(w)]
     return summary

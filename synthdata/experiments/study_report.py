@@ -148,8 +148,13 @@ def summarize(plan: "Plan") -> dict[str, Any]:
                for i, earlier in enumerate(others) for later in others[i + 1:]]
     machines = [json.loads(m) for m in sorted({json.dumps(r["machine"], sort_keys=True) for rs in results.values()
                                                for r in rs.values() if r.get("machine")})]
+    # cells made before label maps were resized with pixel centres aligned recorded no filters
+    label_filters = sorted({(r.get("resize_filters") or {}).get("labels", "nearest")
+                            for rs in results.values() for r in rs.values()})
     return {"rows": rows, "between": between, "classes": classes, "missing": missing, "run_seconds": seconds,
             "machines": machines, "machines_warning": mixed_machines_warning(machines) if len(machines) > 1 else None,
+            "label_filters": label_filters,
+            "labels_warning": mixed_labels_warning(label_filters) if len(label_filters) > 1 else None,
             "confidence": study.confidence, "baseline": study.baseline,
             "layout_checks": {k: c for k, c in checks.items() if c is not None}}
 
@@ -362,6 +367,15 @@ def mixed_machines_warning(machines: list[dict[str, str]]) -> str:
             "not pairs: rerun the study's cells on one machine (delete the other machine's cell folders).")
 
 
+def mixed_labels_warning(filters: list[str]) -> str:
+    """One line for a study whose cells saw label maps resized by different filters (a run dir
+    resumed across the fix that aligned them with their images)."""
+    return (f"**Warning: the cells' label maps were resized with {len(filters)} filters** ({', '.join(filters)}). "
+            "`nearest` shifted them by about half a pixel against their images (docs/benchmarks.md, "
+            "'Label maps were half a pixel off their images'), so such cells are not pairs: delete the "
+            "`nearest` cells' folders and rerun them.")
+
+
 def write_study_report(plan: "Plan") -> Path:
     """RUN_DIR/study/report.md, report.json and the PNGs; returns the Markdown path."""
     out = plan.study_dir
@@ -383,8 +397,7 @@ def write_study_report(plan: "Plan") -> Path:
              "## Verdicts", ""]
     lines += [f"- {r['verdict_line']}" for r in summary["rows"] if "verdict_line" in r]
     lines += [f"- {c['verdict_line']}" for r in summary["rows"] for c in r["controls"] if "verdict_line" in c]
-    if summary["machines_warning"]:
-        lines += [f"- {summary['machines_warning']}"]
+    lines += [f"- {summary[w]}" for w in ("machines_warning", "labels_warning") if summary[w]]
     lines += ["", INTERVAL_RULE.format(conf=conf), "",
               "## Table", "",
               f"| variant | seeds | mIoU mean +- std | difference [{conf}% t over seeds] | "

@@ -244,6 +244,17 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     flagged = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true"]), run_dir)
     assert "**Warning: the cells ran on 2 machines**" in (run_dir / "study" / "report.md").read_text()
     assert "Another CPU (AVX2, cpu)" in flagged["verdicts"][-1]
+    # a cell from before label maps were aligned with their images (no filters recorded) is flagged too
+    assert json.loads(other.read_text())["resize_filters"]["labels"] == "nearest-exact"
+    result = json.loads(other.read_text())
+    result["machine"] = json.loads((run_dir / "cells" / "decay" / "seed-0" / "result.json").read_text())["machine"]
+    del result["resize_filters"]
+    other.write_text(json.dumps(result))
+    flagged = run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true"]), run_dir)
+    assert "label maps were resized with 2 filters** (nearest, nearest-exact)" in flagged["verdicts"][-1]
+    assert "ran on" not in (run_dir / "study" / "report.md").read_text()
+    result["resize_filters"] = {"labels": "nearest-exact"}
+    other.write_text(json.dumps(result))
     # a list of seeds reports only those seeds' cells (a replication's new seeds alone)
     run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true",
                                                "study.seeds=[1]"]), run_dir)
