@@ -1,15 +1,17 @@
 """Where production takes its layouts from: the layout GAN, the real training labels, or a mix.
 
 Each source maps a list of sample seeds to `(B, H, W)` long layouts plus a `meta` dict per
-sample; everything a source draws comes from the seed alone. Real layouts can be varied with a
-horizontal flip and class-preserving object copy-paste (`produce.copy_paste=N`; see
-`synthdata.generation.copy_paste`).
+sample; everything a source draws comes from the seed alone. Real layouts can be mirrored, and
+every source can paste class-preserving objects of the training layouts into its layouts
+(`produce.copy_paste=N`, an `ObjectPaster`; see `synthdata.generation.copy_paste`): generated
+layouts with pastes and composite texturing are the hybrid of issue 32, new scene layouts with
+real pixels, where pastes bring back the thin classes a layout GAN loses.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from synthdata.generation.copy_paste import ObjectPool, paste_objects
 
 REAL_TAG = 0x5EA1  # seed domains, so sources never reuse each other's random streams
 MIX_TAG = 0x313C
+PASTE_TAG = 0x9A57  # pastes into generated layouts (real layouts paste from REAL_TAG's stream, as before)
 
 
 class LayoutSource(Protocol):
@@ -30,17 +33,65 @@ class LayoutSource(Protocol):
         ...
 
 
+class ObjectPaster:
+    """Copy-paste of up to `max_objects` objects of a pool into one layout (`paste_objects`).
+
+    `pool`: an `ObjectPool`, or a callable that builds it on first use (the training layouts are
+    read only when a paste needs them). Bad options raise ValueError here, not at the first sample.
+    """
+
+    def __init__(
+        self,
+        max_objects: int,
+        pool: ObjectPool | Callable[[], ObjectPool],
+        *,
+        classes: Sequence[int] | None = None,
+        choice: str = "inverse_frequency",
+        scale: Sequence[float] = (0.8, 1.25),
+        flip: bool = True,
+        position: str = "uniform",
+    ):
+        self.max_objects = int(max_objects)
+        self._pool = pool
+        self.classes = classes
+        self.options = {"choice": choice, "scale": tuple(scale), "flip": flip, "position": position}
+        paste_objects(np.zeros((1, 1), np.int64), ObjectPool([], np.zeros(1)), np.random.default_rng(0),
+                      num_objects=0, **self.options)
+
+    @property
+    def pool(self) -> ObjectPool:
+        if not isinstance(self._pool, ObjectPool):
+            self._pool = self._pool()
+        return self._pool
+
+    def __call__(self, layout: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+        """`layout` with 1..max_objects objects pasted, and the meta entries that record them."""
+        layout, pasted = paste_objects(layout, self.pool, rng, num_objects=int(rng.integers(1, self.max_objects + 1)),
+                                       classes=self.classes, **self.options)
+        return layout, ({"pasted_objects": len(pasted), "pasted": pasted} if pasted else {})
+
+
 class GeneratedLayouts:
-    """Layouts from the trained layout GAN (`Pipeline.layouts_from_seeds`)."""
+    """Layouts from the trained layout GAN (`Pipeline.layouts_from_seeds`), with `paster`'s
+    objects pasted into each when one is given (drawn from the sample seed alone)."""
 
     name = "generated"
 
-    def __init__(self, pipeline: Any):
+    def __init__(self, pipeline: Any, paster: ObjectPaster | None = None):
         self.pipeline = pipeline
+        self.paster = paster
 
     def layouts(self, seeds: list[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         out = self.pipeline.layouts_from_seeds(list(seeds)).long()
-        return out, [{"layout_source": "generated"} for _ in seeds]
+        metas: list[dict[str, Any]] = [{"layout_source": "generated"} for _ in seeds]
+        if self.paster is None:
+            return out, metas
+        pasted = []
+        for layout, seed, meta in zip(out.cpu().numpy(), seeds, metas):
+            layout, record = self.paster(layout, numpy_rng(seed, PASTE_TAG))
+            meta.update(record)
+            pasted.append(np.ascontiguousarray(layout))
+        return torch.from_numpy(np.stack(pasted).astype(np.int64)).to(out.device), metas
 
 
 class RealLayouts:
@@ -76,23 +127,22 @@ class RealLayouts:
         self.height, self.width = height, width
         self.ignore_index = ignore_index
         self.hflip = hflip
-        self.copy_paste = copy_paste
-        self.paste_classes = paste_classes
         self.cache_size = cache_size
         self._cache: OrderedDict[int, tuple[np.ndarray, str]] = OrderedDict()
-        self._pool = pool
-        self.paste = {"choice": paste_choice, "scale": tuple(paste_scale), "flip": paste_flip,
-                      "position": paste_position}
-        if copy_paste > 0:  # refuse bad settings now, not at the first sample
-            paste_objects(np.zeros((1, 1), np.int64), ObjectPool([], np.zeros(1)), np.random.default_rng(0),
-                          num_objects=0, **self.paste)
+        self.paster = None
+        if copy_paste > 0:
+            self.paster = ObjectPaster(copy_paste, pool or self.training_pool, classes=paste_classes,
+                                       choice=paste_choice, scale=paste_scale, flip=paste_flip,
+                                       position=paste_position)
+
+    def training_pool(self) -> ObjectPool:
+        """The objects of every layout of the split (at the production size)."""
+        return ObjectPool.from_layouts([self.layout_at(i) for i in range(len(self.dataset))],
+                                       ignore_index=self.ignore_index)
 
     @property
     def pool(self) -> ObjectPool:
-        if self._pool is None:
-            self._pool = ObjectPool.from_layouts([self.layout_at(i) for i in range(len(self.dataset))],
-                                                 ignore_index=self.ignore_index)
-        return self._pool
+        return self.paster.pool if self.paster is not None else self.training_pool()
 
     def layout_at(self, index: int) -> tuple[np.ndarray, str]:
         """The layout of sample `index` at the production size, and its id."""
@@ -116,11 +166,9 @@ class RealLayouts:
         if self.hflip and rng.random() < 0.5:
             layout = layout[:, ::-1]
             meta["hflip"] = True
-        if self.copy_paste > 0:
-            layout, pasted = paste_objects(layout, self.pool, rng, num_objects=int(rng.integers(1, self.copy_paste + 1)),
-                                           classes=self.paste_classes, **self.paste)
-            if pasted:
-                meta.update(pasted_objects=len(pasted), pasted=pasted)
+        if self.paster is not None:
+            layout, record = self.paster(layout, rng)
+            meta.update(record)
         return np.ascontiguousarray(layout), meta
 
     def layouts(self, seeds: list[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
@@ -169,30 +217,33 @@ def build_layout_source(
     hflip: bool = True,
     copy_paste: int = 0,
     paste_classes: Sequence[int] | None = None,
-    **paste: Any,
+    pool: ObjectPool | None = None,
+    paste_choice: str = "inverse_frequency",
+    paste_scale: Sequence[float] = (0.8, 1.25),
+    paste_flip: bool = True,
+    paste_position: str = "uniform",
 ) -> LayoutSource:
-    """The source named by `produce.layouts` (generated | real | mixed); `paste`: `pool`,
-    `paste_choice`, `paste_scale`, `paste_flip`, `paste_position` of `RealLayouts`."""
+    """The source named by `produce.layouts` (generated | real | mixed). `copy_paste` > 0 pastes
+    objects of `pool` (default: the objects of `dataset`'s layouts, which generated layouts then
+    need too) into every layout, generated or real."""
     kinds = ("generated", "real", "mixed")
     if kind not in kinds:
         raise ValueError(f"unknown produce.layouts '{kind}'. Valid: {', '.join(kinds)}")
-    generated = GeneratedLayouts(pipeline) if kind in ("generated", "mixed") else None
+    needs_dataset = kind != "generated" or (copy_paste > 0 and pool is None)
+    if needs_dataset and dataset is None:
+        why = "" if kind != "generated" else " (copy-paste takes its objects from the training layouts)"
+        raise ValueError(f"produce.layouts={kind} needs a real dataset split{why}")
     real = None
-    if kind in ("real", "mixed"):
-        if dataset is None:
-            raise ValueError(f"produce.layouts={kind} needs a real dataset split")
-        real = RealLayouts(
-            dataset,
-            height=height,
-            width=width,
-            ignore_index=ignore_index,
-            hflip=hflip,
-            copy_paste=copy_paste,
-            paste_classes=paste_classes,
-            **paste,
-        )
-    if kind == "generated":
-        return generated
+    if needs_dataset:
+        real = RealLayouts(dataset, height=height, width=width, ignore_index=ignore_index, hflip=hflip,
+                           copy_paste=copy_paste, paste_classes=paste_classes, pool=pool, paste_choice=paste_choice,
+                           paste_scale=paste_scale, paste_flip=paste_flip, paste_position=paste_position)
     if kind == "real":
         return real
-    return MixedLayouts(generated, real, real_ratio)
+    paster = None
+    if copy_paste > 0:  # one pool for both halves of a mixed source
+        paster = real.paster if real is not None else ObjectPaster(
+            copy_paste, pool, classes=paste_classes, choice=paste_choice, scale=paste_scale, flip=paste_flip,
+            position=paste_position)
+    generated = GeneratedLayouts(pipeline, paster)
+    return generated if kind == "generated" else MixedLayouts(generated, real, real_ratio)

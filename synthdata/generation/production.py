@@ -258,7 +258,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
         source = build_layout_source(
             cfg.layouts,
             pipeline=pipeline,
-            dataset=make_reader(recipe.data, recipe.data.train_split) if cfg.layouts != "generated" else None,
+            dataset=make_reader(recipe.data, recipe.data.train_split) if cfg.layouts != "generated" or cfg.copy_paste > 0 else None,
             height=pipeline.height, width=pipeline.width, ignore_index=classes.ignore_index,
             real_ratio=cfg.real_ratio, hflip=cfg.real_hflip, copy_paste=cfg.copy_paste,
             paste_classes=paste_classes, paste_choice=cfg.copy_paste_choice, paste_scale=cfg.copy_paste_scale,

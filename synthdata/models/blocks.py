@@ -1,7 +1,7 @@
 """Building blocks shared by the generators and discriminators.
 
 The base-grid rule (`base_grid`) decides how every generator reaches a (possibly non-square)
-resolution: start from a small grid of at least 4 pixels on the short side and double k times.
+resolution: start from a small grid of 4 to 15 pixels on the short side and double k times.
 """
 
 from __future__ import annotations
@@ -13,27 +13,38 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-MIN_BASE = 4  # the short side of the starting grid lies in [MIN_BASE, 2 * MIN_BASE)
+MIN_BASE = 4  # the short side of the starting grid lies in [MIN_BASE, 2 * MIN_BASE), or in
+# [2 * MIN_BASE, 4 * MIN_BASE) when the sides do not allow one more doubling (144x192: 9x12 base, k=4)
 
 
 def base_grid(height: int, width: int) -> tuple[int, int, int]:
     """`(base_h, base_w, k)` with `height = base_h * 2**k`, `width = base_w * 2**k`.
 
     k is fixed by the short side (its base lies in [4, 8)), so 32x64 -> (4, 8, 3),
-    64x128 -> (4, 8, 4), 48x64 -> (6, 8, 3). A size that is not a multiple of 2**k on both
-    sides (e.g. 180x240) raises ValueError naming the nearest reachable sizes.
+    64x128 -> (4, 8, 4), 48x64 -> (6, 8, 3); when the sides are not multiples of that 2**k, one
+    doubling fewer (a base in [8, 16)): 144x192 -> (9, 12, 4). A size that neither allows (e.g.
+    180x240) raises ValueError naming the nearest reachable sizes.
     """
     if height < MIN_BASE or width < MIN_BASE:
         raise ValueError(f"resolution {height}x{width} is too small: both sides must be >= {MIN_BASE}")
+    k = _doublings(height, width)
+    if k is not None:
+        return height // 2**k, width // 2**k, k
     k = int(math.floor(math.log2(min(height, width) / MIN_BASE)))
-    step = 2**k
-    if height % step == 0 and width % step == 0:
-        return height // step, width // step, k
     raise ValueError(
         f"resolution {height}x{width} cannot be reached by doubling a small base grid: both "
-        f"sides must be multiples of {step} (short side {min(height, width)} -> {k} doublings). "
-        f"Nearest valid sizes: {', '.join(nearest_valid_sizes(height, width))}"
+        f"sides must be multiples of {2 ** max(k - 1, 0)} (short side {min(height, width)} -> {k} or {k - 1} "
+        f"doublings). Nearest valid sizes: {', '.join(nearest_valid_sizes(height, width))}"
     )
+
+
+def _doublings(height: int, width: int) -> int | None:
+    """The k of `base_grid`, or None when the size is not reachable."""
+    most = int(math.floor(math.log2(min(height, width) / MIN_BASE)))
+    for k in (most, most - 1):
+        if k >= 0 and height % 2**k == 0 and width % 2**k == 0:
+            return k
+    return None
 
 
 def nearest_valid_sizes(height: int, width: int, count: int = 4) -> list[str]:
@@ -50,8 +61,7 @@ def nearest_valid_sizes(height: int, width: int, count: int = 4) -> list[str]:
 
 
 def _reachable(height: int, width: int) -> bool:
-    k = int(math.floor(math.log2(min(height, width) / MIN_BASE)))
-    return height % 2**k == 0 and width % 2**k == 0
+    return _doublings(height, width) is not None
 
 
 def maybe_spectral(module: nn.Module, enabled: bool) -> nn.Module:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +119,40 @@ def test_build_layout_source_names():
         build_layout_source("dreamed", height=H, width=W)
     with pytest.raises(ValueError, match="real dataset"):
         build_layout_source("real", height=H, width=W)
+
+
+def test_generated_layouts_get_pasted_objects_drawn_from_the_seed():
+    """The hybrid of issue 32: objects of the training layouts pasted into GAN layouts."""
+    source = build_layout_source("generated", pipeline=SeedLayouts(), dataset=DATASET, height=H, width=W,
+                                 copy_paste=3, paste_classes=[2, 3])
+    assert isinstance(source, GeneratedLayouts) and source.paster is not None
+    seeds = list(range(300, 316))
+    layouts, metas = source.layouts(seeds)
+    plain, _ = GeneratedLayouts(SeedLayouts()).layouts(seeds)
+    assert all(m["layout_source"] == "generated" and 1 <= m["pasted_objects"] <= 3 for m in metas)
+    assert all((layouts[i] != plain[i]).any() for i in range(len(seeds)) if seeds[i] % 4 in (0, 1))
+    for i, meta in enumerate(metas):
+        changed = layouts[i] != plain[i]
+        assert set(torch.unique(layouts[i][changed]).tolist()) <= {2, 3}  # only the named classes
+        assert {p["class_index"] for p in meta["pasted"]} <= {2, 3}
+    again, _ = source.layouts(seeds[3:5])  # seed-driven, batch-independent
+    assert torch.equal(again, layouts[3:5])
+    with pytest.raises(ValueError, match="training layouts"):  # no pool and no dataset to build one
+        build_layout_source("generated", pipeline=SeedLayouts(), height=H, width=W, copy_paste=2)
+
+
+def test_mixed_source_pastes_into_both_halves_from_one_pool():
+    source = build_layout_source("mixed", pipeline=SeedLayouts(), dataset=DATASET, height=H, width=W,
+                                 copy_paste=2)
+    assert source.generated.paster is source.real.paster
+    _, metas = source.layouts(list(range(64)))
+    for kind in ("generated", "real"):
+        assert any(m.get("pasted_objects", 0) > 0 for m in metas if m["layout_source"] == kind)
+
+
+def test_real_layouts_stream_unchanged_by_the_paster():
+    """Real layouts with copy-paste draw exactly what they drew before pasting moved into
+    `ObjectPaster` (existing productions stay byte-identical): checksum pinned at 0af18d8."""
+    layouts, metas = RealLayouts(DATASET, height=H, width=W, copy_paste=3).layouts(list(range(40)))
+    assert hashlib.sha256(layouts.numpy().tobytes()).hexdigest()[:16] == "31af63c5228df1be"
+    assert sum(m.get("pasted_objects", 0) for m in metas) == 79

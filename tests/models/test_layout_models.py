@@ -158,3 +158,11 @@ def test_ema_decay_warms_up_with_the_step():
     ema.update(gen, step=10_000)  # late in training the configured decay holds
     for name, p in ema.module.named_parameters():
         torch.testing.assert_close(p, start[name] + 0.9 + 0.1 * 0.001)
+
+
+def test_base_grid_allows_one_doubling_fewer():
+    """144x192 (CamVid at the studies' size) starts from a 9x12 grid; sizes the old rule reached keep their k."""
+    assert base_grid(144, 192) == (9, 12, 4)
+    assert base_grid(128, 192) == (4, 6, 5) and base_grid(192, 256) == (6, 8, 5)
+    gen = build_layout_generator(tiny(), num_classes=C, height=144, width=192)
+    assert gen(torch.randn(2, gen.z_dim)).shape == (2, C, 144, 192)
