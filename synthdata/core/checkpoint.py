@@ -10,7 +10,6 @@ crash never leaves a half-written checkpoint under its final name.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,6 @@ from synthdata.core.contract import CheckpointError, ClassInfo
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to `path` via a temporary file in the same folder + rename."""
     return write_atomic(path, lambda f: torch.save(obj, f))
-
-
-def replace_dir_atomic(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a completely written folder into place (replacing an older one of that name)."""
-    if final_dir.exists():
-        old = final_dir.with_name(final_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final_dir, old)
-        os.replace(tmp_dir, final_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, final_dir)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

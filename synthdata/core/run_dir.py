@@ -12,6 +12,9 @@ stages, segmenter, SegGAN refinement, translation):
   final checkpoint was written whole, and the backups doubled a finished run's size on disk.
 - `recipe.yaml`: the resolved recipe of the run.
 
+Every delete in a run dir goes through `remove_inside`: it stays inside the folder it is given and
+never follows a symbolic link (a link is removed as a link, never its target).
+
 The portable file is written before the state, and every start checks that `latest.pt` holds the
 step the state resumes from, rewriting it when not: a kill between the two writes can never leave
 a finished run whose `latest.pt` is older than its state.
@@ -36,6 +39,40 @@ from synthdata.core.recipe_loading import recipe_to_yaml
 
 PROGRESS_FILE = "progress.json"
 PICKLED_STATE = "custom_checkpoint_*.pkl"  # what Accelerate writes for register_for_checkpointing
+
+
+def remove_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Delete the file or folder `path` (nothing to do when absent), which must lie inside the
+    folder `root` (a run dir, or the folder a trainer or writer owns) with no symbolic link between
+    the two. A link at `path` itself is removed as a link, never its target, and `rmtree` removes
+    links inside a folder as links; a link on the way from `root`, or a path outside `root`, is
+    left alone with a warning. Returns whether something was deleted."""
+    root, path = Path(os.path.abspath(root)), Path(os.path.abspath(path))  # lexical: ".." resolved
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = ()
+    if not parts:
+        warnings.warn(f"not deleting {path}: not inside {root}", stacklevel=2)
+        return False
+    for depth in range(1, len(parts)):
+        on_the_way = root.joinpath(*parts[:depth])
+        if on_the_way.is_symlink():
+            warnings.warn(f"not deleting {path}: {on_the_way} is a symbolic link", stacklevel=2)
+            return False
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+        return True
+    if not path.exists():
+        return False
+    if not path.resolve().is_relative_to(root.resolve()):  # the walk above rules this out; checked anyway
+        warnings.warn(f"not deleting {path}: it resolves outside {root.resolve()}", stacklevel=2)
+        return False
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return True
 
 
 def checkpoint_chunks(start: int, total: int, every: int) -> Iterator[tuple[int, int]]:
@@ -132,8 +169,8 @@ class CheckpointFolder:
     def finish(self) -> None:
         """After the last step's `save`: delete the backups that only a kill during training needs."""
         if self.accelerator.is_main_process:
-            (self.folder / "previous.pt").unlink(missing_ok=True)
-            shutil.rmtree(self.folder / "state.previous", ignore_errors=True)
+            remove_inside(self.folder / "previous.pt", self.folder)
+            remove_inside(self.folder / "state.previous", self.folder)
         self.accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------------------------------
@@ -160,7 +197,7 @@ class CheckpointFolder:
     def _save_state(self, progress: dict[str, Any]) -> None:
         acc, final, tmp = self.accelerator, self.folder / "state", self.folder / "state.tmp"
         if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_inside(tmp, self.folder)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))  # same folder name on every process: save_state is collective
         acc.wait_for_everyone()
@@ -171,7 +208,7 @@ class CheckpointFolder:
             previous = self.folder / "state.previous"
             if final.exists():
                 # between these renames only state.previous exists, and resuming falls back to it
-                shutil.rmtree(previous, ignore_errors=True)
+                remove_inside(previous, self.folder)
                 os.replace(final, previous)
             os.replace(tmp, final)
         acc.wait_for_everyone()

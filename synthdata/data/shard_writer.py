@@ -16,6 +16,7 @@ from typing import Any
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ClassInfo, ShardError
+from synthdata.core.run_dir import remove_inside
 from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, _fingerprint, _json_default, check_compatible, encode_sample
 
 
@@ -149,7 +150,7 @@ class ShardWriter:
         with open(self.out_dir / ".manifest.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             for stale in self.out_dir.glob(".*.tar.*.tmp"):  # left by killed writers; all are done now
-                stale.unlink(missing_ok=True)
+                remove_inside(stale, self.out_dir)
             shards = []
             for sidecar in sorted(self.out_dir.glob(f"*.tar{SIDECAR_SUFFIX}")):
                 record = json.loads(sidecar.read_text())

@@ -13,7 +13,7 @@ import torch
 
 from synthdata.core.checkpoint import load_checkpoint
 from synthdata.core.contract import CheckpointError
-from synthdata.core.run_dir import CheckpointFolder
+from synthdata.core.run_dir import CheckpointFolder, remove_inside
 from synthdata.core.runtime import make_accelerator
 
 _spec = importlib.util.spec_from_file_location("training_tests", Path(__file__).parents[1] / "generation" / "test_training.py")
@@ -133,3 +133,35 @@ def test_exact_batches_passes_again_when_a_loader_rounds_down_and_refuses_an_emp
     assert list(exact_batches([1, 2, 3], 2)) == [1, 2]
     with pytest.raises(RuntimeError, match="no batch"):
         list(exact_batches([], 1))
+
+
+def _victim(tmp_path: Path) -> Path:
+    """A folder outside the run dir holding what the issue 34 rerun deleted."""
+    victim = tmp_path / "victim"
+    (victim / "state-keep").mkdir(parents=True)
+    (victim / "state-keep" / "photo.png").write_bytes(b"keep")
+    (victim / "previous.pt").write_bytes(b"keep")
+    return victim
+
+
+def test_remove_inside_never_follows_a_link_or_leaves_its_root(tmp_path):
+    victim, run = _victim(tmp_path), tmp_path / "run"
+    folder = run / "checkpoints" / "segmenter"
+    (folder / "state").mkdir(parents=True)
+    (folder / "state" / "x.safetensors").write_bytes(b"x")
+    (folder / "state" / "photos").symlink_to(victim)  # a link inside a deleted folder: removed as a link
+    (run / "checkpoints" / "photos").symlink_to(victim)
+    (folder / "state.previous").symlink_to(victim / "state-keep")  # the path itself a link: removed as one
+    with pytest.warns(UserWarning, match="is a symbolic link"):
+        assert not remove_inside(run / "checkpoints" / "photos" / "state-keep", run)  # a link on the way
+    with pytest.warns(UserWarning, match="not inside"):
+        assert not remove_inside(victim / "previous.pt", run)
+    with pytest.warns(UserWarning, match="not inside"):
+        assert not remove_inside(run / ".." / "victim", run)
+    assert remove_inside(folder / "state", run) and not (folder / "state").exists()
+    assert remove_inside(folder / "state.previous", folder) and not (folder / "state.previous").is_symlink()
+    assert not remove_inside(folder / "absent", run)
+    assert (victim / "state-keep" / "photo.png").read_bytes() == b"keep"
+    assert (victim / "previous.pt").read_bytes() == b"keep"
+    assert (run / "checkpoints" / "photos").is_symlink()
+

@@ -15,7 +15,14 @@ from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.folder_lock import folder_lock
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.result_keys import result_tree
-from synthdata.experiments.cells import _fingerprints, cell_fingerprint, cell_id, digest, matches_fingerprint
+from synthdata.experiments.cells import (
+    _fingerprints,
+    cell_fingerprint,
+    cell_id,
+    digest,
+    drop_training_states,
+    matches_fingerprint,
+)
 from synthdata.experiments.study import make_plan, run_study
 from synthdata.study import main as study_main
 
@@ -362,3 +369,25 @@ def test_a_second_study_in_a_run_dir_is_refused_while_one_runs_there(tmp_path, c
         holder.wait()
     with folder_lock(run_dir / "study", "a study"):  # the kernel dropped the killed holder's lock: none is stale
         pass
+
+
+def test_finished_cell_cleanup_keeps_what_a_link_in_the_cell_points_to(tmp_path):
+    """Issue 34: `ln -s $PWD/victim RUN/cells/real-only/seed-0/checkpoints/photos`; a rerun of the
+    finished study deleted victim/state-keep/ and victim/previous.pt."""
+    victim, cell = tmp_path / "victim", tmp_path / "run" / "cells" / "real-only" / "seed-0"
+    (victim / "state-keep").mkdir(parents=True)
+    (victim / "state-keep" / "photo.png").write_bytes(b"keep")
+    (victim / "previous.pt").write_bytes(b"keep")
+    segmenter = cell / "checkpoints" / "segmenter"
+    for name in ("state", "state.previous"):
+        (segmenter / name).mkdir(parents=True)
+        (segmenter / name / "model.safetensors").write_bytes(b"w")
+    (segmenter / "latest.pt").write_bytes(b"w")
+    (segmenter / "previous.pt").write_bytes(b"w")
+    (cell / "checkpoints" / "photos").symlink_to(victim)
+    (segmenter / "state.old").symlink_to(victim / "state-keep")
+    drop_training_states(cell)
+    assert (victim / "state-keep" / "photo.png").read_bytes() == b"keep"
+    assert (victim / "previous.pt").read_bytes() == b"keep"
+    assert (cell / "checkpoints" / "photos").is_symlink()
+    assert sorted(p.name for p in segmenter.iterdir()) == ["latest.pt"]  # the states went, a link as a link
