@@ -4,7 +4,8 @@ Real data (the recipe's reader, or `seg.real` shards) and synthetic shards (`seg
 streamed and mixed by `seg.synthetic_ratio` under `seg.synthetic_schedule` (constant | decay |
 pretrain, see `synthetic_per_step`; after pretraining neither the optimiser nor the LR schedule
 restarts); validation mIoU every `seg.val_every` steps;
-resumable checkpoints under RUN_DIR/checkpoints/segmenter; the run ends with RUN_DIR/report.
+resumable checkpoints under RUN_DIR/checkpoints/segmenter (a resumed run trains on the batches of
+an uninterrupted one: `SegmentationRun.batches`); the run ends with RUN_DIR/report.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import dataclasses
 import math
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -285,24 +287,32 @@ class SegmentationRun:
         `synthetic_per_step(seg)[s]` synthetic samples and the rest real, drawn from one endless
         loader per source. The optimiser and the LR schedule run once over all seg.steps: after
         pretraining neither restarts (the real-only phase continues the same poly/cosine decay).
+
+        A run has one data stream, seeded at step 0; a resumed run draws and drops the batches of
+        the steps it has already trained (data only, no model work), so it trains on exactly the
+        batches of an uninterrupted run and ends with its weights (issue 34: a stream seeded at the
+        resume step trained another model).
         """
-        seg, seed = self.seg, derive_seed(self.recipe.seed, step)
+        seg, seed = self.seg, derive_seed(self.recipe.seed, 0)
         if seg.synthetic_schedule == "constant" or len(self.sources) == 1:
-            yield from make_loader(self.sources, batch_size=seg.batch_size, augment=True, shuffle=True,
-                                   epoch_length=(seg.steps - step) * seg.batch_size, num_workers=seg.num_workers,
-                                   seed=seed, crop=self.crop)
+            loader = make_loader(self.sources, batch_size=seg.batch_size, augment=True, shuffle=True,
+                                 epoch_length=seg.steps * seg.batch_size, num_workers=seg.num_workers,
+                                 seed=seed, crop=self.crop)
+            yield from islice(loader, step, None)
             return
-        counts = synthetic_per_step(seg)[step:]
+        per_step = synthetic_per_step(seg)
         real_src, synth_src = self.sources
-        needed = {"real": seg.batch_size * len(counts) - sum(counts), "synthetic": sum(counts)}
+        needed = {"real": seg.batch_size * seg.steps - sum(per_step), "synthetic": sum(per_step)}
+        done = {"synthetic": sum(per_step[:step])}
+        done["real"] = seg.batch_size * step - done["synthetic"]
         streams = {}
         for k, src in enumerate((real_src, synth_src)):
             if needed[src.name]:
-                streams[src.name] = iter(make_loader(
+                streams[src.name] = islice(make_loader(
                     dataclasses.replace(src, weight=1.0), batch_size=1, augment=True, shuffle=True,
                     epoch_length=needed[src.name], num_workers=seg.num_workers, seed=derive_seed(seed, k),
-                    crop=self.crop))
-        for n in counts:
+                    crop=self.crop), done[src.name], None)
+        for n in per_step[step:]:
             parts = [next(streams["synthetic"]) for _ in range(n)]
             parts += [next(streams["real"]) for _ in range(seg.batch_size - n)]
             yield merge_batches(parts)

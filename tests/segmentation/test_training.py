@@ -6,6 +6,11 @@ Everything runs on the tiny toy world (32x64) with a 3-stage resnet18 Unet.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -243,6 +248,38 @@ def test_same_seed_same_segmenter_in_one_process(tmp_path, tiny_toy_overrides):
     first, again, other = weights("a", 0), weights("b", 0), weights("c", 1)
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     assert not all(torch.equal(x, y) for x, y in zip(first, other))
+
+
+@pytest.mark.parametrize("mix", ["real only", "decay"])
+def test_a_killed_segment_resumes_to_the_uninterrupted_model(tmp_path, tiny_toy_overrides, synthetic_shards, mix):
+    """Issue 34: a `segment` killed after a checkpoint and resumed trains the same model as one that
+    ran straight through (the resumed stream was seeded with the resume step: other batches)."""
+    args = ["recipe=toy", *tiny_toy_overrides, *TINY_SEG, "seg.steps=60", "seg.checkpoint_every=5",
+            "seg.val_every=20", "seg.mixed_precision='no'"]
+    if mix == "decay":  # composed batches from one stream per source
+        args += [f"seg.synthetic={synthetic_shards[0]}", "seg.synthetic_ratio=0.5", "seg.synthetic_schedule=decay"]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    progress = killed / "checkpoints" / "segmenter" / "state" / "progress.json"
+    proc = subprocess.Popen([sys.executable, "-m", "synthdata.segment", *args, f"run_dir={killed}"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not progress.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "report").exists()  # killed during training
+    assert segment_main(args + [f"run_dir={killed}"]) == 0
+    assert segment_main(args + [f"run_dir={straight}"]) == 0
+    resumed, whole = (json.loads((run / "report" / "report.json").read_text()) for run in (killed, straight))
+    assert resumed["info"]["resumed_from_step"] > 0 and whole["info"]["resumed_from_step"] == 0
+    assert resumed["info"]["final_loss"] == whole["info"]["final_loss"]
+    assert resumed["metrics"]["miou"] == whole["metrics"]["miou"]
+    assert resumed["metrics"]["per_class_iou"] == whole["metrics"]["per_class_iou"]
+    assert resumed["info"]["history"] == whole["info"]["history"]
+    assert resumed["info"]["source_counts"] == whole["info"]["source_counts"]
+    a, b = (load_segmenter(run / "checkpoints" / "segmenter" / "latest.pt")[0].state_dict() for run in (killed, straight))
+    assert all(torch.equal(a[k], b[k]) for k in b)
 
 
 def test_mixing_ratio_and_loss_filter(tmp_path, tiny_toy_overrides, synthetic_shards):
