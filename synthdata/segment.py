@@ -1,6 +1,7 @@
 """`accelerate launch synthdata/segment.py recipe=R run_dir=DIR [seg.*=...]`: train a segmenter on
 real data, optionally mixed with synthetic shards (also `python -m synthdata.segment`,
-`synthdata segment`). Resumable; ends with RUN_DIR/report. The training loop is
+`synthdata segment`). Resumable; ends with RUN_DIR/report. One segment at a time in a run dir
+(RUN_DIR/.lock): a second one stops with one line naming the holder. The training loop is
 `synthdata.segmentation.training`.
 """
 
@@ -14,10 +15,12 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
 import sys
+from contextlib import nullcontext
 from dataclasses import MISSING
 from pathlib import Path
 
 from synthdata.core.entry import run_main
+from synthdata.core.folder_lock import folder_lock
 from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.runtime import make_accelerator
 from synthdata.metrics.evaluation import format_image_iou
@@ -28,15 +31,18 @@ def _main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, {"run_dir": MISSING})
     run_dir = Path(str(args["run_dir"]))
     accelerator = make_accelerator(mixed_precision=recipe.seg.mixed_precision)
-    result = train(recipe, run_dir, accelerator)
-    if accelerator.is_main_process:
-        report = write_segment_report(recipe, run_dir, result, accelerator)
-        m = result["metrics"]
-        rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
-        print(f"segment: {result['steps']} steps ({rate:.2f} step/s, {result['seconds']:.0f} s), val mIoU "
-              f"{100 * m['miou']:.1f}% on {m['num_images']} images, mean image IoU per class "
-              f"{format_image_iou(m['image_iou'])} -> {report.with_suffix('.md')}")
-    accelerator.wait_for_everyone()
+    # two runs in one run dir would write the same checkpoints (one died reading a state the other
+    # was replacing); the main process holds the lock for the launch
+    with folder_lock(run_dir, "another synthdata segment") if accelerator.is_main_process else nullcontext():
+        result = train(recipe, run_dir, accelerator)
+        if accelerator.is_main_process:
+            report = write_segment_report(recipe, run_dir, result, accelerator)
+            m = result["metrics"]
+            rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
+            print(f"segment: {result['steps']} steps ({rate:.2f} step/s, {result['seconds']:.0f} s), val mIoU "
+                  f"{100 * m['miou']:.1f}% on {m['num_images']} images, mean image IoU per class "
+                  f"{format_image_iou(m['image_iou'])} -> {report.with_suffix('.md')}")
+        accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0
 
