@@ -159,7 +159,9 @@ class ProduceConfig:
     balance_calibration: int = 256  # layouts drawn to measure the source's class distribution
     real_hflip: bool = True  # real layouts: mirror half of them
     copy_paste: int = 0  # paste up to this many objects of the training layouts into each layout, real or generated
-    copy_paste_classes: list[str] | None = None  # classes whose objects may be pasted (None: any)
+    # classes whose objects may be pasted (None: any; auto: the object classes by the segment bank's
+    # region rule, e.g. CamVid's Pole, SignSymbol, Fence, Car, Pedestrian, Bicyclist)
+    copy_paste_classes: list[str] | Literal["auto"] | None = None
     copy_paste_choice: Literal["inverse_frequency", "uniform"] = "inverse_frequency"  # inverse_frequency: of class pixels; uniform: any object
     copy_paste_scale: list[float] = field(default_factory=lambda: [0.8, 1.25])  # [0.1, 2.0]: large jitter
     copy_paste_flip: bool = True  # mirror half of the pasted objects

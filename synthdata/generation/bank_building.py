@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -54,6 +54,47 @@ def shape_thumbnail(mask: np.ndarray, grid: int) -> np.ndarray:
     return np.rint(np.clip(thumb, 0, 1) * 255).astype(np.uint8)
 
 
+def region_rule(fraction: float = DEFAULT_REGION_FRACTION, border: float = DEFAULT_REGION_BORDER) -> str:
+    return f"median frame share >= {fraction} and share of pixels in border-touching components >= {border}"
+
+
+class RegionStats:
+    """What the region rule reads (see `synthdata.generation.segment_bank`), per class: its share of
+    the frame in each image where it occurs, and its pixels in components that touch the border."""
+
+    def __init__(self, num_classes: int):
+        self.coverage: list[list[float]] = [[] for _ in range(num_classes)]
+        self.border_px, self.total_px = np.zeros(num_classes), np.zeros(num_classes)
+
+    def add(self, cls: int, stats: np.ndarray, height: int, width: int) -> None:
+        """Class `cls` of one image: `stats` of `components` (row 0 is the background)."""
+        self.coverage[cls].append(float(stats[1:, cv2.CC_STAT_AREA].sum()) / (height * width))
+        for x, y, w, h, area in stats[1:, :5].tolist():
+            self.border_px[cls] += area * (x == 0 or y == 0 or x + w == width or y + h == height)
+            self.total_px[cls] += area
+
+    def regions(self, fraction: float = DEFAULT_REGION_FRACTION, border: float = DEFAULT_REGION_BORDER) -> np.ndarray:
+        """(num_classes,) bool: the region classes by the rule."""
+        share = np.divide(self.border_px, self.total_px, out=np.zeros(len(self.total_px)), where=self.total_px > 0)
+        median_cov = np.array([np.median(v) if v else 0.0 for v in self.coverage])
+        return (median_cov >= fraction) & (share >= border)
+
+
+def thing_classes(layouts: Iterable[np.ndarray], num_classes: int, *, ignore_index: int = 255,
+                  fraction: float = DEFAULT_REGION_FRACTION, border: float = DEFAULT_REGION_BORDER) -> list[int]:
+    """The classes of `layouts` that the region rule does not call regions: the objects
+    (`produce.copy_paste_classes: auto`), in class order. Same rule and numbers as the bank's."""
+    region_stats = RegionStats(num_classes)
+    present = np.zeros(num_classes, bool)
+    for layout in layouts:
+        height, width = layout.shape
+        for c in np.unique(layout).tolist():
+            if c != ignore_index and 0 <= c < num_classes:
+                present[c] = True
+                region_stats.add(c, components(layout, c)[2], height, width)
+    return np.flatnonzero(present & ~region_stats.regions(fraction, border)).tolist()
+
+
 def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int = DEFAULT_MIN_PIXELS,
                region_classes: Sequence[str | int] | None = None, region_fraction: float = DEFAULT_REGION_FRACTION,
                region_border: float = DEFAULT_REGION_BORDER, grid: int = DEFAULT_GRID,
@@ -71,9 +112,7 @@ def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int
     per_sample: dict[str, dict[str, Any]] = {}
     resolution: tuple[int, int] | None = None
     all_depth = True
-    # Per class, for the region rule: share of the frame per image, pixels touching the border.
-    coverage: list[list[float]] = [[] for _ in range(num_classes)]
-    border_px, total_px = np.zeros(num_classes), np.zeros(num_classes)
+    region_stats = RegionStats(num_classes)
     for i in tqdm(range(len(reader)), desc="segment bank", disable=not progress, leave=False, mininterval=1.0):
         sample = reader[i]
         meta = sample.get("meta", {})
@@ -99,12 +138,9 @@ def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int
         segs = []
         for c in present:
             labels, order, stats, centroids = components(layout, c)
-            coverage[c].append(float(stats[1:, cv2.CC_STAT_AREA].sum()) / (height * width))
+            region_stats.add(c, stats, height, width)
             for index, j in enumerate(order):
                 x, y, w, h, area = (int(v) for v in stats[j])
-                touches = x == 0 or y == 0 or x + w == width or y + h == height
-                border_px[c] += area * touches
-                total_px[c] += area
                 box_mask = labels[y:y + h, x:x + w] == j
                 segs.append({
                     "cls": c, "component": index, "box": (y, x, y + h, x + w), "area": area,
@@ -128,11 +164,8 @@ def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int
                 region[int(r)] = True
         rule = "listed"
     else:
-        share = np.divide(border_px, total_px, out=np.zeros(num_classes), where=total_px > 0)
-        median_cov = np.array([np.median(v) if v else 0.0 for v in coverage])
-        region = (median_cov >= region_fraction) & (share >= region_border)
-        rule = (f"median frame share >= {region_fraction} and share of pixels in border-touching "
-                f"components >= {region_border}")
+        region = region_stats.regions(region_fraction, region_border)
+        rule = region_rule(region_fraction, region_border)
     # Order: source id, class, component; then the minimum-size filter.
     source_ids = sorted(per_sample)
     rows = []

@@ -18,12 +18,14 @@ from tqdm.auto import tqdm
 
 from synthdata.core.checkpoint import check_classes
 from synthdata.core.contract import CheckpointError, ConfigError
+from synthdata.core.imageops import resize_labels
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.run_dir import save_resolved_recipe
 from synthdata.core.runtime import make_accelerator
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers.base import declared_classes, make_reader
 from synthdata.data.shard_writer import ShardWriter
+from synthdata.generation.bank_building import region_rule, thing_classes
 from synthdata.generation.copy_paste import ObjectPool
 from synthdata.generation.layout_check import check_layouts
 from synthdata.generation.layout_sources import LayoutSource, build_layout_source
@@ -223,6 +225,38 @@ def produce_shards(
     return stats
 
 
+def resolve_paste_classes(recipe: "Recipe", classes: Any, pipeline: Any, reader: Any, *, log=None) -> list[int] | None:
+    """`produce.copy_paste_classes` as class indices (None: any class with objects). `auto`: the
+    object classes by the segment bank's region rule (`bank_building.thing_classes`), from the
+    bank with composite texturing, else from the training layouts at the production size; `log`
+    gets one line naming them."""
+    cfg = recipe.produce
+    if cfg.copy_paste_classes is None:
+        return None
+    if cfg.copy_paste_classes != "auto":
+        unknown = [c for c in cfg.copy_paste_classes if c not in classes.names]
+        if unknown:
+            raise ConfigError(f"produce.copy_paste_classes: unknown {unknown}; classes: {list(classes.names)}")
+        return [classes.names.index(c) for c in cfg.copy_paste_classes]
+    if cfg.copy_paste <= 0:
+        return None
+    if is_composite(recipe):
+        found = sorted({int(c) for c in pipeline.bank.seg_class if not pipeline.bank.region[int(c)]})
+        where = "the segment bank"
+    else:
+        layouts = (resize_labels(np.asarray(reader[i]["layout"]), pipeline.height, pipeline.width)
+                   for i in range(len(reader)))
+        found = thing_classes(layouts, classes.num_classes, ignore_index=classes.ignore_index)
+        where = f"{len(reader)} training layouts"
+    if not found:
+        raise ConfigError(f"produce.copy_paste_classes=auto: no object classes in {where} (every class is a "
+                          f"region: {region_rule()}); name the classes to paste")
+    if log is not None:
+        log(f"produce: copy-paste classes (auto, {where}: not regions by {region_rule()}): "
+            + ", ".join(classes.names[c] for c in found))
+    return found
+
+
 def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overlap: bool = True,
         accelerator=None) -> int:
     """Produce `recipe.produce.num_samples` samples from the stages trained in `run_dir`.
@@ -248,17 +282,14 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
         pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
     classes = pipeline.classes
     check_classes({"classes": classes.to_dict()}, declared_classes(recipe.data), Path(run_dir) / "checkpoints")
-    paste_classes = None
-    if cfg.copy_paste_classes is not None:
-        unknown = [c for c in cfg.copy_paste_classes if c not in classes.names]
-        if unknown:
-            raise ConfigError(f"produce.copy_paste_classes: unknown {unknown}; classes: {list(classes.names)}")
-        paste_classes = [classes.names.index(c) for c in cfg.copy_paste_classes]
+    reader = make_reader(recipe.data, recipe.data.train_split) if cfg.layouts != "generated" or cfg.copy_paste > 0 else None
+    paste_classes = resolve_paste_classes(recipe, classes, pipeline, reader,
+                                          log=print if accelerator.is_main_process else None)
     try:
         source = build_layout_source(
             cfg.layouts,
             pipeline=pipeline,
-            dataset=make_reader(recipe.data, recipe.data.train_split) if cfg.layouts != "generated" or cfg.copy_paste > 0 else None,
+            dataset=reader,
             height=pipeline.height, width=pipeline.width, ignore_index=classes.ignore_index,
             real_ratio=cfg.real_ratio, hflip=cfg.real_hflip, copy_paste=cfg.copy_paste,
             paste_classes=paste_classes, paste_choice=cfg.copy_paste_choice, paste_scale=cfg.copy_paste_scale,

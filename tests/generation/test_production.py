@@ -417,3 +417,19 @@ def test_progress_bar_counts_every_process_share(tmp_path, capsys):
         produce_shards(make_generator(), w, [(0, 4), (2, 2)], progress=True, job=list(enumerate(sizes)))
     bar = capsys.readouterr().err
     assert "10/10" in bar and "/6" not in bar
+
+
+def test_copy_paste_classes_auto_picks_the_object_classes_and_pastes_into_generated_layouts(run_dir, tmp_path, capsys):
+    """`auto`: the classes the region rule does not call regions (here the boxes c and d, not the
+    halves a and b), the same shards as naming them; the pastes go into GAN layouts (the hybrid)."""
+    import webdataset as wds
+
+    auto, named = tmp_path / "auto", tmp_path / "named"
+    assert produce(run_dir, f"produce.out={auto}", "produce.copy_paste=2", "produce.copy_paste_classes=auto") == 0
+    assert "copy-paste classes (auto, 3 training layouts: not regions by median frame share" in capsys.readouterr().out
+    assert produce(run_dir, f"produce.out={named}", "produce.copy_paste=2", "produce.copy_paste_classes=[c, d]") == 0
+    assert shard_hashes(auto) == shard_hashes(named)
+    metas = [json.loads(s["json"]) for s in wds.WebDataset(str(auto / "synth-{000000..000002}.tar"), shardshuffle=False)]
+    assert all(m["layout_source"] == "generated" for m in metas)
+    pasted = [p for m in metas for p in m.get("pasted", [])]
+    assert pasted and {p["class_index"] for p in pasted} <= {2, 3}
