@@ -157,6 +157,7 @@ class LayoutSpec(StageSpec):
     loss: str  # one of LAYOUT_LOSSES
     gp_weight: float
     gumbel_tau: float
+    presence_weight: float
 
     def __post_init__(self) -> None:
         if self.loss not in LAYOUT_LOSSES:
@@ -196,7 +197,12 @@ class LayoutSpec(StageSpec):
         _, fake_in = self.critic_inputs(inp, inp.target, self.fake_for_critic(fake), augment)
         score = D_plain(fake_in).float()
         loss = losses.wgan_g_loss(score) if self.loss == "wgan-gp" else losses.nonsaturating_g_loss(score)
-        return loss, {"g": loss.detach()}
+        logs = {"g": loss.detach()}
+        if self.presence_weight > 0:
+            presence = losses.class_presence_loss(fake, inp.target)
+            loss = loss + self.presence_weight * presence
+            logs["presence"] = presence.detach()
+        return loss, logs
 
     def decode(self, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(1)
@@ -405,6 +411,8 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
                               f"Valid stages: {', '.join(STAGES)}")
     if record["stage"] == "image":  # records written before harmonisers existed
         record = {"composite_input": False, **record}
+    if record["stage"] == "layout":  # records written before the class-presence term existed
+        record = {"presence_weight": 0.0, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()
     for key in ("use_depth", "cond_channels", "out_channels"):

@@ -147,3 +147,19 @@ def test_every_shipped_recipe_builds_its_generators_at_its_own_size(name):
                                  max_depth=10.0 if recipe.data.has_depth else None)
         spec.build_generator()
         spec.build_discriminator()
+
+
+def test_layout_presence_term_adds_to_the_generator_loss_and_old_records_have_none():
+    plain, weighted = make("layout"), make("layout", "stages.layout.presence_weight=10")
+    torch.manual_seed(0)
+    G, D = plain.build_generator(), plain.build_discriminator()
+    inp = plain.inputs(batch(), plain.noise(2, torch.Generator().manual_seed(1), "cpu"))
+    fake = plain.generate(G, inp)
+    torch.manual_seed(2)  # the critic's Gumbel draw
+    base, logs = plain.g_loss(D, inp, fake, None)
+    torch.manual_seed(2)
+    total, logs_w = weighted.g_loss(D, inp, fake, None)
+    assert "presence" not in logs and logs_w["presence"] > 0
+    torch.testing.assert_close(total, base + 10 * logs_w["presence"])
+    record = {k: v for k, v in plain.to_dict().items() if k != "presence_weight"}  # a checkpoint from before
+    assert stages.spec_from_dict(record).presence_weight == 0.0

@@ -15,6 +15,7 @@ from synthdata.models import (
     straight_through_onehot,
 )
 from synthdata.models.losses import (
+    class_presence_loss,
     feature_matching_loss,
     gradient_penalty,
     hinge_d_loss,
@@ -132,3 +133,26 @@ def test_wgan_gp_layout_steps_change_weights_and_stay_finite():
         opt_g.step()
         assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
     assert _changed(g0, gen)
+
+
+def test_class_presence_loss_pulls_a_dropped_class_back():
+    """Real layouts hold classes 0, 1 and a 5x5 object of class 2; a generator that never draws
+    class 2 pays its presence rate (1.0) and gets a gradient that raises class 2's logits."""
+    real = torch.zeros(4, 3, 16, 16)
+    real[:, 0, :8], real[:, 1, 8:] = 1, 1
+    real[:, :, 2:7, 2:7] = 0
+    real[:, 2, 2:7, 2:7] = 1
+    dropped = torch.zeros(4, 3, 16, 16, requires_grad=True)
+    with torch.no_grad():
+        dropped[:, 0, :8] = 20
+        dropped[:, 1, 8:] = 20
+    loss = class_presence_loss(dropped, real)
+    assert loss.item() == pytest.approx(1.0, abs=1e-3)
+    loss.backward()
+    assert dropped.grad[:, 2].min() < 0  # raising class 2 lowers the loss
+    perfect = (real * 40 - 20).requires_grad_(True)
+    assert class_presence_loss(perfect, real).item() == pytest.approx(0.0, abs=1e-3)
+    # a class present in half the real layouts is matched by drawing it in half the generated ones
+    half = real.clone()
+    half[2:, 2], half[2:, 0, 2:7, 2:7] = 0, 1
+    assert class_presence_loss(perfect, half).item() == pytest.approx(0.5, abs=1e-3)
