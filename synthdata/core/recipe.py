@@ -57,6 +57,9 @@ class LayoutStageConfig:
     loss: Literal["wgan-gp", "nonsaturating"] = "wgan-gp"
     gp_weight: float = 10.0
     gumbel_tau: float = 1.0
+    # class-presence term (issue 32): weight of the L1 between the share of generated and of real
+    # layouts in which each class covers >= 16 pixels (soft: the mean of its 16 most likely pixels)
+    presence_weight: float = 0.0
     lr_g: float = 2.0e-4
     lr_d: float = 2.0e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
