@@ -1,7 +1,9 @@
 """`accelerate launch synthdata/produce.py recipe=R run_dir=DIR [produce.*=...]`: sample
 (layout, depth, image) triplets from trained stages into WebDataset shards under RUN_DIR/shards
 (also `python -m synthdata.produce`, `synthdata produce`). Resumable and identical for any
-process count; the production loop is `synthdata.generation.production`.
+process count; the production loop is `synthdata.generation.production`. Array jobs (a SLURM
+array, no process group): `job=I/N` writes array job I's shards, then one `finalize=true` run
+checks every shard and writes the manifest; the union is byte-identical to one run.
 """
 
 from __future__ import annotations
@@ -16,18 +18,24 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 import sys
 from pathlib import Path
 
+from synthdata.core.contract import ConfigError
 from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import default_run_dir, parse_command_line
 from synthdata.core.runtime import make_accelerator
-from synthdata.generation.production import RejectionError, run
+from synthdata.generation.production import RejectionError, parse_array_job, run
 
 
 def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None})
+    recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None, "job": None, "finalize": False})
     run_dir = Path(args["run_dir"]) if args["run_dir"] else default_run_dir(recipe)
+    array_job = parse_array_job(args["job"])
+    if args["finalize"] not in (True, False):
+        raise ConfigError(f"finalize must be true or false, got {args['finalize']!r}")
+    if args["finalize"] and array_job is not None:
+        raise ConfigError("finalize=true checks every array job's shards and writes the manifest: give it no job=")
     try:
-        return run(recipe, run_dir=run_dir, max_shards=args["max_shards"],
-                   accelerator=make_accelerator(mixed_precision=recipe.produce.mixed_precision))
+        return run(recipe, run_dir=run_dir, max_shards=args["max_shards"], array_job=array_job,
+                   finalize=args["finalize"], accelerator=make_accelerator(mixed_precision=recipe.produce.mixed_precision))
     except RejectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from typing import Any
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.run_dir import remove_inside
-from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, _fingerprint, _json_default, check_compatible, encode_sample
+from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, _json_default, check_compatible, encode_sample, shard_fingerprint
 
 
 class ShardWriter:
@@ -121,7 +121,7 @@ class ShardWriter:
         size = tmp.stat().st_size
         os.replace(tmp, final)  # the shard exists whole or not at all
         sidecar = {"name": name, "samples": len(encoded), "sha256": digest.hexdigest(), "bytes": size,
-                   "fingerprint": _fingerprint(self.classes, self.recipe_name)}
+                   "fingerprint": shard_fingerprint(self.classes, self.recipe_name)}
         write_json_atomic(final.with_name(name + SIDECAR_SUFFIX), sidecar, sort_keys=True, default=_json_default)
         self.samples_written += len(encoded)
 

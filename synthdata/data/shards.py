@@ -352,18 +352,18 @@ def verify_manifest(directory: str | os.PathLike) -> list[str]:
     return problems
 
 
-def _fingerprint(classes: ClassInfo, recipe_name: str | None) -> dict[str, Any]:
+def shard_fingerprint(classes: ClassInfo, recipe_name: str | None) -> dict[str, Any]:
     return {"classes": list(classes.names), "ignore_index": int(classes.ignore_index), "recipe_name": recipe_name}
 
 
 def check_compatible(directory: Path, classes: ClassInfo, recipe_name: str | None) -> None:
     """Refuse to write into a folder whose manifest or shards were made for other classes or
     another recipe: mixing them would silently corrupt training data."""
-    mine = _fingerprint(classes, recipe_name)
+    mine = shard_fingerprint(classes, recipe_name)
     records = []
     if (directory / MANIFEST).is_file():
         manifest = read_manifest(directory)
-        records.append((directory / MANIFEST, _fingerprint(manifest_classes(manifest), manifest.get("recipe_name"))))
+        records.append((directory / MANIFEST, shard_fingerprint(manifest_classes(manifest), manifest.get("recipe_name"))))
     for sidecar in sorted(directory.glob(f"*.tar{SIDECAR_SUFFIX}"))[:1]:
         records.append((sidecar, json.loads(sidecar.read_text()).get("fingerprint")))
     for path, theirs in records:

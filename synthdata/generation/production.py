@@ -34,6 +34,7 @@ from synthdata.generation.sampler import load_pipeline
 from synthdata.generation.shard_plan import (
     check_complete_sizes,
     check_no_extra_shards,
+    check_planned_shards,
     check_production_settings,
     check_same_production,
     shard_sizes,
@@ -257,16 +258,41 @@ def resolve_paste_classes(recipe: "Recipe", classes: Any, pipeline: Any, reader:
     return found
 
 
+def parse_array_job(value: Any) -> tuple[int, int] | None:
+    """`job=I/N` of the command line -> (I, N), 0 <= I < N; None stays None."""
+    if value is None:
+        return None
+    parts = str(value).split("/")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        index, count = int(parts[0]), int(parts[1])
+        if 0 <= index < count:
+            return index, count
+    raise ConfigError(f"job must be I/N with 0 <= I < N (array job I of N, e.g. job=0/4), got {value!r}")
+
+
+def array_job_shards(sizes: list[int], array_job: tuple[int, int] | None, rank: int, world: int) -> list[tuple[int, int]]:
+    """This process's `(shard, size)` pairs: array job I of N takes the shards `s % N == I`, and
+    its processes split those round-robin (no job: shard s goes to process `s % world`)."""
+    index, count = array_job or (0, 1)
+    job_shards = [(s, n) for s, n in enumerate(sizes) if s % count == index]
+    return [pair for k, pair in enumerate(job_shards) if k % world == rank]
+
+
 def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overlap: bool = True,
-        accelerator=None) -> int:
+        accelerator=None, array_job: tuple[int, int] | None = None, finalize: bool = False) -> int:
     """Produce `recipe.produce.num_samples` samples from the stages trained in `run_dir`.
 
     `max_shards` bounds the shards this process writes in this call (chunked jobs; the manifest
-    is finalized only once every shard exists). `accelerator`: the command's (default: one made
-    from `produce.mixed_precision`)."""
+    is finalized only once every shard exists). `array_job=(I, N)`: write only array job I's
+    shards (`array_job_shards`) and never the manifest, so N independent jobs (a SLURM array)
+    need no shared process group; `finalize` then writes nothing new: it checks that every
+    planned shard is there, whole and of this production (`check_planned_shards`), and writes the
+    manifest. `accelerator`: the command's (default: one made from `produce.mixed_precision`)."""
     cfg = recipe.produce
     check_production_settings(recipe)  # before anything is loaded or written
     accelerator = accelerator or make_accelerator(mixed_precision=cfg.mixed_precision)
+    if finalize and accelerator.num_processes > 1:
+        raise ConfigError("finalize=true writes no samples: run it as one process, not under a multi-process launch")
     # the pipeline autocasts to bf16, the one reduced precision it offers
     autocast = accelerator.mixed_precision in ("bf16", "fp16")
     if is_composite(recipe):  # image stage: real pixels from RUN_DIR/bank (built here when missing)
@@ -324,7 +350,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     )
     sizes = shard_sizes(cfg.num_samples, cfg.shard_size)
     rank, world = accelerator.process_index, accelerator.num_processes
-    mine = [(s, n) for s, n in enumerate(sizes) if s % world == rank]
+    mine = [] if finalize else array_job_shards(sizes, array_job, rank, world)
     if max_shards is not None:
         mine = [(s, n) for s, n in mine if not writer.is_complete(s)][: int(max_shards)]
     start = time.perf_counter()
@@ -336,9 +362,11 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     everyone = gather_object([stats])
     if accelerator.is_main_process:
         seconds = time.perf_counter() - start
+        if finalize:
+            check_planned_shards(writer, sizes)
         complete = all(writer.is_complete(s) for s in range(len(sizes)))
         check = None
-        if complete:
+        if complete and (array_job is None or finalize):
             writer.finalize_manifest(list(range(len(sizes))))
             save_resolved_recipe(out_dir, recipe)
             check = check_layouts(recipe, out_dir, classes)
@@ -352,9 +380,16 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
             f"({total['skipped_shards']} already complete) to {out_dir} in {seconds:.1f} s "
             f"({total['samples'] / max(seconds, 1e-9):.1f} samples/s, {world} processes); "
             f"layouts drawn {total['attempts']}, rejected {rejected or 0}; "
-            + ("manifest written" if complete else f"{sum(not writer.is_complete(s) for s in range(len(sizes)))} shards left, run again to finish")
+            + _ending(complete, array_job, finalize, sum(not writer.is_complete(s) for s in range(len(sizes))))
         )
         for warning in (check or {}).get("warnings", []):
             print(f"produce: warning: layouts unlike the real ones (a collapsed layout generator?): {warning}")
     accelerator.wait_for_everyone()
     return 0
+
+
+def _ending(complete: bool, array_job: tuple[int, int] | None, finalize: bool, left: int) -> str:
+    if array_job is not None and not finalize:
+        return (f"array job {array_job[0]}/{array_job[1]} done; {left} shards of the plan not on disk yet; once "
+                "every job has finished, the same command with finalize=true (and no job=) writes the manifest")
+    return "manifest written" if complete else f"{left} shards left, run again to finish"

@@ -5,6 +5,7 @@ settings into it, leave more samples than asked for, or cannot work at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.result_keys import strip_unrecorded
+from synthdata.data.shards import SIDECAR_SUFFIX, shard_fingerprint
 from synthdata.generation.stages import check_harmonise
 
 if TYPE_CHECKING:
@@ -121,3 +123,36 @@ def check_complete_sizes(writer: Any, shards: list[tuple[int, int]]) -> None:
                     f"{sidecar.with_suffix('')} holds {held} samples but this run plans {size} there "
                     "(produce.num_samples changed?); delete that shard to regenerate it"
                 )
+
+
+def check_planned_shards(writer: Any, sizes: list[int]) -> None:
+    """Before a manifest is written for shards other processes made (`produce finalize=true` after
+    array jobs): every planned shard is on disk whole (its sha256 is its sidecar's), holds its
+    planned samples, and was written for these classes and this recipe. ConfigError naming the
+    first shards that are not."""
+    missing, foreign = [], []
+    mine = shard_fingerprint(writer.classes, writer.recipe_name)
+    for index, size in enumerate(sizes):
+        name = writer.shard_name(index)
+        if not writer.is_complete(index):
+            missing.append(name)
+            continue
+        path = writer.out_dir / name
+        record = json.loads(path.with_name(name + SIDECAR_SUFFIX).read_text())
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != record.get("sha256"):
+            foreign.append(f"{path} (its bytes do not match the sha256 of {name}{SIDECAR_SUFFIX})")
+        elif record.get("fingerprint") != mine:
+            foreign.append(f"{path} (written for {record.get('fingerprint')}, not {mine})")
+        elif record.get("samples") != size:
+            foreign.append(f"{path} (holds {record.get('samples')} samples, the plan {size})")
+    if missing:
+        raise ConfigError(f"finalize: {len(missing)} of {len(sizes)} planned shards are not in {writer.out_dir}: "
+                          f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (an array job has not "
+                          "finished, or failed: run it again with the same job=I/N)")
+    if foreign:
+        raise ConfigError(f"finalize: {len(foreign)} shards are not this production's: {'; '.join(foreign[:3])}; "
+                          "delete them and run their array jobs again")

@@ -433,3 +433,49 @@ def test_copy_paste_classes_auto_picks_the_object_classes_and_pastes_into_genera
     assert all(m["layout_source"] == "generated" for m in metas)
     pasted = [p for m in metas for p in m.get("pasted", [])]
     assert pasted and {p["class_index"] for p in pasted} <= {2, 3}
+
+
+def test_array_jobs_and_finalize_equal_one_run(run_dir, tmp_path, capsys):
+    """Three independent array jobs (no process group) write exactly the shards of one run;
+    none writes the manifest; finalize checks every shard and writes it."""
+    one, jobs = tmp_path / "one", tmp_path / "jobs"
+    assert produce(run_dir, f"produce.out={one}") == 0
+    for index in range(3):
+        assert produce(run_dir, f"produce.out={jobs}", f"job={index}/3") == 0
+        assert not (jobs / "manifest.json").exists()
+    assert "once every job has finished, the same command with finalize=true" in capsys.readouterr().out
+    assert shard_hashes(jobs) == shard_hashes(one)
+    assert produce(run_dir, f"produce.out={jobs}", "finalize=true") == 0
+    assert "wrote 0 samples" in capsys.readouterr().out
+    assert read_manifest(jobs)["shards"] == read_manifest(one)["shards"]
+    assert (jobs / "layout_check.json").is_file()
+
+
+def test_finalize_names_missing_and_foreign_shards(run_dir, tmp_path, capsys):
+    out = tmp_path / "jobs"
+    for index in (0, 2):  # job 1 of 3 never ran: shard 1 is missing
+        assert produce(run_dir, f"produce.out={out}", f"job={index}/3") == 0
+    capsys.readouterr()
+    assert produce(run_dir, f"produce.out={out}", "finalize=true") == 2
+    err = capsys.readouterr().err
+    assert "1 of 3 planned shards are not in" in err and "synth-000001.tar" in err and "job=I/N" in err
+    assert not (out / "manifest.json").exists()
+    assert produce(run_dir, f"produce.out={out}", "job=1/3") == 0
+    shard = out / "synth-000002.tar"
+    data = bytearray(shard.read_bytes())
+    data[600] ^= 0xFF  # same size, other bytes: not the shard its sidecar describes
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert produce(run_dir, f"produce.out={out}", "finalize=true") == 2
+    err = capsys.readouterr().err
+    assert "not this production's" in err and "synth-000002.tar" in err and "sha256" in err
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("bad", ["job=3/3", "job=1", "job=-1/2", "job=a/b"])
+def test_bad_array_job_is_one_line(run_dir, tmp_path, capsys, bad):
+    assert produce(run_dir, f"produce.out={tmp_path / 'x'}", bad) == 2
+    err = capsys.readouterr().err
+    assert "job must be I/N" in err and "Traceback" not in err
+    assert produce(run_dir, f"produce.out={tmp_path / 'x'}", "job=0/2", "finalize=true") == 2
+    assert "give it no job=" in capsys.readouterr().err
