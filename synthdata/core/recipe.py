@@ -1,13 +1,52 @@
 """The recipe schema: one dataclass per recipe section, with the defaults of `recipes/toy.yaml`.
 
-Choices are `Literal` types, so a bad value is refused when the recipe is loaded
-(`synthdata.core.recipe_loading`), naming the key and the valid values.
+Choices are `Literal` types and number ranges `Annotated[int, Range(ge=1)]`, so a bad value is
+refused when the recipe is loaded (`synthdata.core.recipe_loading`), naming the key and the valid
+values, before any command starts work.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number key may take: `ge`/`gt` (>=, >) and `le`/`lt` (<=, <) bounds, None for
+    none; NaN and infinities are never in a range. Written `steps: Annotated[int, Range(ge=1)] = 10`;
+    `recipe_loading` checks it when a recipe is loaded."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __contains__(self, value: Any) -> bool:
+        return ((isinstance(value, int) or math.isfinite(value))
+                and (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        low = f"[{self.ge!r}" if self.ge is not None else f"({self.gt!r}" if self.gt is not None else ""
+        high = f"{self.le!r}]" if self.le is not None else f"{self.lt!r})" if self.lt is not None else ""
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return (">= " if low[0] == "[" else "> ") + low[1:]
+        if high:
+            return ("<= " if high[-1] == "]" else "< ") + high[:-1]
+        return "a finite number"
+
+    def __repr__(self) -> str:
+        return f"Range({self})"
+
+
+POSITIVE = Range(gt=0)
+COUNT = Range(ge=1)  # a size, channel count or number of draws: 0 has no meaning
+PNG_COMPRESSION = Range(ge=0, le=9)
+
 
 # --------------------------------------------------------------------------------------------
 # The schema. Defaults are those of `recipes/toy.yaml` unless a recipe says otherwise.
@@ -50,9 +89,9 @@ class LayoutStageConfig:
     """Unconditional layout GAN: noise z -> C-class label map."""
 
     arch: Literal["dcgan", "style"] = "dcgan"
-    z_dim: int = 128
-    ngf: int = 64
-    ndf: int = 64
+    z_dim: Annotated[int, COUNT] = 128
+    ngf: Annotated[int, COUNT] = 64
+    ndf: Annotated[int, COUNT] = 64
     upsample: Literal["nearest", "transposed"] = "nearest"  # transposed: dcgan
     loss: Literal["wgan-gp", "nonsaturating"] = "wgan-gp"
     gp_weight: float = 10.0
@@ -123,7 +162,7 @@ class TrainConfig:
 
     steps: int = 2000
     batch_size: int = 8
-    ema_decay: float = 0.999
+    ema_decay: Annotated[float, Range(ge=0, lt=1)] = 0.999
     checkpoint_every: int = 500
     sample_every: int = 250
     log_every: int = 25
@@ -146,8 +185,8 @@ class ProduceConfig:
     layouts: Literal["generated", "real", "mixed"] = "generated"
     real_ratio: float = 0.5  # for layouts=mixed
     image_format: Literal["png", "jpg"] = "png"
-    png_compression: int = 1
-    jpeg_quality: int = 95
+    png_compression: Annotated[int, PNG_COMPRESSION] = 1
+    jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 95
     encode_workers: int = 2
     mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
     min_classes: int = 0  # reject layouts with fewer classes (0: off)
@@ -161,7 +200,7 @@ class ProduceConfig:
     max_attempts: int = 50  # redraws of a rejected sample before the run stops with an error
     balance_calibration: int = 256  # layouts drawn to measure the source's class distribution
     real_hflip: bool = True  # real layouts: mirror half of them
-    copy_paste: int = 0  # paste up to this many objects of the training layouts into each layout, real or generated
+    copy_paste: Annotated[int, Range(ge=0)] = 0  # paste up to this many objects of the training layouts into each layout, real or generated
     # classes whose objects may be pasted (None: any; auto: the object classes by the segment bank's
     # region rule, e.g. CamVid's Pole, SignSymbol, Fence, Car, Pedestrian, Bicyclist)
     copy_paste_classes: list[str] | Literal["auto"] | None = None
@@ -188,10 +227,10 @@ class SegConfig:
     """Segmentation training on real (+ synthetic) data."""
 
     model: SegModelConfig = field(default_factory=SegModelConfig)
-    steps: int = 1000
-    batch_size: int = 8
-    lr: float = 1.0e-3
-    weight_decay: float = 1.0e-4
+    steps: Annotated[int, Range(ge=1, le=10**9)] = 1000
+    batch_size: Annotated[int, COUNT] = 8
+    lr: Annotated[float, POSITIVE] = 1.0e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 1.0e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
     schedule: Literal["poly", "cosine"] = "poly"
     dice: bool = False
@@ -221,9 +260,9 @@ class EvalConfig:
 
     height: int | None = None  # None: the data resolution
     width: int | None = None
-    batch_size: int = 8
+    batch_size: Annotated[int, COUNT] = 8
     sliding_window: bool = False
-    window: list[int] | None = None
+    window: list[Annotated[int, COUNT]] | None = None  # [H, W] of the sliding window
     # test-time flips: the mean logits over every combination of the listed flips (horizontal:
     # 2 views, horizontal + vertical: 4); [] predicts once
     flips: list[str] = field(default_factory=list)
@@ -268,7 +307,7 @@ class TranslateConfig:
 class ExportConfig:
     shard_size: int = 256
     image_format: str = "png"
-    png_compression: int = 1
+    png_compression: Annotated[int, PNG_COMPRESSION] = 1
 
 
 @dataclass
@@ -289,7 +328,7 @@ class StudyConfig:
     threads: int = 1  # OMP/torch threads of each worker process (workers=1 runs in this process, with its threads)
     baseline: str = "real only"  # name of the baseline row (every variant is compared to it)
     confidence: float = 0.95
-    bootstrap: int = 10000  # resamples of the per-image paired bootstrap
+    bootstrap: Annotated[int, COUNT] = 10000  # resamples of the per-image paired bootstrap
     report_only: bool = False  # write the report from the cells finished so far; run nothing
     only: list[str] | None = None  # run and report only these variants (and the baseline); None: all
 

@@ -3,8 +3,8 @@
 
 `load_recipe("toy", ["train.steps=10"])` reads `recipes/toy.yaml` (or a path), applies the
 overrides (values parsed as YAML), and validates everything against the dataclasses. An unknown
-key, a wrong type or a missing required value raises `ConfigError` before any work, naming the
-dotted key and the closest valid key.
+key, a wrong type, a number outside its `Range` or a missing required value raises `ConfigError`
+before any work, naming the dotted key and the closest valid key (or the valid values).
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import copy
 import dataclasses
 import difflib
 import importlib.resources
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 
 from synthdata.core.contract import ConfigError
-from synthdata.core.recipe import Recipe
+from synthdata.core.recipe import Range, Recipe
 
 # --------------------------------------------------------------------------------------------
 # Loading
@@ -153,11 +154,15 @@ def recipe_from_mapping(tree: dict[str, Any], source: str = "<recipe>") -> Recip
 # --------------------------------------------------------------------------------------------
 
 
+class OutOfRange(ConfigError):
+    """A number of the right type outside its key's `Range`."""
+
+
 def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = "") -> Any:
     if not isinstance(data, dict):
         where = f"'{prefix.rstrip('.')}' should be a mapping" if prefix else "a recipe must be a mapping"
         raise ConfigError(f"{source}: {where}, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # with the `Range`s of Annotated keys
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
@@ -179,7 +184,8 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = "") 
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    return re.sub(r"Annotated\[([^\[\],]+), Range\([^)]*\)\]", r"\1", name)  # list[int], not its Range
 
 
 def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
@@ -189,6 +195,12 @@ def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
         if value is None:
             value = {}
         return from_dict(tp, value, source, prefix=f"{dotted}.")
+    if origin is Annotated:  # a number with its Range (core.recipe)
+        value = _coerce(args[0], value, source, dotted)
+        for allowed in tp.__metadata__:
+            if isinstance(allowed, Range) and value not in allowed:
+                raise OutOfRange(f"{source}: '{dotted}' must be {allowed}, got {value!r}")
+        return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -198,6 +210,8 @@ def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
                 continue
             try:
                 return _coerce(arg, value, source, dotted)
+            except OutOfRange:
+                raise  # the type fits, the value does not: say so
             except ConfigError as e:
                 errors.append(e)
         raise ConfigError(f"{source}: '{dotted}' should be {_type_name(tp)}, got {value!r}")

@@ -229,12 +229,52 @@ def bad_inspect_argument(tmp, run):
     return ["inspect", str(shards), "limit=abc", f"out={tmp / 'sheet.png'}"], ["limit", "'abc'"], tmp / "none"
 
 
+def _out_of_range(name: str, command: str, *settings: str) -> Callable:
+    """Issue 34: a value the run would only fail on after training (or never check) is refused when
+    the recipe loads; the line names the key (the last setting's) and its range."""
+    key = settings[-1].split("=")[0]
+
+    def case(tmp, run):
+        out = tmp / "out"
+        argv = {"segment": ["segment", *SEGMENTER, f"run_dir={out}"],
+                "study": ["study", *SEGMENTER, f"run_dir={out}"],
+                "train": ["train", *TINY, "stage=layout", f"run_dir={out}"],
+                "produce": ["produce", f"run_dir={run}", *TINY, f"produce.out={out}"]}[command]
+        return argv + list(settings), [f"'{key}", "must be "], out
+
+    case.__name__ = name
+    return case
+
+
+OUT_OF_RANGE = [
+    _out_of_range("zero_sliding_window", "segment", "eval.sliding_window=true", "eval.window=[0, 0]"),
+    _out_of_range("zero_eval_batch_size", "segment", "eval.batch_size=0"),
+    _out_of_range("zero_bootstrap_resamples", "study", "study.bootstrap=0"),
+    _out_of_range("nan_learning_rate", "segment", "seg.lr=.nan"),
+    _out_of_range("zero_learning_rate", "segment", "seg.lr=0"),
+    _out_of_range("nan_weight_decay", "segment", "seg.weight_decay=.nan"),
+    _out_of_range("negative_weight_decay", "segment", "seg.weight_decay=-0.01"),
+    _out_of_range("zero_segmenter_batch_size", "segment", "seg.batch_size=0"),
+    _out_of_range("zero_segmenter_steps", "segment", "seg.steps=0"),
+    _out_of_range("absurd_segmenter_steps", "segment", "seg.steps=1000000000000"),
+    _out_of_range("ema_decay_of_one", "train", "train.ema_decay=1.0"),
+    _out_of_range("negative_ema_decay", "train", "train.ema_decay=-0.5"),
+    _out_of_range("zero_layout_channels", "train", "stages.layout.ngf=0"),
+    _out_of_range("zero_layout_noise", "train", "stages.layout.z_dim=0"),
+    _out_of_range("negative_copy_paste", "produce", "produce.copy_paste=-3"),
+    _out_of_range("png_compression_above_9", "produce", "produce.png_compression=10"),
+    _out_of_range("negative_png_compression", "produce", "produce.png_compression=-1"),
+    _out_of_range("zero_jpeg_quality", "produce", "produce.image_format=jpg", "produce.jpeg_quality=0"),
+    _out_of_range("jpeg_quality_above_100", "produce", "produce.image_format=jpg", "produce.jpeg_quality=101"),
+]
+
+
 CASES: list[Callable] = [
     missing_root, wrong_layout, corrupt_image, size_mismatch, out_of_range_labels, truncated_tiff_mask,
     truncated_tar, malformed_yaml, unknown_key, wrong_type, unknown_recipe, foreign_checkpoint,
     checkpoint_for_other_classes, corrupt_checkpoint, unknown_test_time_flip, negative_num_samples, zero_shard_size,
     zero_export_shard_size, zero_image_size, empty_shard_folder, unwritable_output, unwritable_run_dir,
-    bad_inspect_argument,
+    bad_inspect_argument, *OUT_OF_RANGE,
 ]
 
 
