@@ -479,3 +479,31 @@ def test_bad_array_job_is_one_line(run_dir, tmp_path, capsys, bad):
     assert "job must be I/N" in err and "Traceback" not in err
     assert produce(run_dir, f"produce.out={tmp_path / 'x'}", "job=0/2", "finalize=true") == 2
     assert "give it no job=" in capsys.readouterr().err
+
+
+def test_two_nodes_over_localhost_write_the_same_bytes_as_one(run_dir, tmp_path):
+    """A 2-node launch (two `torchrun --nnodes 2` node ranks, one process each, rendezvous over
+    127.0.0.1) sharing one output folder writes the bytes of one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    args = ["synthdata/produce.py", f"run_dir={run_dir}", f"data.root={run_dir / 'data'}", *TINY,
+            f"produce.out={tmp_path / 'nodes'}"]
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
+                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               *args], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-4000:]
+    assert "2 processes" in outputs[0][0]
+    assert produce(run_dir, f"produce.out={tmp_path / 'one'}") == 0
+    assert shard_hashes(tmp_path / "nodes") == shard_hashes(tmp_path / "one")
+    assert read_manifest(tmp_path / "nodes")["num_samples"] == 10
