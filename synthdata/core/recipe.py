@@ -79,6 +79,10 @@ class DataConfig:
     # filters, segmenters): a fraction f (every round(1/f)-th of the ids sorted), "every:K", or a
     # file of ids (one a line); None: all
     subset: float | str | None = None
+    # folder reader without split folders or split files: hold out this fraction as val (by a hash
+    # of each file name: deterministic, stable when images are added); None: val is refused there
+    val_fraction: Annotated[float, Range(gt=0, lt=1)] | None = None
+    allow_train_as_val: bool = False  # ... or read the training images as val, and every report says so
     # decoded, resized samples each reader keeps in memory (per process), so epochs after the
     # first skip decoding (most of a real reader's cost); 0: off
     cache_mb: int = 512

@@ -22,7 +22,8 @@ KeyPath = tuple[str, ...]
 # seg.model.channels_last: a memory layout, which like the thread count changes float rounding only
 NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"), ("study", "only"), ("seg", "model", "channels_last"))
 ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "leave-one-out", ("eval", "flips"): [],
-                                      ("stages", "layout", "presence_weight"): 0.0}
+                                      ("stages", "layout", "presence_weight"): 0.0, ("data", "val_fraction"): None,
+                                      ("data", "allow_train_as_val"): False}
 # Keys added after studies existed but before the list above did: fingerprints and run keys made
 # since hold them, so they stay in; a cell finished before them matches without them (at default).
 ADDED_UNLISTED: dict[KeyPath, Any] = {("stages", "image", "harmonise"): "none"}

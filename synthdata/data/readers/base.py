@@ -55,6 +55,7 @@ class DatasetReader:
                 )
         else:
             self.root = Path(cfg.root) if cfg.root else None
+        self.split_note: str | None = None  # how this split is held out, when reports must say it
         self.items = self._items()
         self.out_of_range_pixels = 0
         self.subset: dict[str, Any] | None = None  # what `data.subset` kept (make_reader sets it)

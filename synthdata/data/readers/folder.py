@@ -1,12 +1,15 @@
 """Any dataset as two folders of images and masks matched by file stem; classes from the recipe.
 
 Looks for `ROOT/{split}/{images_dir}` first, then `ROOT/{images_dir}` (with an optional
-`ROOT/{split}.txt` listing stems). Masks may be index PNGs/TIFFs, palette PNGs or RGB colour
+`ROOT/{split}.txt` listing stems). Without split folders or files, a split other than the training
+one is refused (it would be the training images), unless `data.val_fraction` holds out a
+deterministic part by file name or `data.allow_train_as_val` says so (then every report does). Masks may be index PNGs/TIFFs, palette PNGs or RGB colour
 masks (converted through `data.palette`; black is ignore unless it is a class colour).
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,13 +55,37 @@ class FolderReader(DatasetReader):
         if list_file.is_file():
             stems = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
             return self.root / d.images_dir, self.root / d.masks_dir, stems
+        image_dir = self.root / d.images_dir
+        if d.val_fraction is not None:
+            return image_dir, self.root / d.masks_dir, self._held_out_split(image_dir, d.val_fraction)
+        if self.split not in ("all", d.train_split):
+            if not d.allow_train_as_val:
+                raise DatasetError(
+                    f"folder: {self.root} has no '{self.split}' split folder or {self.split}.txt, so split "
+                    f"'{self.split}' would be the training images; give data.val_fraction=0.1 (a deterministic "
+                    f"held-out tenth, chosen by file name) or {self.split}.txt, or data.allow_train_as_val=true "
+                    "(every report then says so)")
+            warnings.warn(f"folder: {self.root} has no '{self.split}' split folder or {self.split}.txt; split "
+                          f"'{self.split}' reads every image, the training images (data.allow_train_as_val=true)",
+                          stacklevel=3)
+            self.split_note = f"'{self.split}' is the training images (data.allow_train_as_val=true): not held out"
+        return image_dir, self.root / d.masks_dir, None
+
+    def _held_out_split(self, image_dir: Path, fraction: float) -> list[str]:
+        """`data.val_fraction`: an image is held out when the sha256 of its file stem, read as a
+        number in [0, 1), is below `fraction`, so the split depends only on the names (adding
+        images never moves others); the training split is the rest, every other split the held-out part."""
+        stems = sorted(_files_by_stem(image_dir)) if image_dir.is_dir() else []
+        held = [s for s in stems if int(hashlib.sha256(s.encode()).hexdigest()[:15], 16) / 16**15 < fraction]
+        if not held or len(held) == len(stems):
+            raise DatasetError(f"folder: data.val_fraction={fraction} holds out {len(held)} of the {len(stems)} images "
+                               f"in {image_dir}; choose a fraction that leaves images on both sides")
+        train = self.split in ("all", self.cfg.train_split)
+        chosen = stems if self.split == "all" else [s for s in stems if (s in set(held)) != train]
         if self.split != "all":
-            warnings.warn(
-                f"folder: {self.root} has no '{self.split}' split folder or {self.split}.txt; "
-                f"split '{self.split}' reads every image (train and val are the same files)",
-                stacklevel=3,
-            )
-        return self.root / d.images_dir, self.root / d.masks_dir, None
+            self.split_note = (f"held out by data.val_fraction={fraction} (sha256 of the file name): "
+                               f"{len(held)} of {len(stems)} images" + ("; this is the rest" if train else ""))
+        return chosen
 
     def _items(self) -> list[tuple[Path, Path]]:
         image_dir, mask_dir, stems = self._folders()

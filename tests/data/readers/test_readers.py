@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -228,6 +229,30 @@ def test_folder_split_folders_and_missing_classes(tmp_path):
     assert len(reader) == 1 and "val" in reader.items[0][0].parts
     with pytest.raises(DatasetError, match="data.classes"):
         make_reader(data_cfg("folder", root), "train")
+
+
+def test_folder_without_splits_refuses_val_unless_held_out_or_allowed(tmp_path):
+    """No split folders or files: val would silently be the training images. It is refused with
+    the remedies named; `data.val_fraction` holds out a deterministic part by file name (disjoint
+    from train, stable when images are added); `allow_train_as_val` reads them and says so."""
+    root = fx.make_folder(tmp_path / "f", n=20)
+    assert len(make_reader(data_cfg("folder", root, classes=fx.FOLDER_CLASSES), "train")) == 20
+    with pytest.raises(DatasetError, match="would be the training images.*data.val_fraction=0.1.*allow_train_as_val"):
+        make_reader(data_cfg("folder", root, classes=fx.FOLDER_CLASSES), "val")
+    cfg = data_cfg("folder", root, classes=fx.FOLDER_CLASSES, val_fraction=0.3)
+    train, val = make_reader(cfg, "train"), make_reader(cfg, "val")
+    train_ids = {item[0].stem for item in train.items}
+    val_ids = {item[0].stem for item in val.items}
+    assert train_ids.isdisjoint(val_ids) and len(train_ids | val_ids) == 20 and 0 < len(val_ids) < 20
+    assert val.split_note.startswith(f"held out by data.val_fraction=0.3 (sha256 of the file name): {len(val_ids)} of 20")
+    fx.make_folder(tmp_path / "g", n=30)  # ten more images: the first twenty keep their side
+    grown = {item[0].stem for item in make_reader(dataclasses.replace(cfg, root=str(tmp_path / "g")), "val").items}
+    assert {s for s in grown if int(s[3:]) < 20} == val_ids
+    with pytest.warns(UserWarning, match="allow_train_as_val"):
+        same = make_reader(data_cfg("folder", root, classes=fx.FOLDER_CLASSES, allow_train_as_val=True), "val")
+    assert len(same) == 20 and "not held out" in same.split_note
+    with pytest.raises(DatasetError, match="holds out 0 of the 20"):
+        make_reader(data_cfg("folder", root, classes=fx.FOLDER_CLASSES, val_fraction=0.001), "val")
 
 
 def test_folder_unknown_colour_and_unpaired_image_are_named(tmp_path):
