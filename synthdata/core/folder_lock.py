@@ -18,21 +18,42 @@ from synthdata.core.contract import ConfigError
 LOCK_FILE = ".lock"
 
 
+def try_lock(path: Path) -> tuple[int | None, str]:
+    """An exclusive, non-blocking `flock` on the file PATH (created, with its folder): `(fd, "")`
+    holding it, with this process's pid and start time written in it (close fd to release), or
+    `(None, holder)` where another process holds it (`holder`: what it wrote, "pid N, started ...").
+    The fd is not inherited by subprocesses unless passed (`subprocess.Popen(pass_fds=...)`): a
+    child that has it holds the lock too, until it and this process have both ended."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        return None, holder
+    except BaseException:
+        os.close(fd)
+        raise
+    describe_holder(fd, f"pid {os.getpid()}")
+    return fd, ""
+
+
+def describe_holder(fd: int, who: str) -> None:
+    """What a held lock file says about its holder: `WHO, started TIME`."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{who}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+
+
 @contextmanager
 def folder_lock(folder: Path, what: str) -> Iterator[None]:
     """Hold FOLDER/.lock while the block runs; raise ConfigError (one line naming the folder and
     the holder) when another process holds it. `what` names the work, e.g. "a study"."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by subprocesses
+    fd, holder = try_lock(folder / LOCK_FILE)
+    if fd is None:
+        raise ConfigError(f"{folder}: {what} is already running here ({holder}); wait for it to finish, "
+                          "or use another run_dir")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise ConfigError(f"{folder}: {what} is already running here ({holder}); wait for it to finish, "
-                              "or use another run_dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -1,6 +1,8 @@
 """Running a study's jobs (generator runs, productions, segmenter cells): as subprocesses,
 `study.workers` at a time with `study.threads` threads each (one GPU each, round robin, where
-there are GPUs), or one after another in this process; finished jobs are skipped on a rerun.
+there are GPUs), or one after another in this process; finished jobs are skipped on a rerun. A
+running job holds a lock in its folder (`Job.lock`, passed to its process): a job whose lock a
+live process holds (a worker left running by a killed study) is waited for, never started twice.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 import synthdata
+from synthdata.core.folder_lock import describe_holder, try_lock
 
 
 @dataclass
@@ -28,9 +32,52 @@ class Job:
     deps: list[str] = field(default_factory=list)
     done_file: Path | None = None
     on_done: Callable[[float], None] | None = None
+    lock: Path | None = None  # held while the job runs, by this process and the job's processes
 
     def done(self) -> bool:
         return self.done_file is not None and self.done_file.is_file()
+
+
+class _Locks:
+    """Each job's lock (`Job.lock`), taken before it starts and released once it is recorded. A
+    lock held by another process means the job is running there (a worker of a killed study runs
+    on: the kernel drops the lock only when it ends): the job waits, said once on stderr and in the log."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.fds, self.waited = log, {}, {}
+
+    def take(self, job: Job) -> bool:
+        if job.lock is None:
+            return True
+        fd, holder = try_lock(job.lock)
+        if fd is None:
+            if job.id not in self.waited:
+                self.waited[job.id] = holder
+                line = (f"study: {job.id} is running in another process ({holder}; {job.lock}), left running by "
+                        "a study that was stopped? Waiting for it to end before running it here")
+                self.log(line)
+                tqdm.write(line, file=sys.stderr)
+            return False
+        if job.id in self.waited:
+            self.log(f"{job.id}: the other process ended")
+        self.fds[job.id] = fd
+        return True
+
+    def fd(self, job: Job) -> tuple[int, ...]:
+        return (self.fds[job.id],) if job.id in self.fds else ()
+
+    def describe(self, job: Job, pid: int) -> None:
+        if job.id in self.fds:
+            describe_holder(self.fds[job.id], f"pid {pid}, {job.id} of the study in pid {os.getpid()}")
+
+    def release(self, job: Job) -> None:
+        fd = self.fds.pop(job.id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def release_all(self) -> None:
+        for job_id in list(self.fds):
+            os.close(self.fds.pop(job_id))
 
 
 def child_env(threads: int, slot: int) -> dict[str, str]:
@@ -48,22 +95,31 @@ def child_env(threads: int, slot: int) -> dict[str, str]:
 
 def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Run the jobs that are not done, `workers` at a time, respecting `deps`. Returns
-    `{"ran": [...], "skipped": [...], "failed": {id: reason}}`; a failed job fails its dependants."""
+    `{"ran": [...], "skipped": [...], "failed": {id: reason}, "waited": {id: holder}}`; a failed job
+    fails its dependants; "waited": jobs found running in another process, run here once it ended."""
     log_dir.mkdir(parents=True, exist_ok=True)
     done = {j.id for j in jobs if j.done()}
     pending = [j for j in jobs if j.id not in done]
-    summary: dict[str, Any] = {"ran": [], "skipped": sorted(done), "failed": {}}
-    running: dict[int, tuple[Job, subprocess.Popen, int, float, Any]] = {}  # slot -> job, process, command, start
-    bar = tqdm(total=len(pending), desc="study", unit="job")
+    locks = _Locks(log)
+    summary: dict[str, Any] = {"ran": [], "skipped": sorted(done), "failed": {}, "waited": locks.waited}
 
     if workers == 1:  # one at a time: in this process, as the demo chains commands (no start-up per job)
-        return _execute_in_process(jobs, done, pending, summary, log)
+        try:
+            return _execute_in_process(done, pending, summary, log, locks)
+        finally:
+            locks.release_all()
+
+    running: dict[int, tuple[Job, subprocess.Popen, int, float, Any]] = {}  # slot -> job, process, command, start
+    bar = tqdm(total=len(pending), desc="study", unit="job")
 
     def start(slot: int, job: Job, index: int, started: float) -> None:
         out = open(log_dir / f"{job.id.replace('/', '__')}.log", "a")
         out.write(f"$ {' '.join(job.commands[index])}\n")
         out.flush()
-        proc = subprocess.Popen(job.commands[index], stdout=out, stderr=subprocess.STDOUT, env=child_env(threads, slot))
+        # the job's process holds its lock too: if this process dies, the lock lives as long as the job
+        proc = subprocess.Popen(job.commands[index], stdout=out, stderr=subprocess.STDOUT, env=child_env(threads, slot),
+                                pass_fds=locks.fd(job))
+        locks.describe(job, proc.pid)
         running[slot] = (job, proc, index, started, out)
 
     try:
@@ -75,8 +131,14 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: 
                     bar.update(1)
                     continue
                 free = [s for s in range(workers) if s not in running]
-                if free and all(d in done for d in job.deps):
+                if free and all(d in done for d in job.deps) and locks.take(job):
                     pending.remove(job)
+                    if job.done():  # finished meanwhile by the process that held its lock
+                        locks.release(job)
+                        done.add(job.id)
+                        summary["skipped"].append(job.id)
+                        bar.update(1)
+                        continue
                     log(f"start {job.id}")
                     start(free[0], job, 0, time.time())
             time.sleep(0.2)
@@ -87,14 +149,18 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: 
                 out.close()
                 del running[slot]
                 if code != 0:
+                    locks.release(job)
                     summary["failed"][job.id] = f"exit {code}, see {log_dir / (job.id.replace('/', '__') + '.log')}"
                     log(f"failed {job.id}: {summary['failed'][job.id]}")
                     bar.update(1)
                 elif index + 1 < len(job.commands):
                     start(slot, job, index + 1, started)
                 else:
-                    if job.on_done is not None:
-                        job.on_done(time.time() - started)
+                    try:
+                        if job.on_done is not None:
+                            job.on_done(time.time() - started)
+                    finally:
+                        locks.release(job)
                     done.add(job.id)
                     summary["ran"].append(job.id)
                     log(f"done {job.id} ({time.time() - started:.1f} s)")
@@ -105,29 +171,60 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: 
         for job, proc, _, _, out in running.values():
             proc.wait()
             out.close()
+        locks.release_all()
         bar.close()
     return summary
 
 
-def _execute_in_process(jobs: list[Job], done: set[str], pending: list[Job], summary: dict[str, Any],
-                        log: Callable[[str], None]) -> dict[str, Any]:
-    for job in tqdm(pending, desc="study", unit="job"):
-        if any(d in summary["failed"] or d not in done for d in job.deps):
-            summary["failed"][job.id] = "a job it needs failed"
-            continue
-        log(f"start {job.id}")
-        started, code = time.time(), 0
-        for command in job.commands:
-            code = importlib.import_module(command[2]).main(command[3:])  # [python, -m, module, args...]
-            if code != 0:
+def _execute_in_process(done: set[str], pending: list[Job], summary: dict[str, Any], log: Callable[[str], None],
+                        locks: _Locks) -> dict[str, Any]:
+    """The jobs in order, in this process; one whose lock another process holds waits (the jobs
+    after it that do not need it run meanwhile)."""
+    bar = tqdm(total=len(pending), desc="study", unit="job")
+    while pending:
+        job = None
+        for candidate in list(pending):
+            if any(d in summary["failed"] for d in candidate.deps):
+                pending.remove(candidate)
+                summary["failed"][candidate.id] = "a job it needs failed"
+                bar.update(1)
+            elif all(d in done for d in candidate.deps) and locks.take(candidate):
+                job = candidate
                 break
-        if code != 0:
-            summary["failed"][job.id] = f"exit {code} (its error is printed above)"
-            log(f"failed {job.id}: {summary['failed'][job.id]}")
+        if job is None:
+            if pending and not any(j.id in locks.waited and j.id not in locks.fds for j in pending):
+                for stuck in pending:  # nothing runs and nothing waits: what they need never ran
+                    summary["failed"][stuck.id] = "a job it needs failed"
+                break
+            time.sleep(1.0)  # a job runs in another process
             continue
-        if job.on_done is not None:
-            job.on_done(time.time() - started)
-        done.add(job.id)
-        summary["ran"].append(job.id)
-        log(f"done {job.id} ({time.time() - started:.1f} s)")
+        pending.remove(job)
+        bar.update(1)
+        try:
+            if job.done():  # finished meanwhile by the process that held its lock
+                done.add(job.id)
+                summary["skipped"].append(job.id)
+                continue
+            _run_in_process(job, done, summary, log)
+        finally:
+            locks.release(job)
+    bar.close()
     return summary
+
+
+def _run_in_process(job: Job, done: set[str], summary: dict[str, Any], log: Callable[[str], None]) -> None:
+    log(f"start {job.id}")
+    started, code = time.time(), 0
+    for command in job.commands:
+        code = importlib.import_module(command[2]).main(command[3:])  # [python, -m, module, args...]
+        if code != 0:
+            break
+    if code != 0:
+        summary["failed"][job.id] = f"exit {code} (its error is printed above)"
+        log(f"failed {job.id}: {summary['failed'][job.id]}")
+        return
+    if job.on_done is not None:
+        job.on_done(time.time() - started)
+    done.add(job.id)
+    summary["ran"].append(job.id)
+    log(f"done {job.id} ({time.time() - started:.1f} s)")

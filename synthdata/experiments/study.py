@@ -93,6 +93,8 @@ from synthdata.experiments.variants import (
 from synthdata.segmentation.training import synthetic_per_step
 
 BASELINE_REF = "@baseline"
+# a running job's lock in its folder (a generator run's stages, side by side in one folder: .job-STAGE.lock)
+JOB_LOCK = ".job.lock"
 
 
 @dataclass
@@ -313,7 +315,7 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
         for stage in gen["stages"]:  # stages train on real data only: side by side when workers allow
             command = _command("synthdata.train", recipe_path, {**gen["overrides"], "stage": stage, "run_dir": str(gdir)})
             jobs.append(Job(f"generators/{gkey}/{stage}", [command], done_file=_stage_marker(gdir, stage),
-                            on_done=_stage_done(gdir, stage, gen)))
+                            on_done=_stage_done(gdir, stage, gen), lock=gdir / f".job-{stage}.lock"))
     for pkey, prod in plan.productions.items():
         gdir = run_dir / "generators" / prod["generator"]
         pdir = run_dir / "productions" / pkey
@@ -321,7 +323,8 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
         args.update({"run_dir": str(gdir), "produce.out": prod["shards"]})
         jobs.append(Job(f"productions/{pkey}", [_command("synthdata.produce", recipe_path, args)],
                         deps=_generator_jobs(plan, prod["generator"]), done_file=pdir / "done.json",
-                        on_done=done_marker(pdir / "done.json", {"generator": prod["generator"], "used_by": prod["used_by"]})))
+                        on_done=done_marker(pdir / "done.json", {"generator": prod["generator"], "used_by": prod["used_by"]}),
+                        lock=pdir / JOB_LOCK))
     for cell in plan.cells:
         deps = [f"productions/{cell.production}"] if cell.production else []
         for value in cell.overrides.values():
@@ -331,21 +334,22 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
         segment = [_command("synthdata.segment", recipe_path, {**cell.overrides, "run_dir": str(cell.run_dir)})]
         on_done = cell_result(cell, resolved[cell.variant])
         if cell.refine is None:
-            jobs.append(Job(cell_id(cell), segment, deps=deps, done_file=cell.result_path, on_done=on_done))
+            jobs.append(Job(cell_id(cell), segment, deps=deps, done_file=cell.result_path, on_done=on_done,
+                            lock=cell.run_dir / JOB_LOCK))
             continue
         # refine cells: the segment job (unless another cell trains the same segmenter), then
         # `synthdata refine` on that segmenter (the cell's result)
         source = cell.segmenter_cell
         if source is None:
             jobs.append(Job(f"{cell_id(cell)}/segment", segment, deps=deps, done_file=cell.segment_path,
-                            on_done=segment_result(cell, resolved[cell.variant])))
+                            on_done=segment_result(cell, resolved[cell.variant]), lock=cell.run_dir / JOB_LOCK))
         args = {**cell.overrides, **cell.refine["overrides"], "refine.generator": cell.refine["generator"],
                 "refine.segmenter": str(cell.segmenter_dir / "checkpoints" / "segmenter" / "latest.pt"),
                 "run_dir": str(cell.run_dir)}
         deps = [cell_id(source) if source is not None else f"{cell_id(cell)}/segment"] + (
             _generator_jobs(plan, cell.refine["run"]) if cell.refine["run"] else [])
         jobs.append(Job(cell_id(cell), [_command("synthdata.refine", recipe_path, args)], deps=deps,
-                        done_file=cell.result_path, on_done=on_done))
+                        done_file=cell.result_path, on_done=on_done, lock=cell.run_dir / JOB_LOCK))
     return jobs
 
 
