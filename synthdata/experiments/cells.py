@@ -1,7 +1,7 @@
-"""A study's cells (variant x seed): where they live, their fingerprints, and the result.json
-written from a segment run's report or, for refine variants, from the refined segmenter's report
-beside the scores of the segmenter it refined (`segment.json`, or the result of the cell that trained
-it); atomic JSON markers for finished jobs.
+"""A study's cells (variant x seed): where they live, their fingerprints (paths inside the run dir
+relative to it, so a moved run dir resumes), and the result.json written from a segment run's
+report or, for refine variants, from the refined segmenter's report beside the scores of the
+segmenter it refined (`segment.json`, or the result of the cell that trained it); atomic JSON markers.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.recipe import Recipe
 from synthdata.core.result_keys import result_tree
 from synthdata.core.run_dir import remove_inside
+
+# a path inside the study's run dir, as fingerprints hold it (the run dir may move)
+RUN_DIR_TOKEN = "$RUN_DIR"
 
 
 def digest(tree: Any) -> str:
@@ -34,6 +37,11 @@ class Cell:
     # refine variants: {"overrides": refine.* keys, "generator": image stage checkpoint, "run": generator key
     # or None, "segmenter_cell": the cell whose segmenter it refines, None: its own segment job}
     refine: dict[str, Any] | None = None
+
+    @property
+    def study_run_dir(self) -> Path:
+        """The study's run dir (cells live in RUN_DIR/cells/VARIANT/seed-S)."""
+        return self.run_dir.parents[2]
 
     @property
     def result_path(self) -> Path:
@@ -79,26 +87,52 @@ def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
 _GENERATOR_SECTIONS = ("stages", "train", "produce", "refine", "translate", "export", "demo")
 
 
-def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False,
-               before_unlisted: bool = False) -> dict[str, Any]:
-    """The cell's recipe at its seed; `segmenter_only`: less the generator sections."""
+def in_run_dir(cell: Cell, value: Any) -> Any:
+    """`value` with a path inside the study's run dir as `$RUN_DIR/relative/path` (others unchanged)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        inside = Path(value).relative_to(cell.study_run_dir)
+    except ValueError:
+        return value
+    return f"{RUN_DIR_TOKEN}/{inside.as_posix()}"
+
+
+def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False, before_unlisted: bool = False,
+               synthetic: Any = None) -> dict[str, Any]:
+    """The cell's recipe at its seed, `seg.synthetic` as `synthetic` (default: relative to the run
+    dir where inside it); `segmenter_only`: less the generator sections."""
     tree = result_tree(dataclasses.replace(recipe, seed=cell.seed), before_unlisted=before_unlisted)
     tree["study"] = None
-    tree["seg"]["synthetic"] = cell.overrides.get("seg.synthetic")
+    tree["seg"]["synthetic"] = synthetic if synthetic is not None else in_run_dir(cell, cell.overrides.get("seg.synthetic"))
     if segmenter_only:
         tree.update({section: None for section in _GENERATOR_SECTIONS})
     return tree
 
 
-def _fingerprints(cell: Cell, recipe: Recipe) -> tuple[str, ...]:
+def _fingerprints(cell: Cell, recipe: Recipe, made_with: dict[str, Any] | None = None) -> tuple[str, ...]:
     """(this cell's fingerprint, the whole recipe's at the cell's seed, the whole recipe's before the
-    `ADDED_UNLISTED` keys). The first leaves out the generator sections for cells that train on real
-    data only; the others are what such cells, and any cell before those keys, recorded."""
-    whole = digest(_cell_tree(cell, recipe))
-    legacy = digest(_cell_tree(cell, recipe, before_unlisted=True))
-    if cell.production is None and cell.refine is None:
-        return digest(_cell_tree(cell, recipe, segmenter_only=True)), whole, legacy
-    return whole, whole, legacy
+    `ADDED_UNLISTED` keys), then the same with the shards' absolute path, as cells recorded before
+    fingerprints held paths relative to the run dir: at the run dir's place now, and at the place
+    the cell was made (from `made_with`, the overrides it recorded: the same production, elsewhere).
+    The first leaves out the generator sections for cells that train on real data only; the others
+    are what such cells, and any cell before those keys, recorded."""
+    real_only = cell.production is None and cell.refine is None
+    shards = cell.overrides.get("seg.synthetic")
+    places: list[Any] = [None]  # None: relative to the run dir
+    if isinstance(shards, str) and in_run_dir(cell, shards) != shards:
+        places.append(shards)
+        then = (made_with or {}).get("seg.synthetic")
+        tail = PurePosixPath(in_run_dir(cell, shards)).parts[1:]  # productions/KEY/shards
+        if isinstance(then, str) and then != shards and Path(then).parts[-len(tail):] == tail:
+            places.append(then)
+    out: list[str] = []
+    for place in places:
+        whole = digest(_cell_tree(cell, recipe, synthetic=place))
+        legacy = digest(_cell_tree(cell, recipe, before_unlisted=True, synthetic=place))
+        first = digest(_cell_tree(cell, recipe, segmenter_only=True, synthetic=place)) if real_only else whole
+        out += [first, whole, legacy]
+    return tuple(out)
 
 
 def segmenter_key(cell: Cell, recipe: Recipe) -> str:
@@ -113,10 +147,13 @@ def cell_fingerprint(cell: Cell, recipe: Recipe) -> str:
     return _fingerprints(cell, recipe)[0]
 
 
-def matches_fingerprint(cell: Cell, recipe: Recipe, recorded: str | None) -> bool:
+def matches_fingerprint(cell: Cell, recipe: Recipe, recorded: str | None,
+                        made_with: dict[str, Any] | None = None) -> bool:
     """Whether a finished cell's recorded fingerprint is this cell's; real-only cells finished before
-    the generator sections were left out recorded the whole recipe's, which still counts."""
-    return recorded in _fingerprints(cell, recipe)
+    the generator sections were left out recorded the whole recipe's, which still counts, and so
+    does one recorded with the absolute path of the cell's shards (`made_with`: the overrides the
+    cell recorded, which name where the run dir was when it was made)."""
+    return recorded in _fingerprints(cell, recipe, made_with)
 
 
 def scores(cell: Cell, recipe: Recipe, report_dir: Path, seconds: float) -> dict[str, Any]:

@@ -374,8 +374,11 @@ def _run(plan: Plan) -> dict[str, Any]:
     save_resolved_recipe(study_dir, dataclasses.replace(recipe, study=Recipe().study))
     for cell in plan.cells:  # a cell finished under another recipe is not this study's
         for path in (cell.result_path, cell.segment_path):
-            if path.is_file() and not matches_fingerprint(
-                    cell, plan.resolved[cell.variant], json.loads(path.read_text()).get("fingerprint")):
+            if not path.is_file():
+                continue
+            recorded = json.loads(path.read_text())
+            if not matches_fingerprint(cell, plan.resolved[cell.variant], recorded.get("fingerprint"),
+                                       recorded.get("overrides")):
                 raise ConfigError(f"{path} was made with another recipe or variant; "
                                   "use a new run_dir or delete that cell's folder")
     if not recipe.study.report_only:  # cells finished before they dropped their training states

@@ -1,0 +1,76 @@
+"""Issue 34: a study's run dir copied or moved elsewhere resumes with every cell done: fingerprints
+hold paths inside the run dir relative to it, and cells whose fingerprints hold the absolute shard
+paths of older versions still count, at the place they recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from synthdata.core.recipe_loading import load_recipe
+from synthdata.core.result_keys import result_tree
+from synthdata.experiments.cells import cell_fingerprint, digest, matches_fingerprint
+from synthdata.experiments.study import make_plan, run_study
+
+
+def report_only(plan) -> tuple[dict, str]:
+    """The study's report of `plan`'s run dir, written from its cells; (summary, report.md)."""
+    recipe = dataclasses.replace(plan.recipe, study=dataclasses.replace(plan.recipe.study, report_only=True))
+    summary = run_study(recipe, plan.run_dir)
+    return summary, (plan.run_dir / "study" / "report.md").read_text()
+
+
+def test_a_moved_study_run_dir_resumes_with_every_cell_done(tmp_path, study_tiny, write_variants, finish_cells):
+    variants = write_variants(tmp_path, {
+        "half": {"seg.synthetic_ratio": 0.5},
+        "freemask": {"seg.synthetic_ratio": 0.5, "seg.synthetic_filter": "loss", "seg.filter_segmenter": "@baseline"}})
+    recipe = load_recipe("toy", study_tiny + [f"study.variants={variants}"])
+    old = tmp_path / "here" / "run"
+    plan = make_plan(recipe, old)
+    finish_cells(plan)
+    # a cell finished by the code from before this change: its fingerprint holds the shards' absolute path
+    cell = next(c for c in plan.cells if c.variant == "half" and c.seed == 1)
+    tree = result_tree(dataclasses.replace(plan.resolved["half"], seed=cell.seed))
+    tree["study"], tree["seg"]["synthetic"] = None, cell.overrides["seg.synthetic"]
+    assert cell.overrides["seg.synthetic"].startswith(str(old))
+    result = json.loads(cell.result_path.read_text())
+    result.pop("result_sha256", None)  # (such cells hold no checksum of their result either)
+    cell.result_path.write_text(json.dumps({**result, "fingerprint": digest(tree)}))
+    assert cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)
+    assert run_study(dataclasses.replace(recipe, study=dataclasses.replace(recipe.study, report_only=True)), old)
+
+    new = tmp_path / "elsewhere" / "moved"
+    new.parent.mkdir()
+    shutil.move(str(old), str(new))
+    moved = make_plan(recipe, new)
+    assert all(job.done() for job in moved.jobs)
+    summary, report = report_only(moved)
+    assert summary["ran"] == [] and len(summary["skipped"]) == len(moved.jobs)
+    assert "## Missing cells" not in report
+    summary = run_study(recipe, new)  # a rerun: nothing to train
+    assert summary["ran"] == [] and summary["failed"] == {} and len(summary["skipped"]) == len(moved.jobs)
+    # the old fingerprint counts with the place the cell recorded, for the same production only
+    cell = next(c for c in moved.cells if c.variant == "half" and c.seed == 1)
+    made_with = json.loads(cell.result_path.read_text())["overrides"]
+    assert matches_fingerprint(cell, moved.resolved["half"], digest(tree), made_with)
+    assert not matches_fingerprint(cell, moved.resolved["half"], digest(tree))
+    other = made_with["seg.synthetic"].replace(cell.production, "0123456789ab")
+    assert not matches_fingerprint(cell, moved.resolved["half"], digest({**tree, "seg": {
+        **tree["seg"], "synthetic": other}}), {**made_with, "seg.synthetic": other})
+
+
+@pytest.mark.parametrize("run_dir", ["relative", "absolute"])
+def test_fingerprints_hold_no_path_of_the_run_dir(tmp_path, monkeypatch, plan_for, run_dir):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    variants = {"half": {"seg.synthetic_ratio": 0.5}}
+    first = plan_for(tmp_path / "a", variants)
+    second = plan_for(tmp_path / "b", variants)
+    if run_dir == "relative":
+        first = make_plan(first.recipe, first.run_dir.relative_to(tmp_path))
+    assert [cell_fingerprint(c, first.resolved[c.variant]) for c in first.cells] == [
+        cell_fingerprint(c, second.resolved[c.variant]) for c in second.cells]
