@@ -44,7 +44,10 @@ Layout of RUN_DIR: `generators/KEY/` (stages), `productions/KEY/shards`, `cells/
 each (one GPU each, round robin, where there are GPUs); `study.workers=1` runs them one after
 another in this process, as the demo chains commands (no interpreter start-up per job). A finished cell's result is written
 atomically and skipped on a rerun; a killed cell resumes from its last segmenter (or refine)
-checkpoint.
+checkpoint. A running job holds a lock in its folder that its process inherits: a rerun after the
+study was killed waits for a worker still running, never starts a second copy. A result records
+the code version that made it and checksums of itself and its checkpoint, which the report checks;
+fingerprints hold paths inside RUN_DIR relative to it, so a moved run dir resumes.
 """
 
 from __future__ import annotations
@@ -408,6 +411,6 @@ def _run(plan: Plan) -> dict[str, Any]:
     rows = report["summary"]["rows"]
     summary["verdicts"] = [r["verdict_line"] for r in rows if r.get("verdict_line")] + [
         c["verdict_line"] for r in rows for c in r.get("controls", []) if c.get("verdict_line")]
-    summary["verdicts"] += [report["summary"][w] for w in ("machines_warning", "labels_warning")
+    summary["verdicts"] += [report["summary"][w] for w in ("code_warning", "machines_warning", "labels_warning")
                             if report["summary"].get(w)]
     return summary

@@ -7,19 +7,25 @@ samples" readings); the time it cost; one verdict line; and each pair of variant
 paired the same way. Refine variants (SegGAN after training)
 also show their segmenter and refinement steps, the refinement's own gain and the paired
 difference to their control: the same segmenter trained as many steps more without refinement.
+Every cell is checked against what it recorded when it finished (`cells.verify_cell`), and cells
+made by different code versions, machines or label filters are flagged.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from synthdata.core.atomic import write_json_atomic, write_text_atomic
+from synthdata.core.code_version import version_label
 from synthdata.data.shards import manifest_classes, read_manifest
+from synthdata.experiments.cells import cell_id, verify_cell
 from synthdata.generation.layout_check import check_layouts, read_layout_check
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
 from synthdata.metrics.report import _json_safe, _plt
@@ -80,6 +86,8 @@ def summarize(plan: "Plan") -> dict[str, Any]:
             marker = plan.run_dir / kind / key / "done.json"
             seconds[f"{kind}/{key}"] = json.loads(marker.read_text())["seconds"] if marker.is_file() else None
     checks = {key: _layout_check(plan, p) for key, p in plan.productions.items()}
+    cell_checks = _cell_checks(plan, results)
+    bad = {(f["variant"], f["seed"]) for f in cell_checks["failed"].values()}
     base = results[study.baseline]
     classes = next((r["classes"] for rs in results.values() for r in rs.values()), [])
     rows = []
@@ -139,19 +147,27 @@ def summarize(plan: "Plan") -> dict[str, Any]:
                               if name in plan.productions[k]["used_by"])
                 if flagged:
                     row["verdict_line"] += f"; its layouts lose or merge {flagged} classes (see 'Produced layouts vs real')"
+                row["verdict_line"] += _failed_cells_note(name, study.baseline, paired, bad)
         rows.append(row)
     for row in rows:  # refined vs the same segmenter trained as many steps more without refining
-        row["controls"] = [_against(row["variant"], other, results, study) for other in plan.controls.get(row["variant"], [])]
+        row["controls"] = [_against(row["variant"], other, results, study, bad)
+                           for other in plan.controls.get(row["variant"], [])]
     # every pair of variants, the later one in the file minus the earlier one (which of two recipes to keep)
     others = [name for name in plan.variants if name != study.baseline]
-    between = [_against(later, earlier, results, study) | {"variant": later}
+    between = [_against(later, earlier, results, study, bad) | {"variant": later}
                for i, earlier in enumerate(others) for later in others[i + 1:]]
     machines = [json.loads(m) for m in sorted({json.dumps(r["machine"], sort_keys=True) for rs in results.values()
                                                for r in rs.values() if r.get("machine")})]
     # cells made before label maps were resized with pixel centres aligned recorded no filters
     label_filters = sorted({(r.get("resize_filters") or {}).get("labels", "nearest")
                             for rs in results.values() for r in rs.values()})
+    versions = Counter(version_label(r["code_version"]) for rs in results.values() for r in rs.values()
+                       if r.get("code_version"))
+    unknown = sum(1 for rs in results.values() for r in rs.values() if not r.get("code_version"))
     return {"rows": rows, "between": between, "classes": classes, "missing": missing, "run_seconds": seconds,
+            "cell_checks": cell_checks, "code_versions": dict(sorted(versions.items())), "code_unknown": unknown,
+            "code_warning": mixed_code_warning(versions) if len(versions) > 1 else None,
+            "code_note": unknown_code_note(unknown, sum(versions.values())) if unknown else None,
             "machines": machines, "machines_warning": mixed_machines_warning(machines) if len(machines) > 1 else None,
             "label_filters": label_filters,
             "labels_warning": mixed_labels_warning(label_filters) if len(label_filters) > 1 else None,
@@ -168,7 +184,40 @@ def _layout_check(plan: "Plan", production: dict[str, Any]) -> dict[str, Any] | 
     return check
 
 
-def _against(name: str, control: str, results: dict[str, dict[int, dict[str, Any]]], study) -> dict[str, Any]:
+def _cell_checks(plan: "Plan", results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Each finished cell against what it recorded when it finished: `{"failed": {cell id: {variant,
+    seed, problems, line}}, "checked", "unverifiable" (result.json from before its checksum), "note"}`."""
+    failed, checked, unverifiable = {}, 0, 0
+    for cell in plan.cells:
+        result = results[cell.variant].get(cell.seed)
+        if result is None:
+            continue
+        problems, verifiable = verify_cell(cell, result)
+        checked += 1
+        unverifiable += not verifiable
+        if problems:
+            failed[cell_id(cell)] = {"variant": cell.variant, "seed": cell.seed, "problems": problems,
+                                     "line": f"**Warning: {cell_id(cell)} ({cell.variant} seed {cell.seed}) does not "
+                                             f"match what it recorded when it finished**: {'; '.join(problems)}. "
+                                             "What it reports can no longer be traced to its training: delete "
+                                             "the cell's folder and rerun it."}
+    note = (f"{unverifiable} of {checked} cells finished before result.json recorded its own checksum: their "
+            "results are not verifiable (their checkpoints are checked)." if unverifiable else None)
+    return {"failed": failed, "checked": checked, "unverifiable": unverifiable, "note": note}
+
+
+def _failed_cells_note(name: str, control: str, paired: list[int], bad: set[tuple[str, int]]) -> str:
+    """`; N of the cells it compares fail their checks (...)` for a verdict line, or ""."""
+    failing = [f"{v} seed {s}" for s in paired for v in (name, control) if (v, s) in bad]
+    if not failing:
+        return ""
+    many = len(failing) > 1
+    return (f"; {len(failing)} of the cells it compares {'do' if many else 'does'} not match what "
+            f"{'they' if many else 'it'} recorded ({', '.join(failing)}): see 'Checks of the cells'")
+
+
+def _against(name: str, control: str, results: dict[str, dict[int, dict[str, Any]]], study,
+             bad: set[tuple[str, int]] = frozenset()) -> dict[str, Any]:
     """Paired difference `name` minus `control` by seed (t over seeds, per-image bootstrap) and a verdict."""
     mine, theirs = results[name], results[control]
     paired = [s for s in sorted(mine) if s in theirs]
@@ -179,7 +228,8 @@ def _against(name: str, control: str, results: dict[str, dict[int, dict[str, Any
         use = out["t_interval"] if out["t_interval"].defined else out["bootstrap"]
         out["verdict"] = verdict(use) if use is not None else "no interval"
         out["verdict_line"] = f"{name} vs {control}: {_points(use)} mIoU: {out['verdict']}" + (
-            "" if use is out["t_interval"] else " (one seed: per-image bootstrap interval)")
+            "" if use is out["t_interval"] else " (one seed: per-image bootstrap interval)") + _failed_cells_note(
+            name, control, paired, bad)
     return out
 
 
@@ -367,6 +417,37 @@ def mixed_machines_warning(machines: list[dict[str, str]]) -> str:
             "not pairs: rerun the study's cells on one machine (delete the other machine's cell folders).")
 
 
+def mixed_code_warning(versions: Counter) -> str:
+    """One line for a study whose cells were made by different versions of synthdata."""
+    names = "; ".join(f"{label}: {count} cells" for label, count in sorted(versions.items()))
+    return (f"**Warning: the cells were made by {len(versions)} code versions** ({names}). A change of code can "
+            "change what the same seed trains, so cells paired by seed across versions may differ by the code as "
+            "well as by the data: rerun the cells of the other versions (delete their folders) under one version.")
+
+
+def unknown_code_note(unknown: int, known: int) -> str:
+    """One line for cells finished before cells recorded the code version that made them."""
+    return (f"{unknown} of {unknown + known} cells finished before cells recorded the code version that made them: "
+            "which code made them is unknown" + (" (not counted in the comparison of code versions)." if known else "."))
+
+
+def _check_lines(summary: dict[str, Any]) -> list[str]:
+    """The section on what the cells recorded: per cell what does not match, and what cannot be told."""
+    checks = summary["cell_checks"]
+    if not checks["checked"]:
+        return []
+    lines = ["## Checks of the cells", ""]
+    lines += [f"- {f['line']}" for f in checks["failed"].values()]
+    fine, sealed = checks["checked"] - len(checks["failed"]), checks["checked"] - checks["unverifiable"]
+    lines.append(f"- {fine} of {checks['checked']} cells match what they recorded when they finished (each "
+                 f"checkpoint against its recorded sha256; result.json against its own checksum in {sealed} cells).")
+    lines += [f"- {note}" for note in (checks["note"], summary["code_note"]) if note]
+    versions = summary["code_versions"]
+    if versions:
+        lines.append("- Code versions: " + "; ".join(f"{label} ({count} cells)" for label, count in versions.items()) + ".")
+    return lines + [""]
+
+
 def mixed_labels_warning(filters: list[str]) -> str:
     """One line for a study whose cells saw label maps resized by different filters (a run dir
     resumed across the fix that aligned them with their images)."""
@@ -381,6 +462,9 @@ def write_study_report(plan: "Plan") -> Path:
     out = plan.study_dir
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(plan)
+    for line in [f["line"] for f in summary["cell_checks"]["failed"].values()] + [summary["cell_checks"]["note"]]:
+        if line:
+            print(f"study report: {line.replace('**', '')}", file=sys.stderr)
     pictures = _plots(summary, out)
     recipe, conf = plan.recipe, round(100 * summary["confidence"])
     seg = recipe.seg
@@ -397,8 +481,9 @@ def write_study_report(plan: "Plan") -> Path:
              "## Verdicts", ""]
     lines += [f"- {r['verdict_line']}" for r in summary["rows"] if "verdict_line" in r]
     lines += [f"- {c['verdict_line']}" for r in summary["rows"] for c in r["controls"] if "verdict_line" in c]
-    lines += [f"- {summary[w]}" for w in ("machines_warning", "labels_warning") if summary[w]]
-    lines += ["", INTERVAL_RULE.format(conf=conf), "",
+    lines += [f"- {summary[w]}" for w in ("code_warning", "machines_warning", "labels_warning") if summary[w]]
+    lines += [""] + _check_lines(summary)
+    lines += [INTERVAL_RULE.format(conf=conf), "",
               "## Table", "",
               f"| variant | seeds | mIoU mean +- std | difference [{conf}% t over seeds] | "
               f"difference [{conf}% bootstrap over images] | steps | refine steps | real samples | "

@@ -49,7 +49,8 @@ def test_a_moved_study_run_dir_resumes_with_every_cell_done(tmp_path, study_tiny
     assert all(job.done() for job in moved.jobs)
     summary, report = report_only(moved)
     assert summary["ran"] == [] and len(summary["skipped"]) == len(moved.jobs)
-    assert "## Missing cells" not in report
+    assert "## Missing cells" not in report and "- 6 of 6 cells match what they recorded" in report
+    assert "1 of 6 cells finished before result.json recorded its own checksum" in report  # the older one
     summary = run_study(recipe, new)  # a rerun: nothing to train
     assert summary["ran"] == [] and summary["failed"] == {} and len(summary["skipped"]) == len(moved.jobs)
     # the old fingerprint counts with the place the cell recorded, for the same production only
