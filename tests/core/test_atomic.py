@@ -35,3 +35,18 @@ def test_a_value_json_refuses_leaves_nothing_behind(tmp_path):
     with pytest.raises(ValueError):
         write_json_atomic(tmp_path / "report.json", {"x": float("nan")}, allow_nan=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_follow_the_umask_as_a_plain_open_would(tmp_path, umask):
+    """Reports and manifests were 0600 whatever the umask (mkstemp's mode): teammates could not read them."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        written = write_json_atomic(tmp_path / "report.json", {"a": 1})
+        with open(tmp_path / "plain.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert written.stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -205,3 +205,27 @@ def test_killed_writer_leaves_no_partial_shard_and_rerun_completes(tmp_path):
     assert read_manifest(out)["shards"] == clean
     for entry in clean:
         assert (out / entry["name"]).read_bytes() == (tmp_path / "clean" / entry["name"]).read_bytes()
+
+
+@pytest.mark.parametrize("num_classes", [3, 300])
+def test_readme_stock_webdataset_snippet_gets_masks_right(tmp_path, monkeypatch, num_classes):
+    """The README's stock-webdataset snippet, run as written (only the shard path changed): images
+    uint8 RGB, masks the exact integer label maps, 8- and 16-bit alike."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "handle_extension" in b)
+    assert "synthdata" not in block
+    names = tuple(f"c{i}" for i in range(num_classes))
+    classes = ClassInfo(names, default_palette(num_classes), ignore_index=255 if num_classes <= 255 else 65535)
+    out = tmp_path / "runs" / "g" / "shards"
+    samples = write(out, 16, classes=classes)  # four shards, as the snippet's brace pattern names
+    monkeypatch.chdir(tmp_path)
+    seen: list = []
+    exec(block.replace("    break\n", "    seen.append((image, mask))\n"), {"seen": seen})
+    assert len(seen) == 16
+    for (image, mask), want in zip(seen, samples):
+        assert image.dtype == np.uint8 and image.shape == want["image"].shape
+        np.testing.assert_array_equal(image, want["image"])
+        assert mask.dtype == want["layout"].dtype and mask.ndim == 2
+        np.testing.assert_array_equal(mask, want["layout"])
