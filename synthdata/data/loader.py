@@ -164,8 +164,9 @@ class SampleStream(IterableDataset):
                 raise ShardError(f"source '{src.name}' yielded no samples from its {len(src)} shards")
 
     def _mixed(self, wid: int) -> Iterator[tuple[int, Any]]:
-        """Interleave sources by weight with smooth weighted round robin: the ratio is exact
-        to within one sample at every point, and deterministic."""
+        """Interleave sources by weight with smooth weighted round robin: the ratio of this
+        stream is exact to within one sample at every point, and deterministic (the shuffle
+        buffer after it reorders across sources, so short stretches of the output drift)."""
         weights = [s.weight for s in self.sources]
         streams = {k: self._endless(k, s, wid) for k, s in enumerate(self.sources) if s.weight > 0}
         total, credit = sum(weights), [0.0] * len(weights)
