@@ -1,6 +1,7 @@
 """The `synthdata` console script: `synthdata COMMAND key=value ...`.
 
-Each command is the `main(argv)` of a module, imported only when that command runs.
+Each command is the `main(argv)` of a module, imported only when that command runs; `--help` is
+read from the command's source and `--version` answered here, both before torch is imported.
 """
 
 from __future__ import annotations
@@ -8,6 +9,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import sys
+
+from synthdata import __version__
+from synthdata.core.recipe_help import static_command, static_usage
+from synthdata.core.recipe_loading import HELP_FLAGS, command_help
 
 # command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,7 +35,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     lines = ["usage: synthdata COMMAND [recipe=NAME] [key=value ...]", "", "commands:"]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "`synthdata COMMAND --help` lists its arguments and every recipe key (default, valid values,",
+              "meaning); `synthdata --version` prints the version."]
     return "\n".join(lines)
+
+
+def fast_help(name: str, rest: list[str]) -> str | None:
+    """The `--help` text of a command (or `evaluate WHAT`) read from its source without importing it,
+    as its own `--help` would print it; None when its source does not allow it."""
+    module = COMMANDS[name][0]
+    if name == "evaluate":  # synthdata.evaluate imports nothing heavy: its table of evaluations
+        evaluations = importlib.import_module(module).EVALUATIONS
+        if not rest or rest[0] not in evaluations:
+            return None
+        module = evaluations[rest[0]]
+    found = static_command(module)
+    return command_help(*found) if found is not None else static_usage(module)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,12 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
+    if "--version" in argv:
+        print(f"synthdata {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         close = difflib.get_close_matches(name, COMMANDS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"synthdata: unknown command '{name}'.{hint}\n\n{usage()}", file=sys.stderr)
         return 2
+    if any(token in HELP_FLAGS for token in rest):
+        text = fast_help(name, rest)
+        if text is not None:
+            print(text)
+            return 0
     module = importlib.import_module(COMMANDS[name][0])
     return module.main(rest)
 

@@ -23,6 +23,7 @@ import yaml
 
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe import Range, Recipe
+from synthdata.core.recipe_help import key_lines, yaml_text
 
 # --------------------------------------------------------------------------------------------
 # Loading
@@ -305,35 +306,19 @@ def parse_command_line(
     return recipe, args
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return "required"
-
-
-def recipe_keys(cls: type = Recipe, prefix: str = "") -> list[str]:
-    """One line per recipe section: `section: key=default, ...` (nested sections get their own)."""
-    hints = typing.get_type_hints(cls)
-    scalars, sections = [], []
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            sections += recipe_keys(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            scalars.append(f"{f.name}={_field_default(f)!r}")
-    head = f"  {prefix.rstrip('.')}: " if prefix else "  (top level): "
-    return ([head + ", ".join(scalars)] if scalars else []) + sections
-
-
 def command_help(doc: str | None, arguments: dict[str, Any] | None) -> str:
-    """The `--help` text of an entry point: its docstring, its own arguments, the recipe keys."""
+    """The `--help` text of an entry point: its docstring, its own arguments, then every recipe key
+    with its default, valid values and meaning (`core.recipe_help.key_lines`)."""
     lines = [(doc or "synthdata COMMAND recipe=NAME key=value ...").strip(), ""]
     if arguments is not None:
-        own = [f"{k}=..." + (" (required)" if v is dataclasses.MISSING else f" (default {v!r})")
-               for k, v in arguments.items()]
+        own = [f"{k}=... (required)" if v is dataclasses.MISSING else f"{k}={yaml_text(v)}" for k, v in arguments.items()]
         lines.append("arguments: " + (", ".join(own) if own else "none besides the recipe"))
         lines.append(f"recipe=NAME|PATH (default toy; shipped: {', '.join(available_recipes())})")
-        lines.append("recipe keys, overridden as section.key=value (YAML-typed), with their defaults:")
-        lines += recipe_keys()
+        lines.append("recipe keys, set as section.key=value (YAML, null for None): key=default (what the default "
+                     "recipe toy sets instead), valid values, meaning")
+        try:
+            toy = load_recipe("toy")
+        except ConfigError:  # no shipped recipes (a bare source tree): the schema's defaults alone
+            toy = None
+        lines += key_lines(Recipe(), toy, "toy")
     return "\n".join(lines)
