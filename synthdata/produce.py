@@ -23,6 +23,7 @@ from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import default_run_dir, parse_command_line
 from synthdata.core.runtime import make_accelerator
 from synthdata.generation.production import RejectionError, parse_array_job, run
+from synthdata.metrics.layout_check import check_layouts
 
 
 def _main(argv: list[str]) -> int:
@@ -35,7 +36,8 @@ def _main(argv: list[str]) -> int:
         raise ConfigError("finalize=true checks every array job's shards and writes the manifest: give it no job=")
     try:
         return run(recipe, run_dir=run_dir, max_shards=args["max_shards"], array_job=array_job,
-                   finalize=args["finalize"], accelerator=make_accelerator(mixed_precision=recipe.produce.mixed_precision))
+                   finalize=args["finalize"], accelerator=make_accelerator(mixed_precision=recipe.produce.mixed_precision),
+                   check_layouts=check_layouts)
     except RejectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

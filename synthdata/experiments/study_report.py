@@ -26,8 +26,8 @@ from synthdata.core.atomic import write_json_atomic, write_text_atomic
 from synthdata.core.code_version import version_label
 from synthdata.data.shards import manifest_classes, read_manifest
 from synthdata.experiments.cells import cell_id, verify_cell
-from synthdata.generation.layout_check import check_layouts, read_layout_check
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
+from synthdata.metrics.layout_check import check_layouts, read_layout_check
 from synthdata.metrics.report import _json_safe, _plt
 
 if TYPE_CHECKING:
@@ -385,7 +385,7 @@ def _refine_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
 
 
 def _layout_check_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
-    """Each production's layouts against the real training layouts (`generation.layout_check`)."""
+    """Each production's layouts against the real training layouts (`metrics.layout_check`)."""
     checks = summary["layout_checks"]
     if not checks:
         return []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from synthdata.data.readers.base import declared_classes, make_reader
 from synthdata.data.shard_writer import ShardWriter
 from synthdata.generation.bank_building import region_rule, thing_classes
 from synthdata.generation.copy_paste import ObjectPool
-from synthdata.generation.layout_check import check_layouts
 from synthdata.generation.layout_sources import LayoutSource, build_layout_source
 from synthdata.generation.quality_controls import QualityControls, build_quality_controls
 from synthdata.generation.sampler import load_pipeline
@@ -279,7 +278,8 @@ def array_job_shards(sizes: list[int], array_job: tuple[int, int] | None, rank: 
 
 
 def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overlap: bool = True,
-        accelerator=None, array_job: tuple[int, int] | None = None, finalize: bool = False) -> int:
+        accelerator=None, array_job: tuple[int, int] | None = None, finalize: bool = False,
+        check_layouts: Callable[["Recipe", Path, Any], dict[str, Any] | None] | None = None) -> int:
     """Produce `recipe.produce.num_samples` samples from the stages trained in `run_dir`.
 
     `max_shards` bounds the shards this process writes in this call (chunked jobs; the manifest
@@ -287,7 +287,9 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     shards (`array_job_shards`) and never the manifest, so N independent jobs (a SLURM array)
     need no shared process group; `finalize` then writes nothing new: it checks that every
     planned shard is there, whole and of this production (`check_planned_shards`), and writes the
-    manifest. `accelerator`: the command's (default: one made from `produce.mixed_precision`)."""
+    manifest. `accelerator`: the command's (default: one made from `produce.mixed_precision`).
+    `check_layouts(recipe, out_dir, classes)`: run on the finished production (the command passes
+    `metrics.layout_check.check_layouts`; generation sits below metrics, so it does not import it)."""
     cfg = recipe.produce
     check_production_settings(recipe)  # before anything is loaded or written
     accelerator = accelerator or make_accelerator(mixed_precision=cfg.mixed_precision)
@@ -369,7 +371,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
         if complete and (array_job is None or finalize):
             writer.finalize_manifest(list(range(len(sizes))))
             save_resolved_recipe(out_dir, recipe)
-            check = check_layouts(recipe, out_dir, classes)
+            check = check_layouts(recipe, out_dir, classes) if check_layouts is not None else None
         total = {k: sum(s[k] for s in everyone) for k in ("shards", "samples", "skipped_shards", "attempts")}
         rejected: dict[str, int] = {}
         for s in everyone:

@@ -260,7 +260,7 @@ def test_produce_end_to_end_writes_readable_shards_and_resumes(run_dir, tmp_path
 
 
 def test_layout_check_warns_about_lost_classes_and_skips_without_real_data(run_dir, tmp_path, capsys, monkeypatch):
-    import synthdata.generation.layout_check as lc
+    import synthdata.metrics.layout_check as lc
 
     real = {"presence_rate": [1.0, 1.0, 0.0, 0.0], "components_per_class": [1.0, 1.0, 0.0, 0.0]}
     statistics = iter([{**real, "num_images": 3}, {"presence_rate": [1.0, 0.0, 0.0, 0.0],
