@@ -27,7 +27,8 @@ from synthdata.generation.training import TrainingDiverged, train_stage
 def _main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, {"stage": MISSING, "run_dir": None})
     run_dir = Path(str(args["run_dir"])) if args["run_dir"] else default_run_dir(recipe)
-    accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_dir=run_dir / "logs")
+    accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_with=recipe.log_with,
+                                   log_dir=run_dir / "logs")
     try:
         train_stage(recipe, stage=str(args["stage"]), run_dir=run_dir, accelerator=accelerator)
     except TrainingDiverged as e:

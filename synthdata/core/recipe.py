@@ -337,12 +337,18 @@ class StudyConfig:
     only: list[str] | None = None  # run and report only these variants (and the baseline); None: all
 
 
+# Accelerate's trackers (LoggerType, less "all"); each is an optional package (synthdata.core.tracking)
+Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"]
+
+
 @dataclass
 class Recipe:
     """A whole recipe: one file in recipes/, after overrides."""
 
     name: str = "toy"
     seed: int = 0
+    # experiment trackers for train, segment and study cells, e.g. [tensorboard] (RUN_DIR/logs); None: off
+    log_with: list[Tracker] | None = None
     data: DataConfig = field(default_factory=DataConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import importlib.util
 import os
 import platform
 import time
@@ -18,6 +17,7 @@ from accelerate.state import AcceleratorState, PartialState
 
 from synthdata.core.contract import ConfigError
 from synthdata.core.seeding import derive_seed
+from synthdata.core.tracking import check_trackers
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -69,14 +69,6 @@ def machine_description(device: torch.device | str = "cpu") -> dict[str, str]:
     device = torch.device(device)
     return {"cpu": cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}
-
-
-def available_trackers() -> list[str]:
-    """Accelerate trackers that are installed (TensorBoard is optional, never a dependency)."""
-    found = []
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        found.append("tensorboard")
-    return found
 
 
 def cpu_threads(*, environ: dict[str, str] | None = None, cores: int | None = None,
@@ -181,13 +173,19 @@ def leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def make_accelerator(*, mixed_precision: str | bool = "auto", log_dir: str | Path | None = None):
+def make_accelerator(*, mixed_precision: str | bool = "auto", log_with: list[str] | None = None,
+                     log_dir: str | Path | None = None):
     """An `Accelerator` whose precision is resolved from `mixed_precision` (see above), with CPU
-    threads chosen by `configure_threads` and the allocator set by `configure_allocator`.
+    threads chosen by `configure_threads` and the allocator set by `configure_allocator`, and the
+    experiment trackers of the recipe key `log_with` (`core.tracking.check_trackers`: a missing
+    package stops here, before any work), whose local files go under `log_dir`.
 
     Gradient accumulation is done by the training loop (two optimizers, GAN phases), so the
     Accelerator itself always steps every call.
     """
+    trackers = check_trackers(log_with)
+    if trackers and log_dir is None:
+        raise ValueError("make_accelerator: log_with needs a log_dir")
     # Without a GPU, Accelerate forms a multi-process (gloo) group only when told cpu=True
     cpu = not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
@@ -202,7 +200,6 @@ def make_accelerator(*, mixed_precision: str | bool = "auto", log_dir: str | Pat
     if state.num_processes > 1:
         atexit.unregister(leave_process_group)  # once, however many commands this process runs
         atexit.register(leave_process_group)
-    trackers = available_trackers() if log_dir is not None else []
     return Accelerator(
         cpu=cpu,
         mixed_precision=precision,

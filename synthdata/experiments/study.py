@@ -47,7 +47,9 @@ atomically and skipped on a rerun; a killed cell resumes from its last segmenter
 checkpoint. A running job holds a lock in its folder that its process inherits: a rerun after the
 study was killed waits for a worker still running, never starts a second copy. A result records
 the code version that made it and checksums of itself and its checkpoint, which the report checks;
-fingerprints hold paths inside RUN_DIR relative to it, so a moved run dir resumes.
+fingerprints hold paths inside RUN_DIR relative to it, so a moved run dir resumes. The recipe's
+`log_with` (experiment trackers) reaches every job; each cell's segment run is tracked as
+VARIANT/seed-S (with `study.variant` and `study.seed` in its config).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.result_keys import result_tree
 from synthdata.core.run_dir import save_resolved_recipe
+from synthdata.core.tracking import check_trackers
 from synthdata.data.readers.base import make_reader, refuse_subset_of_shards
 from synthdata.data.shards import resolve_urls
 from synthdata.experiments.cells import (
@@ -148,6 +151,7 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
     (unknown key, missing shards, subset ids) is raised here, before anything trains."""
     study = recipe.study
     seeds = study_seeds(recipe)
+    check_trackers(recipe.log_with)  # each job would stop on a missing tracker package: stop here instead
     if study.workers < 1 or study.threads < 1:
         raise ConfigError("study.workers and study.threads must be >= 1")
     if not 0 < study.confidence < 1:
@@ -334,7 +338,8 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
             for other in plan.cells:
                 if isinstance(value, str) and value.startswith(str(other.run_dir) + os.sep):
                     deps.append(cell_id(other))
-        segment = [_command("synthdata.segment", recipe_path, {**cell.overrides, "run_dir": str(cell.run_dir)})]
+        tracked = {"study_variant": cell.variant} if plan.recipe.log_with else {}  # its run: VARIANT/seed-N
+        segment = [_command("synthdata.segment", recipe_path, {**cell.overrides, "run_dir": str(cell.run_dir), **tracked})]
         on_done = cell_result(cell, resolved[cell.variant])
         if cell.refine is None:
             jobs.append(Job(cell_id(cell), segment, deps=deps, done_file=cell.result_path, on_done=on_done,

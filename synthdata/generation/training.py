@@ -28,6 +28,7 @@ from synthdata.core.runtime import (
     seed_step,
 )
 from synthdata.core.seeding import derive_seed, torch_generator
+from synthdata.core.tracking import log_scalars, start_tracking
 from synthdata.data.loader import Source, make_loader, source_classes
 from synthdata.data.readers import make_reader
 from synthdata.data.readers.base import refuse_subset_of_shards
@@ -208,7 +209,8 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     if recipe.train.sample_every < 0:
         raise ConfigError(f"train.sample_every must be >= 0 (0: a sample grid only at the end), got {recipe.train.sample_every}")
     if accelerator is None:
-        accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_dir=run_dir / "logs")
+        accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_with=recipe.log_with,
+                                       log_dir=run_dir / "logs")
     r = prepare_stage(recipe, stage, run_dir, accelerator)
     cfg, folder = recipe.train, checkpoint_dir(run_dir, stage)
     main_proc = accelerator.is_main_process
@@ -225,7 +227,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
         save_resolved_recipe(run_dir, recipe)  # the generator run's recipe, read by tools/ and produce
         if start:
             print(f"{stage}: resuming from step {start}")
-    accelerator.init_trackers(f"train-{stage}", config={"stage": stage, "steps": cfg.steps})
+    start_tracking(accelerator, recipe, f"train-{stage}", config={"stage": stage})  # recipe.log_with: RUN_DIR/logs/train-STAGE
     accum, stage_id = max(1, cfg.gradient_accumulation), stages.STAGE_IDS[stage]
     rank, world = accelerator.process_index, accelerator.num_processes
     preview = None
@@ -249,7 +251,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
             if step % cfg.log_every == 0 or step == cfg.steps:
                 scalars = {k: float(v) for k, v in logged.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in scalars.items()})
-                accelerator.log({f"{stage}/{k}": v for k, v in scalars.items()}, step=step)
+                log_scalars(accelerator, {f"{stage}/{k}": v for k, v in scalars.items()}, step)
             if main_proc and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps):
                 _save_samples(r.spec, r.ema.module, preview, r.classes,
                               run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)

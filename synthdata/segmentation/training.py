@@ -3,7 +3,8 @@
 Real data (the recipe's reader, or `seg.real` shards) and synthetic shards (`seg.synthetic`) are
 streamed and mixed by `seg.synthetic_ratio` under `seg.synthetic_schedule` (constant | decay |
 pretrain, see `synthetic_per_step`; after pretraining neither the optimiser nor the LR schedule
-restarts); validation mIoU every `seg.val_every` steps;
+restarts); validation mIoU every `seg.val_every` steps; losses, learning rate and val mIoU logged to
+the recipe's trackers (`log_with`, `core.tracking`) at the steps the bar shows them;
 resumable checkpoints under RUN_DIR/checkpoints/segmenter (a resumed run trains on the batches of
 an uninterrupted one: `SegmentationRun.batches`); the run ends with RUN_DIR/report.
 """
@@ -30,6 +31,7 @@ from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
 from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed, numpy_rng
+from synthdata.core.tracking import log_scalars
 from synthdata.data.loader import Source, make_loader, source_classes
 from synthdata.data.readers.base import DatasetReader, make_reader
 from synthdata.metrics.evaluation import (
@@ -337,12 +339,14 @@ class SegmentationRun:
         return {k: v.detach() for k, v in losses.items()}
 
     def validate(self, step: int, keep: int = 0) -> dict[str, Any]:
-
+        """mIoU on the val split, kept in `history` and logged to the trackers (`recipe.log_with`)."""
         loader = make_loader(Source(reader=self.val, name="val"), batch_size=self.recipe.eval.batch_size,
                              augment=False, shuffle=False)
         out = evaluate_segmenter(self.model, loader, num_classes=self.classes.num_classes, ignore_index=self.ignore,
                                  accelerator=self.accelerator, window=self.window, flips=self.flips, keep_examples=keep)
         self.history.append({"step": step, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"]})
+        log_scalars(self.accelerator, {"segment/val_miou": out["miou"], "segment/val_pixel_accuracy": out["pixel_accuracy"]},
+                    step)
         return out
 
     def portable(self, progress: dict[str, Any]) -> dict[str, Any]:
@@ -372,6 +376,8 @@ class SegmentationRun:
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss'].item():.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
+                log_scalars(accelerator, {**{f"segment/{k}": v for k, v in last.items()},
+                                          "segment/lr": self.scheduler.get_last_lr()[0]}, step)
                 if seg.val_every and step % seg.val_every == 0 and step < seg.steps:
                     bar.write(f"step {step}: val mIoU {100 * self.validate(step)['miou']:.1f}%")
                     self.model.train()
