@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from synthdata.core.contract import ConfigError
 from synthdata.core.seeding import derive_seed, numpy_rng
-from synthdata.segmentation.segmenters import load_segmenter
+from synthdata.models.segmenters import load_segmenter
 
 if TYPE_CHECKING:
     from synthdata.core.contract import ClassInfo

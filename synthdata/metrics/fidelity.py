@@ -23,7 +23,7 @@ from synthdata.core.recipe_loading import parse_command_line
 from synthdata.metrics.miou import ConfusionMatrix
 from synthdata.metrics.report import write_report
 from synthdata.metrics.sources import open_source, take
-from synthdata.segmentation.segmenters import load_segmenter
+from synthdata.models.segmenters import load_segmenter
 
 # images (B, 3, H, W) float in [0, 1] -> logits (B, C, H', W')
 SegmentFn = Callable[[torch.Tensor], torch.Tensor]

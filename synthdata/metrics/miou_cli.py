@@ -15,7 +15,7 @@ from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.runtime import make_accelerator
 from synthdata.metrics.evaluation import eval_flips, eval_reader, evaluate_and_report, format_image_iou
-from synthdata.segmentation.segmenters import load_segmenter
+from synthdata.models.segmenters import load_segmenter
 
 
 def _main(argv: list[str]) -> int:

@@ -1,3 +1,3 @@
-"""Segmentation: segmenters (segmentation-models-pytorch) and their training on real + synthetic
-data (`training`, with the FreeMask loss filter in `segmenters`), SegGAN refinement (`seggan`) and
-segmentation as translation (`translation`, `cyclegan`)."""
+"""Segmentation: training segmenters (built and loaded by `synthdata.models.segmenters`) on real +
+synthetic data (`training`, with the FreeMask loss filter in `freemask`), SegGAN refinement
+(`seggan`) and segmentation as translation (`translation`, `cyclegan`)."""

@@ -32,7 +32,7 @@ from synthdata.generation import stages
 from synthdata.metrics.evaluation import evaluate_and_report
 from synthdata.metrics.report import compare_reports, read_report
 from synthdata.models import losses
-from synthdata.segmentation.segmenters import load_segmenter
+from synthdata.models.segmenters import load_segmenter
 
 REFINE_SEED_KEY = 0x5E6  # keys derived seeds of this command
 

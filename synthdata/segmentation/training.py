@@ -44,12 +44,10 @@ from synthdata.metrics.evaluation import (
 )
 from synthdata.metrics.miou import evaluate_segmenter
 from synthdata.metrics.report import write_report
-from synthdata.segmentation.segmenters import (
+from synthdata.models.segmenters import build_segmenter, load_segmenter, segmenter_arch
+from synthdata.segmentation.freemask import (
     LossFilter,
-    build_segmenter,
     class_mean_loss,
-    load_segmenter,
-    segmenter_arch,
 )
 
 # --------------------------------------------------------------------------------------------

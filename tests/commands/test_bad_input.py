@@ -87,7 +87,7 @@ def _shards(tmp: Path) -> Path:
 def _segmenter_file(tmp: Path) -> Path:
     from synthdata.core.checkpoint import portable_checkpoint, save_atomic
     from synthdata.core.recipe import SegModelConfig
-    from synthdata.segmentation.segmenters import build_segmenter, segmenter_arch
+    from synthdata.models.segmenters import build_segmenter, segmenter_arch
 
     cfg = SegModelConfig(arch="unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
     model = build_segmenter(cfg, num_classes=8)

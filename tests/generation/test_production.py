@@ -325,7 +325,7 @@ def test_produce_with_segmenter_fidelity_and_hardness(run_dir, tmp_path):
 
     from synthdata.core.checkpoint import portable_checkpoint, save_atomic
     from synthdata.core.recipe import SegModelConfig
-    from synthdata.segmentation.segmenters import build_segmenter, segmenter_arch
+    from synthdata.models.segmenters import build_segmenter, segmenter_arch
 
     cfg = SegModelConfig(arch="unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
     torch.manual_seed(0)

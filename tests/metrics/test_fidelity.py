@@ -72,7 +72,7 @@ def test_cli_segments_shards_and_refuses_foreign_checkpoints(tmp_path, capsys):
     from synthdata.core.checkpoint import portable_checkpoint, save_atomic
     from synthdata.core.recipe import SegModelConfig
     from synthdata.data.shard_writer import ShardWriter
-    from synthdata.segmentation.segmenters import build_segmenter, segmenter_arch
+    from synthdata.models.segmenters import build_segmenter, segmenter_arch
 
     with ShardWriter(tmp_path / "shards", prefix="t", shard_size=4, classes=CLASSES, recipe={"name": "t"},
                      depth_scale=0.001) as writer:

@@ -42,7 +42,7 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_refinement_changes_only_the_segmenter(run_dir: Path) -> None:
-    from synthdata.segmentation.segmenters import load_segmenter
+    from synthdata.models.segmenters import load_segmenter
 
     classes = _classes(run_dir)
     G, D, spec = refine_mod.load_image_stage(run_dir / "checkpoints" / "image" / "latest.pt", classes,

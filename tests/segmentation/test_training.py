@@ -24,8 +24,8 @@ from synthdata.data.loader import Source, make_loader
 from synthdata.data.readers.base import make_reader
 from synthdata.metrics import miou_cli
 from synthdata.metrics.evaluation import image_ious
+from synthdata.models.segmenters import build_segmenter, load_segmenter
 from synthdata.segment import main as segment_main
-from synthdata.segmentation.segmenters import build_segmenter, load_segmenter
 from synthdata.segmentation.training import make_optimizer, segmentation_loss, subset_reader
 
 TINY_MODEL = ["seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]"]
