@@ -16,36 +16,40 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
 import sys
+import types
 from pathlib import Path
 
-from synthdata.core.contract import ConfigError
+from synthdata import api
 from synthdata.core.entry import run_main
 from synthdata.core.recipe_loading import default_run_dir, parse_command_line
-from synthdata.core.runtime import make_accelerator
-from synthdata.generation.production import RejectionError, parse_array_job, run
-from synthdata.metrics.layout_check import check_layouts
+from synthdata.generation.production import RejectionError
 
 
 def _main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None, "job": None, "finalize": False})
     run_dir = Path(args["run_dir"]) if args["run_dir"] else default_run_dir(recipe)
-    array_job = parse_array_job(args["job"])
-    if args["finalize"] not in (True, False):
-        raise ConfigError(f"finalize must be true or false, got {args['finalize']!r}")
-    if args["finalize"] and array_job is not None:
-        raise ConfigError("finalize=true checks every array job's shards and writes the manifest: give it no job=")
     try:
-        return run(recipe, run_dir=run_dir, max_shards=args["max_shards"], array_job=array_job,
-                   finalize=args["finalize"], accelerator=make_accelerator(mixed_precision=recipe.produce.mixed_precision),
-                   check_layouts=check_layouts)
+        api.produce(recipe, run_dir, max_shards=args["max_shards"], job=args["job"], finalize=args["finalize"])
     except RejectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_main(_main, argv)
 
+
+class _CallableCommand(types.ModuleType):
+    """This module, callable as the Python API's `produce` (`synthdata.produce(recipe, run_dir)`):
+    importing a submodule makes it the package's attribute of that name, whatever the package set."""
+
+    def __call__(self, *args, **kwargs) -> Path:
+        return api.produce(*args, **kwargs)
+
+
+if __name__ == "synthdata.produce":
+    sys.modules[__name__].__class__ = _CallableCommand
 
 if __name__ == "__main__":
     sys.exit(main())

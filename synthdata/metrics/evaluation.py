@@ -77,17 +77,18 @@ def inference_protocol(window: tuple[int, int] | None, flips: tuple[str, ...]) -
     return text
 
 
-def run_info(recipe: Recipe, *, checkpoint: str | Path, split: str, num_images: int,
+def run_info(recipe: Recipe, *, checkpoint: str | Path | None, split: str, num_images: int,
              window: tuple[int, int] | None, accelerator: Any = None, split_note: str | None = None) -> dict[str, Any]:
-    """What a report pins: recipe, checkpoint hash, seeds, versions, machine and the evaluation
+    """What a report pins: recipe, checkpoint hash (None for a model that is no synthdata checkpoint:
+    the caller's `info["model"]` says what it was), seeds, versions, machine and the evaluation
     protocol; `split_note`: the evaluation reader's, when its split is not a split of the dataset's
     own (`data.val_fraction`, or the training images themselves)."""
     height = recipe.eval.height or recipe.data.height
     width = recipe.eval.width or recipe.data.width
     return {
         "recipe_name": recipe.name,
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha256_file(checkpoint),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_sha256": None if checkpoint is None else sha256_file(checkpoint),
         "dataset": recipe.data.reader,
         "split": split,
         "seed": recipe.seed,
@@ -156,7 +157,7 @@ def format_image_iou(summary: dict[str, Any]) -> list[float | None]:
 
 
 def evaluate_and_report(model: nn.Module, recipe: Recipe, *, out_dir: Path | None, title: str,
-                        checkpoint: Path, accelerator, info: dict[str, Any] | None = None,
+                        checkpoint: Path | None, accelerator, info: dict[str, Any] | None = None,
                         split: str | None = None, reader: DatasetReader | None = None,
                         progress: bool = False) -> dict[str, Any]:
     """Score `model` (images in [0, 1] -> class scores) on `split` (default: the recipe's val
