@@ -1,5 +1,5 @@
 """The main jobs as Python functions, for notebooks and scripts: `load_recipe`, `build_bank`,
-`produce` and `evaluate_miou`, the same work as the commands (also as `synthdata.NAME`: the package
+`produce_shards` and `evaluate_miou`, the same work as the commands (also as `synthdata.NAME`: the package
 imports this module on first use, so `import synthdata` stays light). Errors raise `ConfigError`,
 `DatasetError`, `CheckpointError` or `BankError` instead of ending the process.
 """
@@ -25,7 +25,7 @@ from synthdata.metrics.evaluation import eval_flips, eval_reader, evaluate_and_r
 from synthdata.metrics.external_models import ExternalSegmenter, describe
 from synthdata.metrics.layout_check import check_layouts
 
-__all__ = ["build_bank", "evaluate_miou", "load_recipe", "produce"]
+__all__ = ["build_bank", "evaluate_miou", "load_recipe", "produce_shards"]
 
 
 def _recipe(recipe: Recipe | str) -> Recipe:
@@ -51,7 +51,7 @@ def build_bank(recipe: Recipe | str, out: str | Path | None = None) -> SegmentBa
     return bank
 
 
-def produce(recipe: Recipe | str, run_dir: str | Path, *, max_shards: int | None = None,
+def produce_shards(recipe: Recipe | str, run_dir: str | Path, *, max_shards: int | None = None,
             job: str | tuple[int, int] | None = None, finalize: bool = False) -> Path:
     """`synthdata produce`: sample `produce.num_samples` (layout, depth, image) triplets from the
     stages trained in `run_dir` into WebDataset shards, resumable, then (once complete) write the
@@ -62,7 +62,7 @@ def produce(recipe: Recipe | str, run_dir: str | Path, *, max_shards: int | None
 
         >>> recipe = synthdata.load_recipe("toy", {"stages.image.arch": "composite", "produce.layouts": "real",
         ...                                        "produce.copy_paste": 3, "produce.num_samples": 100})
-        >>> shards = synthdata.produce(recipe, "runs/cp")   # real layouts + real pixels: nothing to train
+        >>> shards = synthdata.produce_shards(recipe, "runs/cp")   # real layouts + real pixels: nothing to train
     """
     recipe = _recipe(recipe)
     if finalize not in (True, False):

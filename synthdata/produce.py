@@ -16,7 +16,6 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
 import sys
-import types
 from pathlib import Path
 
 from synthdata import api
@@ -29,7 +28,7 @@ def _main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None, "job": None, "finalize": False})
     run_dir = Path(args["run_dir"]) if args["run_dir"] else default_run_dir(recipe)
     try:
-        api.produce(recipe, run_dir, max_shards=args["max_shards"], job=args["job"], finalize=args["finalize"])
+        api.produce_shards(recipe, run_dir, max_shards=args["max_shards"], job=args["job"], finalize=args["finalize"])
     except RejectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -39,17 +38,6 @@ def _main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     return run_main(_main, argv)
 
-
-class _CallableCommand(types.ModuleType):
-    """This module, callable as the Python API's `produce` (`synthdata.produce(recipe, run_dir)`):
-    importing a submodule makes it the package's attribute of that name, whatever the package set."""
-
-    def __call__(self, *args, **kwargs) -> Path:
-        return api.produce(*args, **kwargs)
-
-
-if __name__ == "synthdata.produce":
-    sys.modules[__name__].__class__ = _CallableCommand
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -73,20 +73,21 @@ def test_import_synthdata_imports_no_torch():
         assert "torch" not in sys.modules, "import synthdata"
         recipe = synthdata.load_recipe("toy", ["data.height=32"])
         assert recipe.data.height == 32 and "torch" not in sys.modules, "load_recipe"
-        assert synthdata.__version__ and {"build_bank", "produce", "evaluate_miou"} <= set(dir(synthdata))
+        assert synthdata.__version__ and {"build_bank", "produce_shards", "evaluate_miou"} <= set(dir(synthdata))
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-def test_produce_is_the_api_function_and_the_command_module():
-    import synthdata.produce as command  # the submodule becomes the package's `produce` attribute
+def test_api_names_and_the_command_modules_do_not_collide():
+    import synthdata.produce as command  # the command module is the package's `produce` attribute
 
-    assert synthdata.produce is command and callable(command) and callable(command.main)
+    assert synthdata.produce is command and callable(command.main) and not callable(command)
     from synthdata import api, train
 
-    assert callable(train.main) and synthdata.build_bank is api.build_bank and synthdata.evaluate_miou is api.evaluate_miou
+    assert synthdata.produce_shards is api.produce_shards and callable(train.main)
+    assert synthdata.build_bank is api.build_bank and synthdata.evaluate_miou is api.evaluate_miou
     with pytest.raises(AttributeError):
         synthdata.no_such_function  # noqa: B018
 
@@ -100,7 +101,7 @@ def test_build_bank_is_the_one_produce_uses_and_produce_is_the_command(tmp_path)
     assert len(bank.classes) == 8
     before = bank_file.stat().st_mtime_ns, sha256_file(bank_file)
 
-    shards = synthdata.produce(recipe, tmp_path / "run")
+    shards = synthdata.produce_shards(recipe, tmp_path / "run")
     assert shards == tmp_path / "run" / "shards"
     assert (shards / "manifest.json").is_file() and (shards / "layout_check.json").is_file()  # the layout check ran
     assert (bank_file.stat().st_mtime_ns, sha256_file(bank_file)) == before  # produce used the bank, built none
@@ -112,9 +113,9 @@ def test_build_bank_is_the_one_produce_uses_and_produce_is_the_command(tmp_path)
     assert len(ours) == 6 * 4 and ours == shard_contents(tmp_path / "cmd" / "shards")  # image, layout, depth, json
     assert sha256_file(tmp_path / "cmd" / "bank" / "segment_bank.npz") == before[1]
     with pytest.raises(ConfigError, match="no job="):
-        synthdata.produce(recipe, tmp_path / "run", job=(0, 2), finalize=True)
+        synthdata.produce_shards(recipe, tmp_path / "run", job=(0, 2), finalize=True)
     with pytest.raises(ConfigError, match="job must be I/N"):
-        synthdata.produce(recipe, tmp_path / "run", job="2/2")
+        synthdata.produce_shards(recipe, tmp_path / "run", job="2/2")
 
 
 def test_evaluate_miou_of_a_module_and_of_a_function(tmp_path):
