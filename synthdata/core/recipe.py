@@ -74,7 +74,7 @@ class DataConfig:
     images_dir: str = "images"  # folder reader: sub-folders of root
     masks_dir: str = "masks"
     has_depth: bool = True  # False: the layout -> image chain skips the depth stage
-    depth_scale: float = 0.001  # depth.png stores depth / depth_scale as uint16 (1 mm steps)
+    depth_scale: Annotated[float, POSITIVE] = 0.001  # depth.png stores depth / depth_scale as uint16 (1 mm steps)
     # low-data subset of the training split, obeyed by every command (generators, production,
     # filters, segmenters): a fraction f (every round(1/f)-th of the ids sorted), "every:K", or a
     # file of ids (one a line); None: all

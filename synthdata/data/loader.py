@@ -23,10 +23,18 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers.base import DatasetReader
-from synthdata.data.shards import decode_sample, expected_counts, iter_tar, manifest_classes, resolve_urls
+from synthdata.data.shards import (
+    check_labels,
+    decode_sample,
+    expected_counts,
+    iter_tar,
+    manifest_classes,
+    resolve_urls,
+    verify_shards,
+)
 from synthdata.data.transforms import SampleTransform
 
-__all__ = ["Source", "make_loader", "source_classes", "ShardError", "SampleStream", "ShardLoader"]
+__all__ = ["Source", "make_loader", "source_classes", "verify_source", "ShardError", "SampleStream", "ShardLoader"]
 
 
 @dataclass
@@ -81,6 +89,18 @@ def source_classes(source: Source | str) -> ClassInfo:
     if classes is None:
         raise ShardError(f"source '{source.name}' ({source.urls}): no manifest.json beside the shards")
     return classes
+
+
+def verify_source(source: Source | str, *, progress: bool = True) -> int:
+    """Check the shards of `source` against the sha256 its manifest records (`verify_shards`: a
+    `ShardError` names the first that differs); returns the shards checked. Readers and shards
+    without a manifest have nothing to check against (0, nothing read). Once per run: it reads
+    every shard, which loaders do not do on their own."""
+    source = Source(urls=source) if isinstance(source, str) else source
+    if source.reader is not None:
+        return 0
+    urls, manifest = resolve_urls(source.urls)
+    return verify_shards(urls, manifest, progress=progress)
 
 
 def _distributed() -> tuple[int, int]:
@@ -202,6 +222,8 @@ class SampleStream(IterableDataset):
             sample["meta"].setdefault("key", str(sample["meta"].get("id", raw)))
         else:
             sample = decode_sample(raw, depth_scale=src.depth_scale, depth=self.with_depth)
+            if src.classes is not None:  # readers map such labels to ignore; a shard's manifest may lie
+                check_labels(sample["layout"], src.classes, f"sample '{raw.get('__key__')}' in {raw.get('__url__')}")
         layout = np.asarray(sample["layout"])
         if layout.dtype not in (np.uint8, np.uint16):
             if layout.size and (layout.min() < 0 or layout.max() > 65535):

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
@@ -159,6 +160,18 @@ def decode_sample(raw: dict[str, Any], *, depth_scale: float | None = None, dept
         sample["depth"] = np.multiply(steps, np.float32(scale), dtype=np.float32)
     sample["meta"].update(key=key, url=url)
     return sample
+
+
+def check_labels(layout: np.ndarray, classes: ClassInfo, where: str) -> None:
+    """Refuse labels other than 0..C-1 and ignore_index (`ShardError` naming `where`): a shard
+    whose manifest declares fewer classes than its labels use would crash a segmenter's loss."""
+    count = classes.num_classes
+    if not layout.size or int(layout.max()) < count:  # one pass in the usual case
+        return
+    bad = (layout >= count) & (layout != classes.ignore_index)
+    if bad.any():
+        raise ShardError(f"{where}: labels {np.unique(layout[bad])[:10].tolist()} are not among the {count} classes "
+                         f"(0..{count - 1}) nor ignore_index {classes.ignore_index} that its manifest declares")
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +343,34 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def listed_sha256(urls: list[str], manifest: dict[str, Any] | None) -> dict[str, str]:
+    """The sha256 the manifest records for each of `urls` it lists (local shards in its folder)."""
+    if manifest is None:
+        return {}
+    recorded = {s["name"]: s["sha256"] for s in manifest["shards"] if s.get("sha256")}
+    folder = os.path.abspath(manifest.get("_dir", "."))
+    return {u: recorded[os.path.basename(u)] for u in urls
+            if os.path.dirname(os.path.abspath(u)) == folder and os.path.basename(u) in recorded}
+
+
+def verify_shards(urls: list[str], manifest: dict[str, Any] | None, *, progress: bool = True) -> int:
+    """Check each shard the manifest lists against the sha256 it records; raise `ShardError` naming
+    the first that differs (changed or corrupt since it was written). Returns the shards checked
+    (0 without a manifest: nothing to compare with). Reads every listed shard once (a bar when
+    they hold more than 1 GB)."""
+    digests = listed_sha256(urls, manifest)
+    total = sum(os.path.getsize(u) for u in digests)
+    with tqdm(total=total, desc="verify shards", unit="B", unit_scale=True, leave=False,
+              disable=not progress or total < 2**30) as bar:
+        for url, expected in digests.items():
+            if sha256_file(url) != expected:
+                raise ShardError(f"{url}: its sha256 differs from the one {os.path.join(manifest.get('_dir', '.'), MANIFEST)} "
+                                 "records: the shard changed or is corrupt since it was written; write it again "
+                                 "(rerun the command that made the folder) or restore it")
+            bar.update(os.path.getsize(url))
+    return len(digests)
 
 
 def verify_manifest(directory: str | os.PathLike) -> list[str]:

@@ -32,7 +32,7 @@ from synthdata.core.run_dir import CheckpointFolder, save_resolved_recipe
 from synthdata.core.runtime import seed_step
 from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.core.tracking import log_scalars
-from synthdata.data.loader import Source, make_loader, source_classes
+from synthdata.data.loader import Source, make_loader, source_classes, verify_source
 from synthdata.data.readers.base import DatasetReader, make_reader
 from synthdata.metrics.evaluation import (
     eval_flips,
@@ -115,6 +115,7 @@ def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[st
     got = source_classes(real)
     if got is not None and not got.same_as(classes):
         raise DatasetError(f"seg.real {seg.real}: classes {list(got.names)} differ from the recipe's")
+    verify_source(real)  # once per run: a shard changed since its manifest was written stops here
     if seg.synthetic_ratio == 0 and seg.synthetic_schedule != "pretrain":
         return [real], info
     if seg.synthetic_schedule != "constant" and not seg.synthetic:
@@ -127,6 +128,7 @@ def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[st
             f"seg.synthetic {seg.synthetic}: {found}, but the recipe has {list(classes.names)} "
             f"(ignore {classes.ignore_index})"
         )
+    verify_source(synth)
     real.weight = 1.0 - seg.synthetic_ratio
     info["synthetic"] = {"shards": seg.synthetic, "ratio": seg.synthetic_ratio, "schedule": seg.synthetic_schedule}
     if seg.synthetic_schedule == "pretrain":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -206,6 +207,50 @@ def test_corrupt_shard_errors_or_is_skipped(tmp_path):
     with pytest.warns(UserWarning, match="skipped bad data"):
         got = keys(make_loader(str(tmp_path), batch_size=2, augment=False, shuffle=False, tolerate_errors=True))
     assert got[:4] == [f"s_{i}" for i in range(4)] and len(got) < 8
+
+
+def test_verify_source_names_a_changed_shard_and_reads_nothing_without_a_manifest(tmp_path, monkeypatch):
+    """Issue 34: a shard whose bytes differ from its manifest's sha256 is named; a pattern over a
+    folder without a manifest has nothing to compare with, and no shard is read for it."""
+    import shutil
+
+    from synthdata.data import shards as shards_module
+    from synthdata.data.loader import verify_source
+
+    write(tmp_path / "a", 8)
+    assert verify_source(str(tmp_path / "a")) == 2 == verify_source(str(tmp_path / "a" / "*.tar"))
+    shard = tmp_path / "a" / "s-000001.tar"
+    with open(shard, "r+b") as f:  # past the last member: the loader itself reads the shard as before
+        f.seek(-1, 2)
+        f.write(b"\x01")
+    assert len(keys(make_loader(str(tmp_path / "a"), batch_size=2, augment=False, shuffle=False))) == 8
+    with pytest.raises(ShardError, match=re.escape(f"{shard}: its sha256 differs from the one "
+                                                   f"{tmp_path / 'a' / 'manifest.json'} records")):
+        verify_source(Source(str(tmp_path / "a"), name="synthetic"))
+    (tmp_path / "b").mkdir()
+    shutil.copy(shard, tmp_path / "b")
+    monkeypatch.setattr(shards_module, "sha256_file", lambda path: pytest.fail(f"read {path}"))
+    assert verify_source(str(tmp_path / "b" / "*.tar")) == 0
+    assert verify_source(Source(reader=TinyReader(DataConfig(reader="tiny"), "train"))) == 0
+
+
+def test_labels_beyond_the_manifest_classes_name_the_sample(tmp_path):
+    """Issue 34: a label the manifest's classes do not have (40 of 3) would crash a segmenter's
+    loss; the loader names the sample instead (skips it with tolerate_errors); ignore passes."""
+    samples = [random_sample(i) for i in range(4)]
+    samples[2]["layout"][0, 0] = 40
+    samples[1]["layout"][0, 0] = 255  # ignore_index: fine
+    wide = ClassInfo(CLASSES.names + tuple(f"x{i}" for i in range(38)), default_palette(41))
+    with ShardWriter(tmp_path, prefix="s", shard_size=4, classes=wide, recipe={"name": "toy"}, depth_scale=0.001) as w:
+        w.write_shard(0, samples)
+    manifest = w.finalize_manifest()
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, **CLASSES.to_dict()}))
+    with pytest.raises(ShardError, match=re.escape(f"sample 's_2' in {tmp_path / 's-000000.tar'}: labels [40] are not "
+                                                   "among the 3 classes (0..2) nor ignore_index 255")):
+        keys(make_loader(str(tmp_path), batch_size=2, augment=False, shuffle=False))
+    with pytest.warns(UserWarning, match="labels \\[40\\]"):
+        assert keys(make_loader(str(tmp_path), batch_size=2, augment=False, shuffle=False,
+                                tolerate_errors=True)) == ["s_0", "s_1", "s_3"]
 
 
 def test_sample_missing_layout(tmp_path):

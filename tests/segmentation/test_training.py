@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -395,3 +396,49 @@ def test_real_data_from_shards(tmp_path, tiny_toy_overrides, synthetic_shards, c
     assert info["source_counts"] == {"real": 8} and info["data_sources"]["real"] == {"shards": shards}
     assert segment_main(base + ["seg.real_fraction=0.5"]) == 2  # subsets select from the reader
     assert "seg.real_fraction" in capsys.readouterr().err
+
+
+def _relabel_manifest(folder: str, classes: ClassInfo) -> None:
+    """Make `folder`'s manifest declare `classes` (its shards, and their sha256, unchanged)."""
+    path = os.path.join(folder, "manifest.json")
+    manifest = json.loads(open(path).read())
+    manifest.update(classes.to_dict())
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+
+
+def test_synthetic_labels_beyond_the_classes_stop_with_one_line_naming_the_sample(tmp_path, tiny_toy_overrides,
+                                                                                   synthetic_shards, capsys):
+    """Issue 34: shards whose labels exceed the classes their manifest declares crashed mid-training
+    (`IndexError: Target 40 is out of bounds`); the loader refuses the first such sample by name."""
+    _, classes, samples = synthetic_shards
+    for s in samples[:4]:
+        s["layout"][16:] = 40  # half of every sample: augmentation cannot crop it all away
+    wide = ClassInfo(classes.names + tuple(f"extra{i}" for i in range(33)), default_palette(41))
+    shards = write_shards(tmp_path / "wide", wide, samples[:4])
+    _relabel_manifest(shards, classes)
+    run = tmp_path / "r"
+    code = segment_main(["recipe=toy", f"run_dir={run}", *tiny_toy_overrides, *TINY_SEG, "seg.val_every=0",
+                         "seg.checkpoint_every=0", f"seg.synthetic={shards}", "seg.synthetic_ratio=0.5", "seg.steps=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "IndexError" not in err, err
+    (line,) = [x for x in err.split("\n") if x.startswith("error: ")]
+    assert re.search(rf"sample 'synth-toy-test-00000\d' in {re.escape(shards)}/synth-000000.tar: labels \[40\] are not "
+                     r"among the 8 classes \(0\.\.7\) nor ignore_index 255", line), line
+    assert not (run / "checkpoints" / "segmenter" / "latest.pt").exists()
+
+
+def test_a_changed_synthetic_shard_is_refused_before_training(tmp_path, tiny_toy_overrides, synthetic_shards, capsys):
+    """Issue 34: a synthetic shard that no longer matches its manifest's sha256 (inspect reported it)
+    trained silently; segment compares every shard with its manifest once, before step 1."""
+    shards, _, _ = synthetic_shards
+    shard = os.path.join(shards, "synth-000001.tar")
+    with open(shard, "r+b") as f:  # a byte after the last member: every reader still reads the shard
+        f.seek(-1, os.SEEK_END)
+        f.write(b"\x01")
+    run = tmp_path / "r"
+    code = segment_main(["recipe=toy", f"run_dir={run}", *tiny_toy_overrides, *TINY_SEG,
+                         f"seg.synthetic={shards}", "seg.synthetic_ratio=0.5", "seg.steps=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {shard}: its sha256 differs") and err.count("\n") == 1, err
+    assert not (run / "checkpoints").exists()

@@ -154,7 +154,13 @@ class DatasetReader:
             palette = np.asarray(self.default_palette, dtype=np.uint8)
         else:
             palette = default_palette(len(names))
-        return ClassInfo(names, palette, cfg.ignore_index)
+        ignore = cfg.ignore_index
+        if isinstance(ignore, int) and 0 <= ignore < len(names):  # issue 34: class `ignore` would vanish
+            raise ConfigError(
+                f"data.ignore_index={ignore} is class {ignore} ('{names[ignore]}') of the {len(names)} classes: its "
+                f"pixels would be left out of training and scored 0 in the mIoU; set data.ignore_index to a label "
+                f"no class uses (>= {len(names)}, 255 by default)")
+        return ClassInfo(names, palette, ignore)
 
 
 class SampleCache:
