@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from synthdata.core.atomic import write_json_atomic
+from synthdata.core.atomic import naming_the_file, write_json_atomic
 from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.run_dir import remove_inside
 from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, _json_default, check_compatible, encode_sample, shard_fingerprint
@@ -111,13 +111,20 @@ class ShardWriter:
         final = self.out_dir / name
         tmp = self.out_dir / f".{name}.{os.getpid()}.tmp"
         digest = hashlib.sha256()
-        with open(tmp, "wb") as f:
-            with tarfile.open(fileobj=_HashingWriter(f, digest), mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for entry in encoded:
-                    for ext in sorted(k for k in entry if k != "__key__"):
-                        _add_member(tar, f"{entry['__key__']}.{ext}", entry[ext])
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                with tarfile.open(fileobj=_HashingWriter(f, digest), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    for entry in encoded:
+                        for ext in sorted(k for k in entry if k != "__key__"):
+                            _add_member(tar, f"{entry['__key__']}.{ext}", entry[ext])
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException as e:  # a full disk: no partial shard left behind, and the error names it
+            tmp.unlink(missing_ok=True)
+            named = naming_the_file(e, final)
+            if named is not None:
+                raise named from e
+            raise
         size = tmp.stat().st_size
         os.replace(tmp, final)  # the shard exists whole or not at all
         sidecar = {"name": name, "samples": len(encoded), "sha256": digest.hexdigest(), "bytes": size,

@@ -47,6 +47,8 @@ TINY = [  # a 4-class folder dataset at 32x64 and 8-channel stages
 ]
 SEGMENTER = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes={train: 2, val: 2, test: 2}",
              "seg.mixed_precision='no'"]
+TINY_SEG = ["seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]", "seg.batch_size=2", "seg.steps=2",
+            "seg.val_every=0", "seg.checkpoint_every=0"]  # a short run, should a case not be refused
 _BAR = re.compile(r"\[\d+:\d\d(:\d\d)?[^\]]*\]$")  # a tqdm bar ends with [elapsed<left, rate]
 
 
@@ -244,6 +246,42 @@ def bad_inspect_argument(tmp, run):
     return ["inspect", str(shards), "limit=abc", f"out={tmp / 'sheet.png'}"], ["limit", "'abc'"], tmp / "none"
 
 
+def ignore_index_is_a_class(tmp, run):
+    """Issue 34: data.ignore_index=3 would drop class 3 ('pole') from training and score it 0."""
+    argv = ["segment", *SEGMENTER, *TINY_SEG, "data.ignore_index=3", f"run_dir={tmp / 'out'}"]
+    # (segment holds RUN_DIR/.lock while it runs: what must stay empty is what it writes)
+    return argv, ["data.ignore_index=3", "class 3 ('pole')", "8 classes"], tmp / "out" / "checkpoints"
+
+
+def ignore_index_is_a_class_in_produce(tmp, run):
+    argv = ["produce", f"run_dir={run}", *TINY, "data.ignore_index=0", f"produce.out={tmp / 'out'}"]
+    return argv, ["data.ignore_index=0", "class 0 ('a')"], tmp / "out"
+
+
+def _toy_shards(tmp: Path) -> Path:
+    """The toy world's 2 training scenes at 32x64 as a finished shard folder (classes of SEGMENTER)."""
+    out = tmp / "toy-shards"
+    assert cli(["export", *SEGMENTER[:4], "split=train", f"out={out}"]) == 0
+    return out
+
+
+def changed_real_shard(tmp, run):
+    """Issue 34: a shard whose bytes no longer match its manifest's sha256 (here a byte after its
+    last member, which every reader skips) trained silently; segment checks before training."""
+    shard = _toy_shards(tmp) / "train-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    argv = ["segment", *SEGMENTER, *TINY_SEG, f"seg.real={shard.parent}", f"run_dir={tmp / 'out'}"]
+    return argv, [str(shard), "sha256"], tmp / "out" / "checkpoints"
+
+
+def real_shards_for_other_classes(tmp, run):
+    shards = _shards(tmp)  # CamVid's 11 classes
+    argv = ["segment", *SEGMENTER, *TINY_SEG, f"seg.real={shards}", f"run_dir={tmp / 'out'}"]
+    return argv, ["seg.real", str(shards), "differ from the recipe's"], tmp / "out" / "checkpoints"
+
+
 def _out_of_range(name: str, command: str, *settings: str) -> Callable:
     """Issue 34: a value the run would only fail on after training (or never check) is refused when
     the recipe loads; the line names the key (the last setting's) and its range."""
@@ -281,6 +319,8 @@ OUT_OF_RANGE = [
     _out_of_range("negative_png_compression", "produce", "produce.png_compression=-1"),
     _out_of_range("zero_jpeg_quality", "produce", "produce.image_format=jpg", "produce.jpeg_quality=0"),
     _out_of_range("jpeg_quality_above_100", "produce", "produce.image_format=jpg", "produce.jpeg_quality=101"),
+    _out_of_range("zero_depth_scale", "produce", "data.depth_scale=0"),  # issue 34: every depth.png was 65535
+    _out_of_range("nan_depth_scale", "train", "data.depth_scale=.nan"),
 ]
 
 
@@ -289,7 +329,8 @@ CASES: list[Callable] = [
     truncated_tar, malformed_yaml, unknown_key, wrong_type, unknown_recipe, foreign_checkpoint,
     checkpoint_for_other_classes, corrupt_checkpoint, unknown_test_time_flip, negative_num_samples, zero_shard_size,
     zero_export_shard_size, zero_image_size, empty_shard_folder, unwritable_output, unwritable_run_dir,
-    bad_inspect_argument, *OUT_OF_RANGE,
+    bad_inspect_argument, ignore_index_is_a_class, ignore_index_is_a_class_in_produce, changed_real_shard,
+    real_shards_for_other_classes, *OUT_OF_RANGE,
 ]
 
 
@@ -337,7 +378,8 @@ def test_read_only_output_folder(tmp_path, capsys):
 
 
 def test_permission_and_disk_errors_become_one_line(capsys):
-    """run_main's OSError line for what the catalogue cannot provoke as root (EACCES, ENOSPC)."""
+    """run_main's OSError line for what the catalogue cannot provoke as root (EACCES, ENOSPC; a full
+    disk met by the commands: tests/commands/test_disk_full.py)."""
     def denied(argv):
         raise PermissionError(13, "Permission denied", "/data/out/shards")
 
@@ -351,7 +393,8 @@ def test_permission_and_disk_errors_become_one_line(capsys):
     assert capsys.readouterr().err == "error: /data/out/shards: permission denied (cannot write or read there; " \
                                       "choose another folder or fix its permissions)\n"
     assert run_main(full, []) == 2
-    assert capsys.readouterr().err == "error: /data/out/x.tar: No space left on device\n"
+    assert capsys.readouterr().err == "error: /data/out/x.tar: no space left on device; free space and rerun the " \
+                                      "same command: it continues from what was finished\n"
     with pytest.raises(OSError, match="without a file"):  # not about a path: a real bug, keep the traceback
         run_main(bare, [])
 

@@ -50,3 +50,18 @@ def test_files_follow_the_umask_as_a_plain_open_would(tmp_path, umask):
     finally:
         os.umask(old)
     assert written.stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path):
+    """Issue 34: write() on a full disk raises ENOSPC without a file name; the error names the target."""
+    import errno
+    import os
+
+    def full(f):
+        f.write(b"part")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as info:
+        write_atomic(tmp_path / "latest.pt", full)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "latest.pt")
+    assert list(tmp_path.iterdir()) == []

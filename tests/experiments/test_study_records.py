@@ -111,3 +111,30 @@ def test_the_report_checks_each_cell_against_what_it_recorded(tmp_path, capsys, 
     assert "does not match what it recorded" not in report and "- 6 of 6 cells match" in report
     assert "its own checksum in 4 cells" in report
     assert capsys.readouterr().err.count("not verifiable") == 1
+
+
+def test_a_study_on_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path, plan_for, finish_cells,
+                                                                        study_tiny, monkeypatch, capsys):
+    """Issue 34: ENOSPC (here from fsync, where a full disk often shows) gave a traceback; now one line
+    naming the study's run dir and the file, no temporary left, and the rerun writes the report."""
+    import errno
+    import os
+
+    from synthdata.study import main as study_main
+
+    plan = plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}})
+    finish_cells(plan)
+    argv = ["recipe=toy", *study_tiny, f"study.variants={tmp_path / 'variants.yaml'}", f"run_dir={plan.run_dir}"]
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", full)
+        assert study_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {plan.run_dir}: no space left on device (writing {plan.run_dir / 'study' / 'recipe.yaml'}); "
+                   "free space and rerun the same command: it continues from what was finished\n"), err
+    assert not [p for p in plan.run_dir.rglob("*.tmp")]
+    assert study_main(argv) == 0
+    assert "## " in (plan.run_dir / "study" / "report.md").read_text()
