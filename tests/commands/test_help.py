@@ -28,7 +28,7 @@ OWN_ARGUMENTS = {
 }
 SPECIAL = {"inspect": ["PATH_OR_PATTERN", "limit=", "verify="], "compare": ["REPORT", "out=DIR"],
            "evaluate": list(EVALUATIONS)}
-EVALUATE_ARGUMENTS = {"miou": ["checkpoint=... (required)", "split="], "fid": ["real=", "fake="],
+EVALUATE_ARGUMENTS = {"miou": ["checkpoint=", "model=", "split="], "fid": ["real=", "fake="],
                       "fidelity": ["shards=", "segmenter="], "layouts": ["real=... (required)", "fake="]}
 
 
