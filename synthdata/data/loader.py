@@ -337,6 +337,10 @@ class ShardLoader(DataLoader):
         self._epoch = epoch
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        if self.num_workers > 0:
+            # before the workers fork: a child inherits OpenCV's thread pool without its threads,
+            # and its first OpenCV call (setNumThreads in the worker) then waits on them for ever
+            cv2.setNumThreads(1)
         self.stream.epoch = self._epoch  # non-persistent workers get a fresh copy with this epoch
         self._epoch += 1
         for batch in super().__iter__():

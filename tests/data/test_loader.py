@@ -364,3 +364,27 @@ def test_labels_stay_on_their_images_when_resized_and_augmented():
             {"image": np.repeat(layout[..., None] * 255, 3, -1).astype(np.uint8), "layout": layout})
         offsets.append(_label_offset(out["image"], out["layout"]))
     assert np.abs(np.mean(offsets, axis=0)).max() < 0.15  # INTER_NEAREST: 0.4 down, 0.2 right
+
+
+def test_workers_start_after_opencv_used_its_threads_in_this_process(tmp_path):
+    """OpenCV's thread pool, busy in the parent before the DataLoader forks its workers, hung every
+    worker in its first OpenCV call (found when the bad-input catalogue ran before this file in one
+    process). In a subprocess, so a hang is a timeout rather than a stuck suite."""
+    import subprocess
+    import sys
+    import textwrap
+
+    write(tmp_path / "shards", 8)
+    code = textwrap.dedent(f"""
+        import cv2, numpy as np
+        cv2.setNumThreads(4)
+        for _ in range(20):  # OpenCV's parallel_for spins up its pool
+            cv2.GaussianBlur(np.zeros((1024, 1024, 3), np.uint8), (31, 31), 0)
+        from synthdata.data.loader import Source, make_loader
+        loader = make_loader(Source({str(tmp_path / 'shards')!r}), batch_size=2, augment=False, shuffle=False,
+                             num_workers=2)
+        print(sum(len(b["key"]) for b in loader))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "8"
