@@ -113,4 +113,4 @@ def test_unknown_conditional_arch():
     with pytest.raises(ValueError, match="unknown conditional discriminator arch"):
         build_conditional_discriminator(tiny(arch="spaed"), in_channels=3)
     with pytest.raises(ValueError, match="Nearest valid sizes"):
-        build_conditional_generator(tiny(), cond_channels=C, out_channels=3, height=36, width=64)
+        build_conditional_generator(tiny(), cond_channels=C, out_channels=3, height=34, width=64)
