@@ -77,3 +77,33 @@ def launch_two_processes(tmp_path_factory):
         return result
 
     return launch
+
+
+
+@pytest.fixture(scope="session")
+def random_stages():
+    """`random_stages(root, overrides, names)`: see `_random_stages`."""
+    return _random_stages
+
+
+def _random_stages(root: Path, overrides: list[str], names: tuple[str, ...] = tuple("abcd")) -> Path:
+    """`root/checkpoints/{layout,depth,image}/latest.pt`: randomly initialised stages of the toy
+    recipe with `overrides`, for classes `names` (the command tests' stand-in for trained stages)."""
+    import torch
+
+    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
+    from synthdata.core.contract import ClassInfo
+    from synthdata.core.palette import default_palette
+    from synthdata.core.recipe_loading import load_recipe, recipe_to_dict
+    from synthdata.generation import stages
+
+    recipe = load_recipe("toy", overrides)
+    classes = ClassInfo(names, default_palette(len(names)))
+    torch.manual_seed(0)
+    for stage in stages.STAGES:
+        spec = stages.stage_spec(stage, recipe, num_classes=len(names), use_depth=True, max_depth=50.0)
+        model = spec.build_generator()
+        save_atomic(portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=1,
+                                        recipe=recipe_to_dict(recipe), classes=classes, ema=model.state_dict(),
+                                        arch=spec.to_dict()), root / "checkpoints" / stage / "latest.pt")
+    return root

@@ -49,26 +49,22 @@ SEGMENTER = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes=
              "seg.mixed_precision='no'"]
 TINY_SEG = ["seg.model.encoder_depth=3", "seg.model.decoder_channels=[16,8,8]", "seg.batch_size=2", "seg.steps=2",
             "seg.val_every=0", "seg.checkpoint_every=0"]  # a short run, should a case not be refused
+
+
+
 _BAR = re.compile(r"\[\d+:\d\d(:\d\d)?[^\]]*\]$")  # a tqdm bar ends with [elapsed<left, rate]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """Randomly initialised layout/depth/image stage checkpoints (classes a, b, c, d)."""
-    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.core.recipe_loading import load_recipe, recipe_to_dict
-    from synthdata.generation import stages
+def error_lines(err: str) -> list[str]:
+    """stderr without progress bars (tqdm redraws with carriage returns) and blank lines."""
+    pieces = [p for line in err.split("\n") for p in line.split("\r")]
+    return [p for p in pieces if p.strip() and not _BAR.search(p.strip())]
 
-    root = tmp_path_factory.mktemp("bad_input_run")
-    recipe = load_recipe("toy", TINY)
-    torch.manual_seed(0)
-    for stage in stages.STAGES:
-        spec = stages.stage_spec(stage, recipe, num_classes=C, use_depth=True, max_depth=50.0)
-        model = spec.build_generator()
-        save_atomic(portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=1,
-                                        recipe=recipe_to_dict(recipe), classes=CLASSES, ema=model.state_dict(),
-                                        arch=spec.to_dict()), root / "checkpoints" / stage / "latest.pt")
-    return root
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, random_stages) -> Path:
+    """Randomly initialised layout/depth/image stage checkpoints (classes a, b, c, d)."""
+    return random_stages(tmp_path_factory.mktemp("bad_input_run"), TINY)
 
 
 def _camvid(tmp: Path) -> Path:
@@ -334,10 +330,6 @@ CASES: list[Callable] = [
 ]
 
 
-def error_lines(err: str) -> list[str]:
-    """stderr without progress bars (tqdm redraws with carriage returns) and blank lines."""
-    pieces = [p for line in err.split("\n") for p in line.split("\r")]
-    return [p for p in pieces if p.strip() and not _BAR.search(p.strip())]
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -18,12 +18,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 from synthdata.cli import main as cli
-from synthdata.core.contract import ClassInfo
 from synthdata.core.entry import output_folder, run_main
-from synthdata.core.palette import default_palette
 
 TINY = [  # 4 classes at 32x64, 8-channel stages, one shard of 4 samples
     "data.height=32", "data.width=64", "data.classes=[a, b, c, d]", "data.reader=folder",
@@ -37,32 +34,24 @@ SEGMENT = ["recipe=toy", "data.height=32", "data.width=64", "data.split_sizes={t
            "seg.val_every=0", "seg.checkpoint_every=1", "seg.mixed_precision='no'", "eval.batch_size=2"]
 
 
+
+
+
+
+
 _BAR = re.compile(r"\[\d+:\d\d(:\d\d)?[^\]]*\]$")  # a tqdm bar ends with [elapsed<left, rate]
 
 
 def error_lines(err: str) -> list[str]:
-    """stderr without progress bars and blank lines (as in test_bad_input.py)."""
+    """stderr without progress bars (tqdm redraws with carriage returns) and blank lines."""
     pieces = [p for line in err.split("\n") for p in line.split("\r")]
     return [p for p in pieces if p.strip() and not _BAR.search(p.strip())]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory, random_stages) -> Path:
     """Randomly initialised layout/depth/image stages (classes a, b, c, d)."""
-    from synthdata.core.checkpoint import portable_checkpoint, save_atomic
-    from synthdata.core.recipe_loading import load_recipe, recipe_to_dict
-    from synthdata.generation import stages
-
-    root = tmp_path_factory.mktemp("disk_full_run")
-    recipe = load_recipe("toy", TINY)
-    torch.manual_seed(0)
-    for stage in stages.STAGES:
-        spec = stages.stage_spec(stage, recipe, num_classes=4, use_depth=True, max_depth=50.0)
-        model = spec.build_generator()
-        save_atomic(portable_checkpoint(kind=f"generator-{stage}", model=model.state_dict(), step=1,
-                                        recipe=recipe_to_dict(recipe), classes=ClassInfo(tuple("abcd"), default_palette(4)),
-                                        ema=model.state_dict(), arch=spec.to_dict()), root / "checkpoints" / stage / "latest.pt")
-    return root
+    return random_stages(tmp_path_factory.mktemp("disk_full_run"), TINY)
 
 
 def _full_disk(*args, **kwargs):
