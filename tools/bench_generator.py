@@ -26,7 +26,6 @@ import os
 import resource
 import sys
 import time
-import types
 from argparse import Namespace
 from pathlib import Path
 from typing import Callable
@@ -40,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from synthdata.core.runtime import benchmark_allocator, cpu_model  # noqa: E402
 from synthdata.models.spade import SPADEGenerator  # noqa: E402
+from tools.spade_reference import load_generator  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> Namespace:
@@ -110,33 +110,6 @@ def matmul_peak(n: int, dtype: torch.dtype, rounds: int = 3, device: str = "cpu"
         wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     return (2 * n**3 / wall, 2 * n**3 / wall) if device == "cuda" else (2 * n**3 / wall, 2 * n**3 / cpu)
-
-
-# ---------------------------------------------------------------------------------------------
-# The reference generator, imported from a checkout without running its package __init__ files
-# (they import the training code and `dill`); its sync_batchnorm is a git submodule that is often
-# absent, and in one process it is plain batch norm.
-
-
-def load_reference(path: str) -> type:
-    root = Path(path).expanduser().resolve()
-    if not (root / "models" / "networks" / "generator.py").is_file():
-        print(f"--reference {path}: no NVlabs/SPADE checkout there (expected "
-              f"{root / 'models/networks/generator.py'}); get one with "
-              "`git clone https://github.com/NVlabs/SPADE`", file=sys.stderr)
-        raise SystemExit(2)
-    sys.path.insert(0, str(root))
-    for name in ("models", "models.networks"):
-        package = types.ModuleType(name)
-        package.__path__ = [str(root.joinpath(*name.split(".")))]
-        sys.modules[name] = package
-    if not (root / "models" / "networks" / "sync_batchnorm" / "__init__.py").is_file():
-        stub = types.ModuleType("models.networks.sync_batchnorm")
-        stub.SynchronizedBatchNorm2d = nn.BatchNorm2d
-        sys.modules[stub.__name__] = stub
-    from models.networks.generator import SPADEGenerator as Reference  # type: ignore
-
-    return Reference
 
 
 def build_reference(cls: type, args: Namespace, height: int, width: int) -> nn.Module:
@@ -310,7 +283,7 @@ def bench_size(args: Namespace, height: int, width: int, reference: type | None,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    reference = load_reference(args.reference) if args.reference else None
+    reference = load_generator(args.reference) if args.reference else None
     threads = torch.get_num_threads()
     allocator = benchmark_allocator(keep_defaults=args.default_malloc)
     print(f"{cpu_model()}, torch {torch.__version__}, {threads} threads "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,9 @@ class TrainConfig:
     """Generator training loop settings shared by all stages."""
 
     steps: int = 2000
+    # a budget in wall-clock minutes instead of steps: the first steps time the machine and set the
+    # steps (RUN_DIR/checkpoints/STAGE/budget.json records both; reruns keep them)
+    minutes: Annotated[float, POSITIVE] | None = None
     batch_size: int = 8
     ema_decay: Annotated[float, Range(ge=0, lt=1)] = 0.999
     checkpoint_every: int = 500
@@ -254,8 +257,9 @@ class SegConfig:
     checkpoint_every: int = 250
     mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
     num_workers: int = 0
-    crop_height: int | None = None  # random crops for training (None: full sample)
-    crop_width: int | None = None
+    crop_height: Annotated[int, COUNT] | None = None  # random crops for training (None: full sample)
+    crop_width: Annotated[int, COUNT] | None = None
+    PAIRED: ClassVar[tuple[tuple[str, str], ...]] = (("crop_height", "crop_width"),)  # both or neither
 
 
 @dataclass
@@ -301,8 +305,9 @@ class TranslateConfig:
     ngf: int = 64
     ndf: int = 64
     pool_size: int = 50
-    crop_height: int | None = None  # training crops (None: seg.crop_height, else the full sample)
-    crop_width: int | None = None
+    crop_height: Annotated[int, COUNT] | None = None  # training crops (None: seg.crop_height, else the full sample)
+    crop_width: Annotated[int, COUNT] | None = None
+    PAIRED: ClassVar[tuple[tuple[str, str], ...]] = (("crop_height", "crop_width"),)  # both or neither
     checkpoint_every: int = 250
     mixed_precision: str | bool = "auto"  # auto | no | bf16 | fp16
 

@@ -63,10 +63,25 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a recipe could say two things and mean one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader: no code runs)
     except yaml.YAMLError as e:  # its text spans lines; keep the problem and where it is
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -181,6 +196,10 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = "") 
             kwargs[name] = _coerce(hints[name], data[name], source, dotted)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required value '{dotted}'")
+    for first, second in getattr(cls, "PAIRED", ()):  # keys that mean something only together
+        if (kwargs.get(first) is None) != (kwargs.get(second) is None):
+            given, missing = (first, second) if kwargs.get(first) is not None else (second, first)
+            raise ConfigError(f"{source}: '{prefix}{given}' is set but '{prefix}{missing}' is not; set both or neither")
     return cls(**kwargs)
 
 

@@ -63,6 +63,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: torch.device | str) -> str:
+    """The GPU's name for a CUDA device, else the CPU's model name."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
 def machine_description(device: torch.device | str = "cpu") -> dict[str, str]:
     """What a result depends on beyond code and seed: fp32 rounding differs between CPU kernels
     (AVX2 vs AVX-512 gave other segmenters for the same seeds, docs/benchmarks.md) and GPUs."""

@@ -72,7 +72,9 @@ class Cell:
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-") or "variant"
+    """A variant's folder name under RUN_DIR/cells: its letters, digits and `_.+-`, never `.` or
+    `..` (a variant named `..` wrote its cells beside `cells/`) nor a hidden name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-.") or "variant"
 
 
 def cell_id(cell: Cell) -> str:

@@ -57,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from contextlib import nullcontext
@@ -241,6 +242,8 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
         for seed in seeds:
             cells.append(Cell(name, seed, run_dir / "cells" / slug(name) / f"seed-{seed}",
                               {**seg_overrides, "seed": seed}, production, refine))
+    if nameless := [n for n in variants if not re.search(r"[A-Za-z0-9]", n)]:
+        raise ConfigError(f"study variant names need a letter or digit (they name the cells' folders): {nameless}")
     if len({slug(n) for n in variants}) != len(variants):
         raise ConfigError(f"study variant names must differ in letters and digits: {list(variants)}")
     for cell in cells:  # "@baseline" references

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from synthdata.core.atomic import write_json_atomic
 from synthdata.core.checkpoint import check_classes, portable_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.recipe import Recipe
@@ -23,6 +25,7 @@ from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.run_dir import CheckpointFolder, checkpoint_chunks, exact_batches, save_resolved_recipe
 from synthdata.core.runtime import (
     count_parameters,
+    device_name,
     format_count,
     make_accelerator,
     seed_step,
@@ -149,11 +152,11 @@ class StageRun:
     opt_g: Any
     opt_d: Any
     ema: Any
-    checkpoints: CheckpointFolder
-    source: Any
-    classes: ClassInfo
-    needs_depth: bool
-    diffaugment: bool
+    checkpoints: CheckpointFolder | None = None
+    source: Any = None
+    classes: ClassInfo | None = None
+    needs_depth: bool = False
+    diffaugment: bool = False
 
 
 def prepare_stage(recipe: Recipe, stage: str, run_dir: Path, accelerator) -> StageRun:
@@ -172,21 +175,30 @@ def prepare_stage(recipe: Recipe, stage: str, run_dir: Path, accelerator) -> Sta
 
     spec = stages.stage_spec(stage, recipe, num_classes=classes.num_classes, use_depth=use_depth,
                              max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth))
+    run = build_networks(recipe, spec, accelerator)
+    run.checkpoints = CheckpointFolder(accelerator, folder, extras={"ema": run.ema})
+    run.source, run.classes, run.needs_depth = source, classes, needs_depth
+    run.diffaugment = _diffaugment(cfg.diffaugment, size)
+    if accelerator.is_main_process:
+        print(f"{stage}: generator {type(run.G_plain).__name__} {format_count(count_parameters(run.G_plain))} params, "
+              f"critic {type(run.D_plain).__name__} {format_count(count_parameters(run.D_plain))} params, "
+              f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)")
+    return run
+
+
+def build_networks(recipe: Recipe, spec: stages.StageSpec, accelerator) -> StageRun:
+    """The stage's networks, optimizers and weight average on `accelerator`, with the initial
+    weights of `recipe.seed`; no data, checkpoints or class names yet (tools/bench_stage_step.py
+    times steps on this alone)."""
     seed_step(recipe.seed, spec.stage_id)  # reproducible initial weights
     G, D = spec.build_generator(), spec.build_discriminator()
-    stage_cfg = getattr(recipe.stages, stage)
+    stage_cfg = getattr(recipe.stages, spec.stage)
     opt_g = torch.optim.Adam(G.parameters(), lr=stage_cfg.lr_g, betas=tuple(stage_cfg.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=stage_cfg.lr_d, betas=tuple(stage_cfg.betas))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     G_plain, D_plain = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
-    ema = EMA(G_plain, cfg.ema_decay)  # after prepare: the average lives on the training device
-    checkpoints = CheckpointFolder(accelerator, folder, extras={"ema": ema})
-    if accelerator.is_main_process:
-        print(f"{stage}: generator {type(G_plain).__name__} {format_count(count_parameters(G_plain))} params, "
-              f"critic {type(D_plain).__name__} {format_count(count_parameters(D_plain))} params, "
-              f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)")
-    return StageRun(accelerator, spec, G, D, G_plain, D_plain, opt_g, opt_d, ema, checkpoints, source, classes,
-                    needs_depth, _diffaugment(cfg.diffaugment, size))
+    ema = EMA(G_plain, recipe.train.ema_decay)  # after prepare: the average lives on the training device
+    return StageRun(accelerator, spec, G, D, G_plain, D_plain, opt_g, opt_d, ema)
 
 
 def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=None) -> dict[str, Any]:
@@ -219,10 +231,12 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     if progress is not None:
         check_classes(progress, r.classes, folder / "state")
         start = int(progress["step"])
-    if start >= cfg.steps:
+    budget = read_budget(folder, cfg.minutes)
+    total = cfg.steps if cfg.minutes is None else budget["steps"] if budget else None  # None: probe first
+    if total is not None and start >= total:
         if main_proc:
-            print(f"{stage}: already trained to step {start} (train.steps={cfg.steps}); nothing to do")
-        return {"stage": stage, "steps": 0, "step": start, "checkpoint": str(folder / "latest.pt")}
+            print(f"{stage}: already trained to step {start} ({_target_text(cfg, total)}); nothing to do")
+        return {"stage": stage, "steps": 0, "step": start, "checkpoint": str(folder / "latest.pt"), "budget": budget}
     if main_proc:
         save_resolved_recipe(run_dir, recipe)  # the generator run's recipe, read by tools/ and produce
         if start:
@@ -231,12 +245,19 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     accum, stage_id = max(1, cfg.gradient_accumulation), stages.STAGE_IDS[stage]
     rank, world = accelerator.process_index, accelerator.num_processes
     preview = None
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {stage}", disable=not main_proc, dynamic_ncols=True)
+    bar = tqdm(total=total or start + PROBE_STEPS, initial=start, desc=f"train {stage}", disable=not main_proc,
+               dynamic_ncols=True)
     t0, step, logged = time.perf_counter(), start, {}
-    for first, stop in checkpoint_chunks(start, cfg.steps, cfg.checkpoint_every):
+    watch = NonFiniteWatch(accelerator)
+    # the budget's probe is a chunk of its own (ending with a checkpoint), so a rerun resumes after it
+    chunks = [(start, start + PROBE_STEPS)] if total is None else checkpoint_chunks(start, total, cfg.checkpoint_every)
+    probe_clock: list[float] = []
+    for first, stop in _then_continue(chunks, lambda: (total, cfg.checkpoint_every)):
         stream = _batches(r.source, recipe, seed=derive_seed(recipe.seed, stage_id, first), count=(stop - first) * accum,
                           with_depth=r.needs_depth, rank=rank, world=world)
         while step < stop:
+            if total is None and step - start in (PROBE_WARMUP, PROBE_STEPS):
+                probe_clock.append(time.perf_counter())
             micro = [next(stream) for _ in range(accum)]
             if composites is not None:  # the harmoniser's input (a composite of the others, or perturbed)
                 for j, batch in enumerate(micro):
@@ -245,16 +266,30 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
             if preview is None:
                 preview = micro[0]
             logged = _train_step(r, recipe.seed, stage_id, step, micro, diff_augment if r.diffaugment else None)
-            _check_finite(accelerator, logged, stage, step, folder)
+            watch.record(logged, step)
             step += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == stop or (cfg.sample_every and step % cfg.sample_every == 0):
+                watch.check(stage, folder)  # before any log line, sample grid or checkpoint of this step
+            if step % cfg.log_every == 0 or step == total:
                 scalars = {k: float(v) for k, v in logged.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in scalars.items()})
                 log_scalars(accelerator, {f"{stage}/{k}": v for k, v in scalars.items()}, step)
-            if main_proc and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps):
+            if main_proc and ((cfg.sample_every and step % cfg.sample_every == 0) or step == total):
                 _save_samples(r.spec, r.ema.module, preview, r.classes,
                               run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)
+        if total is None:  # the probe chunk ran: the machine's speed sets the steps
+            probe_clock.append(time.perf_counter())
+            budget = _set_budget(accelerator, folder, cfg.minutes, (probe_clock[1] - probe_clock[0]) / PROBE_TIMED,
+                                 start=start, stage=stage)
+            total = budget["steps"]
+            bar.total = total
+            bar.refresh()
+            if step == total:  # a budget no longer than the probe: the end's log line and sample grid
+                log_scalars(accelerator, {f"{stage}/{k}": float(v) for k, v in logged.items()}, step)
+                if main_proc:
+                    _save_samples(r.spec, r.ema.module, preview, r.classes,
+                                  run_dir / "samples" / stage / f"step-{step:06d}.png", recipe.seed)
         _save_checkpoint(r, stage=stage, step=step, recipe=recipe)
     r.checkpoints.finish()
     bar.close()
@@ -262,11 +297,76 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     seconds = time.perf_counter() - t0
     done = step - start
     summary = {"stage": stage, "steps": done, "step": step, "seconds": seconds, "it_per_s": done / max(seconds, 1e-9),
-               "checkpoint": str(folder / "latest.pt"), "losses": {k: float(v) for k, v in logged.items()}}
+               "checkpoint": str(folder / "latest.pt"), "losses": {k: float(v) for k, v in logged.items()},
+               "budget": budget}
     if main_proc:
         print(f"{stage}: {done} steps in {seconds:.1f}s ({summary['it_per_s']:.2f} it/s), "
-              f"step {step}/{cfg.steps}, checkpoint {summary['checkpoint']}")
+              f"step {step}/{total} ({_target_text(cfg, total)}), checkpoint {summary['checkpoint']}")
     return summary
+
+
+# --------------------------------------------------------------------------------------------
+# A budget in minutes (train.minutes)
+# --------------------------------------------------------------------------------------------
+
+PROBE_WARMUP = 2  # untimed: the first steps create oneDNN / cuDNN primitives and fill the allocator
+PROBE_TIMED = 8
+PROBE_STEPS = PROBE_WARMUP + PROBE_TIMED
+BUDGET_FILE = "budget.json"
+
+
+def _target_text(cfg, total: int) -> str:
+    return f"train.steps={cfg.steps}" if cfg.minutes is None else f"train.minutes={cfg.minutes:g} -> {total} steps"
+
+
+def read_budget(folder: Path, minutes: float | None) -> dict[str, Any] | None:
+    """The budget a run of `folder` measured for `minutes`, or None (no record, or one for another
+    budget: then the probe runs again)."""
+    path = folder / BUDGET_FILE
+    if minutes is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        steps, recorded = int(record["steps"]), float(record["minutes"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: not a budget record ({error}); delete it to measure the budget again") from None
+    return dict(record, steps=steps) if recorded == float(minutes) else None
+
+
+def budget_steps(minutes: float, seconds_per_step: float, *, at_least: int) -> int:
+    """Steps that fill `minutes` at `seconds_per_step` (the steps already run count), never fewer
+    than `at_least` (the probe's own)."""
+    return max(at_least, int(minutes * 60.0 / max(seconds_per_step, 1e-9)))
+
+
+def _set_budget(accelerator, folder: Path, minutes: float, seconds_per_step: float, *, start: int,
+                stage: str) -> dict[str, Any]:
+    """Steps for `minutes` from the probe's seconds per step (the slowest process's), written to
+    FOLDER/budget.json by the main process; every process returns the same record."""
+    measured = torch.tensor([seconds_per_step], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        measured = accelerator.gather(measured).max().reshape(1)
+    seconds = float(measured)
+    record = {"minutes": float(minutes), "steps": budget_steps(minutes, seconds, at_least=start + PROBE_STEPS),
+              "seconds_per_step": round(seconds, 6), "probe_steps": PROBE_TIMED, "measured_from_step": start,
+              "device": device_name(accelerator.device), "processes": accelerator.num_processes}
+    if accelerator.is_main_process:
+        write_json_atomic(folder / BUDGET_FILE, record)
+        print(f"{stage}: budget {minutes:g} min: {seconds:.3f} s/step over {PROBE_TIMED} steps on "
+              f"{record['device']} -> {record['steps']} steps")
+    return record
+
+
+def _then_continue(first_chunks, settings):
+    """The given chunks, then, when the first ones were only the budget's probe, the rest up to the
+    steps it set (`settings()` -> (total steps, checkpoint_every), read after the probe ran)."""
+    stop = None
+    for chunk in first_chunks:
+        stop = chunk[1]
+        yield chunk
+    total, every = settings()
+    if stop is not None and total is not None and stop < total:
+        yield from checkpoint_chunks(stop, total, every)
 
 
 def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[dict[str, Any]],
@@ -324,13 +424,41 @@ def _maybe_no_sync(accelerator, model, skip: bool):
     return accelerator.no_sync(model) if skip else contextlib.nullcontext()
 
 
-def _check_finite(accelerator, logged: dict[str, torch.Tensor], stage: str, step: int, folder: Path) -> None:
-    values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in logged.values()])
-    bad = (~torch.isfinite(values)).any().float().reshape(1)
-    if accelerator.num_processes > 1:  # every process must stop, not only the one that diverged
-        bad = accelerator.reduce(bad, "sum")
-    if float(bad) > 0:
-        which = {k: float(v) for k, v in logged.items()}
+class NonFiniteWatch:
+    """Remembers, on the training device, the first step whose logged losses were not finite, so
+    the loop needs no host-device synchronisation per step (on a GPU one per step stalls the
+    queue of kernels); `check` (at log steps and before checkpoints) raises `TrainingDiverged`
+    naming that step and its losses, on every process if any diverged."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.first_step: torch.Tensor | None = None  # -1 while every step was finite
+        self.values: torch.Tensor | None = None
+        self.names: list[str] = []
+
+    def record(self, logged: dict[str, torch.Tensor], step: int) -> None:
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in logged.values()])
+        if self.first_step is None:
+            self.first_step = torch.full((), -1, dtype=torch.int64, device=values.device)
+            self.values, self.names = torch.zeros_like(values), list(logged)
+        first_bad = (~torch.isfinite(values)).any() & (self.first_step < 0)
+        self.first_step = torch.where(first_bad, torch.full_like(self.first_step, step), self.first_step)
+        self.values = torch.where(first_bad, values, self.values)
+
+    def check(self, stage: str, folder: Path) -> None:
+        if self.first_step is None:
+            return
+        bad = (self.first_step >= 0).float().reshape(1)
+        if self.accelerator.num_processes > 1:  # every process must stop, not only the one that diverged
+            bad = self.accelerator.reduce(bad, "sum")
+        if float(bad) == 0:
+            return
+        step = int(self.first_step)
+        if step < 0:
+            raise TrainingDiverged(f"{stage} stage: a loss is not finite in another process; stopped without "
+                                   f"saving. The last good checkpoint is kept in {folder}; try lower learning "
+                                   "rates or train.mixed_precision=no")
+        which = dict(zip(self.names, self.values.tolist()))
         raise TrainingDiverged(
             f"{stage} stage: a loss is not finite at step {step + 1} ({which}); stopped without saving. "
             f"The last good checkpoint is kept in {folder}; try lower learning rates or train.mixed_precision=no"

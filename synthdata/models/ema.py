@@ -48,11 +48,14 @@ class EMA:
         model = unwrap(model)
         decay = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
         params = dict(model.named_parameters())
-        for name, value in self.module.named_parameters():
-            value.lerp_(params[name].detach().to(value.device, value.dtype), 1.0 - decay)
+        averages = [value for _, value in self.module.named_parameters()]
+        current = [params[name].detach().to(value.device, value.dtype) for name, value in self.module.named_parameters()]
+        # one fused kernel per dtype and device instead of one per tensor (hundreds on a GPU per step)
+        torch._foreach_lerp_(averages, current, 1.0 - decay)
         buffers = dict(model.named_buffers())
-        for name, value in self.module.named_buffers():
-            value.copy_(buffers[name])  # copy_ also moves across devices
+        mine = [value for _, value in self.module.named_buffers()]
+        if mine:  # copy_ also moves across devices
+            torch._foreach_copy_(mine, [buffers[name] for name, _ in self.module.named_buffers()])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()

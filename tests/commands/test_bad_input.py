@@ -162,6 +162,18 @@ def malformed_yaml(tmp, run):
     return ["export", f"recipe={bad}", f"out={tmp / 'out'}"], [str(bad), "malformed YAML"], tmp / "out"
 
 
+def duplicate_yaml_key(tmp, run):
+    """Issue 34: PyYAML keeps the last of two equal keys, so the recipe said two things and meant one."""
+    bad = tmp / "mine.yaml"
+    bad.write_text("data:\n  reader: toy\n  height: 32\n  height: 64\n")
+    return ["export", f"recipe={bad}", f"out={tmp / 'out'}"], [str(bad), "duplicate key 'height'", "line 3"], tmp / "out"
+
+
+def crop_height_without_width(tmp, run):
+    argv = ["segment", *SEGMENTER, *TINY_SEG, "seg.crop_height=16", f"run_dir={tmp / 'out'}"]
+    return argv, ["'seg.crop_height' is set but 'seg.crop_width' is not"], tmp / "out"
+
+
 def unknown_key(tmp, run):
     argv = ["produce", f"run_dir={run}", *TINY, "produce.num_sample=4", f"produce.out={tmp / 'out'}"]
     return argv, ["'produce.num_sample'", "Did you mean 'produce.num_samples'", "command line"], tmp / "out"
@@ -317,12 +329,14 @@ OUT_OF_RANGE = [
     _out_of_range("jpeg_quality_above_100", "produce", "produce.image_format=jpg", "produce.jpeg_quality=101"),
     _out_of_range("zero_depth_scale", "produce", "data.depth_scale=0"),  # issue 34: every depth.png was 65535
     _out_of_range("nan_depth_scale", "train", "data.depth_scale=.nan"),
+    _out_of_range("zero_minutes_budget", "train", "train.minutes=0"),
+    _out_of_range("zero_crop_width", "segment", "seg.crop_height=16", "seg.crop_width=0"),
 ]
 
 
 CASES: list[Callable] = [
     missing_root, wrong_layout, val_is_train, val_fraction_leaving_nothing, corrupt_image, size_mismatch, out_of_range_labels, truncated_tiff_mask,
-    truncated_tar, malformed_yaml, unknown_key, wrong_type, unknown_recipe, foreign_checkpoint,
+    truncated_tar, malformed_yaml, duplicate_yaml_key, crop_height_without_width, unknown_key, wrong_type, unknown_recipe, foreign_checkpoint,
     checkpoint_for_other_classes, corrupt_checkpoint, unknown_test_time_flip, negative_num_samples, zero_shard_size,
     zero_export_shard_size, zero_image_size, empty_shard_folder, unwritable_output, unwritable_run_dir,
     bad_inspect_argument, ignore_index_is_a_class, ignore_index_is_a_class_in_produce, changed_real_shard,

@@ -70,3 +70,21 @@ def test_bench_toy_prints_a_row_per_size(monkeypatch, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "allocator: " in out and re.search(r"\| 32x64 \| \d+ \| \d+ \|", out) and "| 64x128 |" in out, out
+
+
+@pytest.mark.parametrize("stage,third", [("image", None), ("layout", "plain loop")])
+def test_bench_stage_step_times_the_step_beside_its_networks(monkeypatch, capsys, stage, third):
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "bench_stage_step.py", [*TINY, f"stage={stage}", "steps=1", "rounds=1", "classes=4"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("stage step", "networks alone", third):
+        if name:
+            assert re.search(rf"\| {name} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", out), out
+
+
+def test_bench_stage_step_names_a_missing_reference_checkout(monkeypatch, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "bench_stage_step.py", [*TINY, "steps=1", "rounds=1", f"reference={tmp_path}"])
+    assert exit_.value.code == 2
+    assert "no NVlabs/SPADE checkout there" in capsys.readouterr().err

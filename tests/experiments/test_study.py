@@ -135,6 +135,8 @@ def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path, plan_for)
      ["seggan", 'stages.image.arch: "spade"']),
     ({"shards": {"seg.synthetic_ratio": 0.5, "train.shards": "/some/shards"}}, ["data.subset=every:2"], ConfigError,
      ["shards", "train.shards", "data.subset"]),
+    # issue 34: a variant named '..' wrote its cells to RUN_DIR/seed-N
+    ({"..": {"seg.synthetic_ratio": 0.5}}, [], ConfigError, ["..", "need a letter or digit"]),
 ])
 def test_bad_input_stops_before_any_training(tmp_path, capsys, variants, extra, error, words,
                                              study_tiny, plan_for, write_variants):

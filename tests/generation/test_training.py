@@ -235,3 +235,52 @@ def test_loop_settings_are_checked_and_sample_every_zero_means_only_at_the_end(t
         run(tmp_path, "layout", 2, "train.checkpoint_every=0")
     run(tmp_path, "layout", 3, "train.sample_every=0", "train.checkpoint_every=3")
     assert [p.name for p in (tmp_path / "run" / "samples" / "layout").glob("*.png")] == ["step-000003.png"]
+
+
+def test_minutes_budget_sets_steps_from_the_probe_and_reruns_keep_them(tmp_path, capsys):
+    import json
+
+    from synthdata.generation.training import PROBE_STEPS, budget_steps
+
+    summary = run(tmp_path, "layout", 1, "train.minutes=0.01")  # train.steps is not used
+    record = json.loads((tmp_path / "run" / "checkpoints" / "layout" / "budget.json").read_text())
+    assert record["minutes"] == 0.01 and record["probe_steps"] == PROBE_STEPS - 2 and record["device"]
+    assert record["steps"] == budget_steps(0.01, record["seconds_per_step"], at_least=PROBE_STEPS)
+    assert summary["step"] == record["steps"] == summary["budget"]["steps"]
+    assert f"train.minutes=0.01 -> {record['steps']} steps" in capsys.readouterr().out
+    again = run(tmp_path, "layout", 1, "train.minutes=0.01")
+    assert again["steps"] == 0 and again["step"] == record["steps"]  # the record holds: no new probe
+
+
+def test_budget_steps_fill_the_minutes_and_never_undercut_the_probe():
+    from synthdata.generation.training import budget_steps
+
+    assert budget_steps(30, 0.5, at_least=10) == 3600
+    assert budget_steps(0.001, 2.0, at_least=10) == 10
+
+
+def test_a_budget_run_resumed_after_its_probe_repeats_the_uninterrupted_one(tmp_path, monkeypatch):
+    import json
+
+    from synthdata.generation import training
+
+    monkeypatch.setattr(training, "budget_steps", lambda *a, **k: 13)
+    straight = run(tmp_path, "image", 1, "train.minutes=1", "train.checkpoint_every=4", run_dir="straight")
+    assert straight["step"] == 13
+    monkeypatch.setattr(training, "budget_steps", lambda *a, **k: 10)  # stops right after the probe
+    run(tmp_path, "image", 1, "train.minutes=1", "train.checkpoint_every=4", run_dir="split")
+    path = tmp_path / "split" / "checkpoints" / "image" / "budget.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), steps=13)))  # as if stopped there
+    resumed = run(tmp_path, "image", 1, "train.minutes=1", "train.checkpoint_every=4", run_dir="split")
+    assert resumed["steps"] == 3 and resumed["step"] == 13
+    a, _ = stage_checkpoint(tmp_path / "split", "image")
+    b, _ = stage_checkpoint(tmp_path / "straight", "image")
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k])
+
+
+def test_a_damaged_budget_record_is_named(tmp_path):
+    run(tmp_path, "layout", 1, "train.minutes=0.001")
+    (tmp_path / "run" / "checkpoints" / "layout" / "budget.json").write_text("{")
+    with pytest.raises(CheckpointError, match="budget.json: not a budget record"):
+        run(tmp_path, "layout", 1, "train.minutes=0.001")

@@ -166,3 +166,17 @@ def test_base_grid_allows_one_doubling_fewer():
     assert base_grid(128, 192) == (4, 6, 5) and base_grid(192, 256) == (6, 8, 5)
     gen = build_layout_generator(tiny(), num_classes=C, height=144, width=192)
     assert gen(torch.randn(2, gen.z_dim)).shape == (2, C, 144, 192)
+
+
+def test_ema_update_is_the_per_tensor_lerp_exactly():
+    """The fused (foreach) update gives bit for bit what a lerp of each tensor gives."""
+    gen = build_layout_generator(tiny(), num_classes=C, height=32, width=64)
+    ema = EMA(gen, decay=0.9)
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(torch.randn_like(p))
+    expected = {name: torch.lerp(p, dict(gen.named_parameters())[name].detach(), 0.1)
+                for name, p in ema.module.named_parameters()}
+    ema.update(gen)
+    for name, p in ema.module.named_parameters():
+        assert torch.equal(p, expected[name]), name
