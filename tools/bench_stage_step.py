@@ -11,6 +11,7 @@ the loader is out of it; the runs take turns, `steps` steps each per round, and 
 - `networks alone`: the same forward and backward passes of the same networks (for the layout
   stage with the gradient penalty's double backward) with trivial losses and no optimizer, weight
   average or logging: the floor a step cannot go below;
+- `generator alone`: the generator's forward and backward only (the rest of the floor is the critic's);
 - image stage, with `reference=PATH` (a checkout of https://github.com/NVlabs/SPADE, imported from
   PATH at run time, never copied): its `Pix2PixTrainer` generator and discriminator updates at the
   same size, batch, classes, widths, discriminator scales and layers, precision (autocast) and
@@ -92,6 +93,19 @@ def networks_alone(run: StageRun, batch: dict[str, torch.Tensor]) -> Callable[[i
         D_plain.requires_grad_(True)
         G.zero_grad(set_to_none=True)
         D.zero_grad(set_to_none=True)
+
+    return step
+
+
+def generator_alone(run: StageRun, batch: dict[str, torch.Tensor]) -> Callable[[int], None]:
+    """The generator's forward and backward (a trivial loss): what the step costs without critics."""
+    spec, G = run.spec, run.G
+    inp = spec.inputs(batch, spec.noise(batch["layout"].shape[0], torch.Generator().manual_seed(0),
+                                        run.accelerator.device))
+
+    def step(_: int) -> None:
+        run.accelerator.backward(spec.generate(G, inp).float().mean())
+        G.zero_grad(set_to_none=True)
 
     return step
 
@@ -222,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, Callable[[int], Any]] = {
         "stage step": ours(run, recipe, batch, args["diffaugment"] == "on"),
         "networks alone": networks_alone(run, batch),
+        "generator alone": generator_alone(run, batch),
     }
     if stage == "layout":
         runs["plain loop"] = plain_wgan_gp(run, recipe, batch, precision)

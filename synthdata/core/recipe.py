@@ -260,6 +260,11 @@ class SegConfig:
     crop_height: Annotated[int, COUNT] | None = None  # random crops for training (None: full sample)
     crop_width: Annotated[int, COUNT] | None = None
     PAIRED: ClassVar[tuple[tuple[str, str], ...]] = (("crop_height", "crop_width"),)  # both or neither
+    # paste up to this many objects of the training split's segment bank (RUN_DIR/bank) into real
+    # training samples as they are read, each with its own real pixels (0: off); which classes and
+    # how: produce.copy_paste_classes / _choice / _scale / _flip / _position
+    online_copy_paste: Annotated[int, Range(ge=0)] = 0
+    online_copy_paste_p: Annotated[float, Range(ge=0, le=1)] = 0.5  # share of real samples that get pastes
 
 
 @dataclass

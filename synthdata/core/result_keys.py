@@ -25,7 +25,8 @@ NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"), ("study", "only"), ("s
                                     ("log_with",))
 ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "leave-one-out", ("eval", "flips"): [],
                                       ("stages", "layout", "presence_weight"): 0.0, ("data", "val_fraction"): None,
-                                      ("data", "allow_train_as_val"): False}
+                                      ("data", "allow_train_as_val"): False, ("train", "minutes"): None,
+                                      ("seg", "online_copy_paste"): 0, ("seg", "online_copy_paste_p"): 0.5}
 # Keys added after studies existed but before the list above did: fingerprints and run keys made
 # since hold them, so they stay in; a cell finished before them matches without them (at default).
 ADDED_UNLISTED: dict[KeyPath, Any] = {("stages", "image", "harmonise"): "none"}

@@ -13,7 +13,7 @@ import random
 import warnings
 from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -47,6 +47,10 @@ class Source:
     reader: DatasetReader | None = None
     weight: float = 1.0
     name: str = "real"
+    # applied to each decoded sample before augmentation: transform(sample, numpy Generator) -> sample,
+    # the generator one per (seed, rank, worker, epoch) stream (e.g. online copy-paste, which must
+    # see the full-size sample; it must be picklable for DataLoader workers)
+    transform: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if (self.urls is None) == (self.reader is None):
@@ -66,6 +70,7 @@ class ResolvedSource:
     classes: ClassInfo | None
     expected: dict[str, int]
     depth_scale: float | None
+    transform: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.reader) if self.reader is not None else len(self.urls)
@@ -75,11 +80,13 @@ def resolve_source(source: Source) -> ResolvedSource:
     if source.reader is not None:
         if len(source.reader) == 0:
             raise ShardError(f"source '{source.name}': the reader has no samples")
-        return ResolvedSource(source.name, source.weight, [], source.reader, source.reader.classes, {}, None)
+        return ResolvedSource(source.name, source.weight, [], source.reader, source.reader.classes, {}, None,
+                              source.transform)
     urls, manifest = resolve_urls(source.urls)
     classes = manifest_classes(manifest) if manifest else None
     scale = float(manifest["depth_scale"]) if manifest and manifest.get("depth_scale") else None
-    return ResolvedSource(source.name, source.weight, urls, None, classes, expected_counts(urls, manifest), scale)
+    return ResolvedSource(source.name, source.weight, urls, None, classes, expected_counts(urls, manifest), scale,
+                          source.transform)
 
 
 def source_classes(source: Source | str) -> ClassInfo:
@@ -251,10 +258,14 @@ class SampleStream(IterableDataset):
             items = self._shuffled(items, random.Random(derive_seed(self.seed, 99, self.rank, wid, self.epoch)))
         transform = SampleTransform(augment=self.augment, crop=self.crop, with_depth=self.with_depth,
                                     seed=derive_seed(self.seed, 7, self.rank, wid, self.epoch))
+        source_rng = np.random.default_rng(derive_seed(self.seed, 11, self.rank, wid, self.epoch))
         batch: list[dict[str, Any]] = []
         for k, raw in items:
             try:
-                sample = transform(self._decode(k, raw))
+                sample = self._decode(k, raw)
+                if self.sources[k].transform is not None:
+                    sample = self.sources[k].transform(sample, source_rng)
+                sample = transform(sample)
             except ShardError as e:
                 self._skip(e)
                 continue

@@ -111,7 +111,12 @@ def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False, befo
     tree["study"] = None
     tree["seg"]["synthetic"] = synthetic if synthetic is not None else in_run_dir(cell, cell.overrides.get("seg.synthetic"))
     if segmenter_only:
+        # online copy-paste reads the paste options and the bank's settings during segmenter training
+        online = {"produce": {k: v for k, v in tree["produce"].items() if k.startswith("copy_paste_")},
+                  "composite": tree["stages"]["image"]["composite"]} if recipe.seg.online_copy_paste else None
         tree.update({section: None for section in _GENERATOR_SECTIONS})
+        if online is not None:
+            tree["online_copy_paste"] = online
     return tree
 
 

@@ -147,6 +147,10 @@ def study_seeds(recipe: Recipe) -> list[int]:
     return list(seeds)
 
 
+# what a variant with seg.online_copy_paste may set beside seg.*: the pastes' options and the bank's
+ONLINE_COPY_PASTE_KEYS = ("produce.copy_paste_", "stages.image.composite.")
+
+
 def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
     """Resolve and check every variant, key the shared runs, and list the jobs. Every error
     (unknown key, missing shards, subset ids) is raised here, before anything trains."""
@@ -203,7 +207,8 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                     resolve_urls(vr.seg.synthetic)
                 except (DatasetError, OSError) as e:
                     raise DatasetError(f"study variant '{name}': seg.synthetic: {e}") from e
-        elif any(k.startswith(("produce.",) if trains_image else ("produce.", "train.", "stages.")) for k in overrides):
+        elif any(k.startswith(("produce.",) if trains_image else ("produce.", "train.", "stages.")) for k in overrides
+                 if not (vr.seg.online_copy_paste and k.startswith(ONLINE_COPY_PASTE_KEYS))):
             raise ConfigError(f"study variant '{name}': sets generator or production keys but mixes no synthetic "
                               "data (set seg.synthetic_ratio > 0 or seg.synthetic_schedule=pretrain"
                               + ("; a refine variant's train.* and stages.* keys shape its image stage)" if trains_image

@@ -223,4 +223,24 @@ class CopyPasteDataset(Dataset):
         return result
 
 
-__all__ = ["CopyPaste", "CopyPasteDataset"]
+class OnlineCopyPaste:
+    """A loader `Source.transform`: `CopyPaste` on a sample dict ("image", "layout"), drawing from the
+    stream's numpy generator, so `segment` pastes into real training samples as they are read
+    (`seg.online_copy_paste`). Depth, when the sample has it, is dropped where objects were pasted
+    (set to 0, unknown): the pasted pixels have no depth of their own."""
+
+    def __init__(self, transform: CopyPaste):
+        self.transform = transform
+
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        layout = np.asarray(sample["layout"])
+        out = self.transform(image=np.asarray(sample["image"]), mask=layout, random_state=rng)
+        pasted = out["mask"] is not layout
+        sample = dict(sample, image=out["image"], layout=out["mask"].astype(layout.dtype, copy=False))
+        if pasted and sample.get("depth") is not None:
+            changed = sample["layout"] != layout
+            sample["depth"] = np.where(changed, np.float32(0), np.asarray(sample["depth"], np.float32))
+        return sample
+
+
+__all__ = ["CopyPaste", "CopyPasteDataset", "OnlineCopyPaste"]

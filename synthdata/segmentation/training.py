@@ -34,6 +34,8 @@ from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.core.tracking import log_scalars
 from synthdata.data.loader import Source, make_loader, source_classes, verify_source
 from synthdata.data.readers.base import DatasetReader, make_reader
+from synthdata.generation.copy_paste_transform import CopyPaste, OnlineCopyPaste
+from synthdata.generation.texturing import bank_path, prepare_bank
 from synthdata.metrics.evaluation import (
     eval_flips,
     eval_reader,
@@ -136,6 +138,29 @@ def data_sources(recipe: Recipe, classes: ClassInfo) -> tuple[list[Any], dict[st
     return [real, synth], info
 
 
+def online_copy_paste(recipe: Recipe, run_dir: Path, accelerator) -> OnlineCopyPaste:
+    """`seg.online_copy_paste`: the transform that pastes bank objects into real training samples,
+    with the bank of the training split in RUN_DIR/bank (built by the main process when missing,
+    as `train stage=image` builds it for composites) and produce.copy_paste_*'s options."""
+    seg, cp = recipe.seg, recipe.produce
+    if seg.real:
+        raise ConfigError("seg.online_copy_paste builds its segment bank from the reader's training split; "
+                          "unset seg.real (real-data shards)")
+    if seg.real_fraction < 1.0 or seg.real_subset:
+        raise ConfigError("seg.online_copy_paste pastes objects of the whole training split (data.subset), but "
+                          "seg.real_fraction / seg.real_subset train on part of it: the pastes would bring in "
+                          "labels the segmenter is not meant to see; select the images with data.subset instead")
+    bank = prepare_bank(recipe, run_dir, accelerator=accelerator, progress=accelerator.is_main_process, log=None)
+    classes = cp.copy_paste_classes
+    try:
+        transform = CopyPaste(bank, max_objects=seg.online_copy_paste, classes=classes, choice=cp.copy_paste_choice,
+                              scale=cp.copy_paste_scale, flip=cp.copy_paste_flip, position=cp.copy_paste_position,
+                              p=seg.online_copy_paste_p)
+    except ValueError as error:
+        raise ConfigError(f"seg.online_copy_paste with produce.copy_paste_*: {error}") from None
+    return OnlineCopyPaste(transform)
+
+
 def synthetic_per_step(seg: SegConfig) -> list[int]:
     """Synthetic samples in the batch of each step 0..seg.steps-1 under `seg.synthetic_schedule`.
 
@@ -234,6 +259,11 @@ class SegmentationRun:
         self.val = eval_reader(recipe, recipe.data.val_split)  # first: an empty split stops early
         self.classes, self.ignore = self.val.classes, self.val.classes.ignore_index
         self.sources, self.data_info = data_sources(recipe, self.classes)
+        if recipe.seg.online_copy_paste:
+            self.sources[0].transform = online_copy_paste(recipe, run_dir, accelerator)
+            self.data_info["real"]["online_copy_paste"] = {
+                "max_objects": recipe.seg.online_copy_paste, "p": recipe.seg.online_copy_paste_p,
+                "classes": self.sources[0].transform.transform.classes, "bank": str(bank_path(run_dir))}
         self.window, self.flips = eval_window(recipe), eval_flips(recipe)
         seg = self.seg
         self.crop = (seg.crop_height, seg.crop_width) if seg.crop_height and seg.crop_width else None
@@ -424,6 +454,8 @@ def write_segment_report(recipe: Recipe, run_dir: Path, result: dict[str, Any], 
     if "filter" in synthetic:  # FreeMask: the share of synthetic pixels ignored, per class
         info["synthetic_ignored_fraction"] = synthetic["filter"]["ignored_fraction"]
     kind = "real + synthetic" if seg.synthetic_ratio > 0 else "real only"
+    if seg.online_copy_paste:
+        kind += f", online copy-paste (up to {seg.online_copy_paste}, p {seg.online_copy_paste_p:g})"
     title = f"{recipe.name}: {seg.model.arch}-{seg.model.encoder}, {kind}, {result['steps']} steps"
     json_path, _ = write_report(run_dir / "report", title=title, metrics=result["metrics"],
                                 classes=result["classes"], info=info)

@@ -78,7 +78,7 @@ def test_bench_stage_step_times_the_step_beside_its_networks(monkeypatch, capsys
         run_tool(monkeypatch, "bench_stage_step.py", [*TINY, f"stage={stage}", "steps=1", "rounds=1", "classes=4"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for name in ("stage step", "networks alone", third):
+    for name in ("stage step", "networks alone", "generator alone", third):
         if name:
             assert re.search(rf"\| {name} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", out), out
 

@@ -404,3 +404,21 @@ def test_default_study_plans_every_source_with_auto_classes(tmp_path):
     layout_jobs = [j for j in plan.jobs if j.id.startswith("generators/") and j.id.endswith("/layout")]
     assert len(layout_jobs) == 2  # generator runs are keyed by all their stages: the image stages differ
     assert all(plan.resolved[v].produce.copy_paste_classes == "auto" for v in list(plan.variants)[1:4])
+
+
+def test_an_online_copy_paste_variant_trains_no_generator_and_its_paste_options_count(tmp_path, plan_for):
+    """seg.online_copy_paste in a variant: a segmenter cell with no generator or production job,
+    which may set the pastes' produce.copy_paste_* options; those options are part of its
+    fingerprint (another class list is another cell), while the baseline's is unchanged."""
+    from synthdata.experiments.cells import cell_fingerprint
+
+    def plan(classes):
+        return plan_for(tmp_path, {"online": {"seg.online_copy_paste": 3, "produce.copy_paste_classes": classes}})
+
+    first, other = plan(["car"]), plan(["car", "person"])
+    assert not first.generators and not first.productions
+    a, b = ({c.variant: cell_fingerprint(c, p.resolved[c.variant]) for c in p.cells if c.seed == 0}
+            for p in (first, other))
+    assert a["online"] != b["online"] and a["real only"] == b["real only"]
+    with pytest.raises(ConfigError, match="mixes no synthetic"):  # without online copy-paste: refused as before
+        plan_for(tmp_path, {"offline": {"produce.copy_paste_classes": ["car"]}})

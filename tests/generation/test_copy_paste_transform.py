@@ -220,3 +220,24 @@ def test_readme_example_runs_as_written(samples, tmp_path, monkeypatch):
     namespace = {"train_samples": samples}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the documented example, as written)
     assert namespace["out"]["image"].shape == (32, 64, 3) and len(namespace["data"]) == len(samples)
+
+
+def test_online_copy_paste_on_a_loader_sample(bank, target):
+    """`OnlineCopyPaste` (the loader's Source.transform of `seg.online_copy_paste`): sample dicts in
+    and out, the stream's generator decides, depth becomes unknown (0) where objects were pasted."""
+    from synthdata.generation.copy_paste_transform import OnlineCopyPaste
+
+    image, mask = target
+    sample = {"image": image, "layout": mask.astype(np.uint8), "depth": np.full(mask.shape, 7.0, np.float32),
+              "meta": {"id": "t"}}
+    online = OnlineCopyPaste(CopyPaste(bank, max_objects=3, classes=["car", "pole"], p=1.0))
+    a = online(dict(sample), np.random.default_rng(5))
+    b = online(dict(sample), np.random.default_rng(5))
+    assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["layout"], b["layout"])
+    assert a["layout"].dtype == np.uint8 and a["meta"] == sample["meta"]
+    changed = a["layout"] != sample["layout"]
+    assert changed.any() and set(np.unique(a["layout"][changed])) <= {CAR, POLE}
+    assert (a["depth"][changed] == 0).all() and (a["depth"][~changed] == 7.0).all()
+    never = OnlineCopyPaste(CopyPaste(bank, max_objects=3, p=0.0))(dict(sample), np.random.default_rng(5))
+    assert np.array_equal(never["layout"], sample["layout"]) and np.array_equal(never["image"], image)
+    assert pickle.loads(pickle.dumps(online)).transform.max_objects == 3  # DataLoader workers get a copy

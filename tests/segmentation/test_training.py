@@ -442,3 +442,46 @@ def test_a_changed_synthetic_shard_is_refused_before_training(tmp_path, tiny_toy
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {shard}: its sha256 differs") and err.count("\n") == 1, err
     assert not (run / "checkpoints").exists()
+
+
+def test_online_copy_paste_pastes_into_real_samples_as_they_are_read(tmp_path, tiny_toy_overrides, capsys):
+    """seg.online_copy_paste: the bank of the training split is built in RUN_DIR/bank, the real
+    stream carries pasted objects (deterministic for a seed), and the report says so."""
+    from synthdata.segmentation.training import SegmentationRun, data_sources
+
+    args = [*tiny_toy_overrides, *TINY_SEG, "seg.steps=2", "seg.val_every=0", "seg.checkpoint_every=2",
+            "seg.mixed_precision='no'", "seg.online_copy_paste=3", "seg.online_copy_paste_p=1.0",
+            "produce.copy_paste_classes=[car, person]"]
+    assert segment_main(["recipe=toy", f"run_dir={tmp_path / 'run'}", *args]) == 0
+    assert (tmp_path / "run" / "bank" / "segment_bank.npz").is_file()
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    online = report["info"]["data_sources"]["real"]["online_copy_paste"]
+    assert online["max_objects"] == 3 and online["p"] == 1.0 and online["classes"] == ["car", "person"]
+    assert "online copy-paste (up to 3, p 1)" in report["title"]
+
+    from synthdata.core.runtime import make_accelerator
+
+    recipe = load_recipe("toy", args)
+    plain_sources, _ = data_sources(recipe, make_reader(recipe.data, "val").classes)
+    run = SegmentationRun(recipe, tmp_path / "run", make_accelerator(mixed_precision="no"))
+    pasted = [next(iter(make_loader(run.sources, batch_size=4, augment=False, shuffle=False, seed=3)))
+              for _ in range(2)]
+    plain = next(iter(make_loader(plain_sources, batch_size=4, augment=False, shuffle=False, seed=3)))
+    assert torch.equal(pasted[0]["layout"], pasted[1]["layout"]) and torch.equal(pasted[0]["image"], pasted[1]["image"])
+    assert not torch.equal(pasted[0]["layout"], plain["layout"])
+    names = run.classes.names
+    new = pasted[0]["layout"][pasted[0]["layout"] != plain["layout"]].unique().tolist()
+    assert new and {names[c] for c in new} <= {"car", "person"}
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["seg.real_fraction=0.5"], ["seg.online_copy_paste", "data.subset"]),
+    (["produce.copy_paste_classes=[sky]"], ["seg.online_copy_paste", "region classes"]),
+])
+def test_online_copy_paste_refusals_name_the_keys(tmp_path, tiny_toy_overrides, capsys, extra, words):
+    args = ["recipe=toy", f"run_dir={tmp_path / 'run'}", *tiny_toy_overrides, *TINY_SEG, "seg.steps=2",
+            "seg.online_copy_paste=2", *extra]
+    assert segment_main(args) == 2
+    err = capsys.readouterr().err.split("\r")[-1]  # after the bank's progress bar, when it was built
+    assert err.startswith("error: ") and err.count("\n") == 1 and all(w in err for w in words), err
+    assert not (tmp_path / "run" / "checkpoints").exists()
