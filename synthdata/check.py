@@ -75,6 +75,8 @@ def format_report(reader: DatasetReader, result: dict[str, Any]) -> str:
     lines = [f"dataset {reader.name}, split {reader.split}, root {reader.root}", f"pairs: {result['pairs']}"]
     sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in result["sizes"].most_common())
     lines.append(f"image sizes (WxH): {sizes or 'none'}")
+    if result["sizes"]:
+        lines.append(size_advice(result["sizes"].most_common(1)[0][0], reader.cfg.height, reader.cfg.width))
     declared = set(range(classes.num_classes))
     found = set(values) - {classes.ignore_index}
     lines.append(
@@ -92,6 +94,23 @@ def format_report(reader: DatasetReader, result: dict[str, Any]) -> str:
     lines.append(f"problems: {len(result['problems'])}")
     lines += [f"  - {p}" for p in result["problems"]]
     return "\n".join(lines)
+
+
+def size_advice(native: tuple[int, int], height: int, width: int) -> str:
+    """One line: the recipe's size against the images' most common (W, H), and sizes that keep it
+    and that the GAN stages (layout, SPADE) can build, as keys to paste."""
+    from synthdata.models.blocks import base_grid, nearest_valid_sizes  # noqa: PLC0415  (loads torch)
+
+    w, h = native
+    now = f"data.height={height} data.width={width}"
+    try:
+        base_grid(h, w)
+        fits = f"data.height={h} data.width={w} (native; every stage can build it)"
+    except ValueError:
+        fits = "nearest the GAN stages can build: " + ", ".join(
+            f"data.height={s.split('x')[0]} data.width={s.split('x')[1]}" for s in nearest_valid_sizes(h, w, count=2))
+    same = "the images' own size" if (h, w) == (height, width) else f"images are {h}x{w}, resized"
+    return f"recipe size: {now} ({same}); {fits}"
 
 
 def _main(argv: list[str]) -> int:

@@ -59,7 +59,7 @@ class DataConfig:
 
     reader: str = "toy"  # name in synthdata.data.readers.READERS
     root: str | None = None  # dataset folder (not needed for the toy world)
-    height: int = 128  # every sample is resized to height x width (None: native size)
+    height: int = 128  # every sample is resized to height x width (`synthdata check` prints the native size and sizes the stages can build)
     width: int = 256
     classes: list[str] | None = None  # None: the reader's own class list
     palette: list[list[int]] | None = None  # RGB per class; None: the reader's own palette
