@@ -17,6 +17,7 @@ from dataclasses import MISSING
 from pathlib import Path
 
 from synthdata.core.entry import run_main
+from synthdata.core.folder_lock import process_lock
 from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.runtime import make_accelerator
 from synthdata.metrics.evaluation import format_image_iou
@@ -27,7 +28,8 @@ def _main(argv: list[str]) -> int:
     recipe, args = parse_command_line(argv, {"run_dir": MISSING})
     run_dir = Path(str(args["run_dir"]))
     accelerator = make_accelerator(mixed_precision=recipe.refine.mixed_precision)
-    result = refine(recipe, run_dir, accelerator)
+    with process_lock(accelerator, run_dir / "checkpoints" / "refine", "another synthdata refine"):
+        result = refine(recipe, run_dir, accelerator)
     if accelerator.is_main_process:
         m = result["metrics"]
         rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)

@@ -17,12 +17,11 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
 import sys
-from contextlib import nullcontext
 from dataclasses import MISSING
 from pathlib import Path
 
 from synthdata.core.entry import run_main
-from synthdata.core.folder_lock import folder_lock
+from synthdata.core.folder_lock import process_lock
 from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.runtime import make_accelerator
 from synthdata.core.tracking import cell_tracking, start_tracking
@@ -37,7 +36,7 @@ def _main(argv: list[str]) -> int:
                                    log_dir=run_dir / "logs")
     # two runs in one run dir would write the same checkpoints (one died reading a state the other
     # was replacing); the main process holds the lock for the launch
-    with folder_lock(run_dir, "another synthdata segment") if accelerator.is_main_process else nullcontext():
+    with process_lock(accelerator, run_dir, "another synthdata segment"):
         start_tracking(accelerator, recipe, "segment", **cell_tracking(args["study_variant"], recipe.seed))
         result = train(recipe, run_dir, accelerator)
         if accelerator.is_main_process:

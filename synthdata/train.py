@@ -19,9 +19,11 @@ from dataclasses import MISSING
 from pathlib import Path
 
 from synthdata.core.entry import run_main
+from synthdata.core.folder_lock import process_lock
 from synthdata.core.recipe_loading import default_run_dir, parse_command_line
 from synthdata.core.runtime import make_accelerator
-from synthdata.generation.training import TrainingDiverged, train_stage
+from synthdata.generation.stages import check_stage
+from synthdata.generation.training import TrainingDiverged, checkpoint_dir, train_stage
 
 
 def _main(argv: list[str]) -> int:
@@ -29,8 +31,10 @@ def _main(argv: list[str]) -> int:
     run_dir = Path(str(args["run_dir"])) if args["run_dir"] else default_run_dir(recipe)
     accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_with=recipe.log_with,
                                    log_dir=run_dir / "logs")
-    try:
-        train_stage(recipe, stage=str(args["stage"]), run_dir=run_dir, accelerator=accelerator)
+    stage = check_stage(args["stage"])
+    try:  # one run per stage folder: two would replace each other's checkpoints (other stages may run beside)
+        with process_lock(accelerator, checkpoint_dir(run_dir, stage), f"another synthdata train stage={stage}"):
+            train_stage(recipe, stage=stage, run_dir=run_dir, accelerator=accelerator)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -107,3 +107,32 @@ def _random_stages(root: Path, overrides: list[str], names: tuple[str, ...] = tu
                                         recipe=recipe_to_dict(recipe), classes=classes, ema=model.state_dict(),
                                         arch=spec.to_dict()), root / "checkpoints" / stage / "latest.pt")
     return root
+
+
+_HOLD_LOCK = """import sys, time
+from pathlib import Path
+from synthdata.core.folder_lock import folder_lock
+with folder_lock(Path(sys.argv[1]), "another run"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """`with lock_holder(folder) as pid:` another process holds FOLDER/.lock (as a running command
+    would) for the block; it is killed after, and the kernel drops its lock."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def hold(folder: Path):
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            yield holder.pid
+        finally:
+            holder.kill()
+            holder.wait()
+            holder.stdout.close()
+
+    return hold

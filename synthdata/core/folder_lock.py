@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -57,3 +57,9 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def process_lock(accelerator, folder: Path, what: str):
+    """`folder_lock` held by the main process of a launch (the others run under it): what a command
+    that writes FOLDER takes for its whole run."""
+    return folder_lock(folder, what) if accelerator.is_main_process else nullcontext()

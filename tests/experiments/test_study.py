@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -343,32 +341,19 @@ def test_study_seeds_as_a_list_plans_exactly_those_cells_under_the_same_keys(tmp
             plan_for(tmp_path, variants, f"study.seeds={bad}")
 
 
-HOLD_LOCK = """import sys, time
-from pathlib import Path
-from synthdata.core.folder_lock import folder_lock
-with folder_lock(Path(sys.argv[1]), "a study"):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
-def test_a_second_study_in_a_run_dir_is_refused_while_one_runs_there(tmp_path, capsys, study_tiny, write_variants):
+def test_a_second_study_in_a_run_dir_is_refused_while_one_runs_there(tmp_path, capsys, study_tiny, write_variants,
+                                                                      lock_holder):
     run_dir = tmp_path / "run"
     args = ["recipe=toy", *study_tiny, f"study.variants={write_variants(tmp_path, {'half': {'seg.synthetic_ratio': 0.5}})}",
             f"run_dir={run_dir}", "study.workers=1"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / "study")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(run_dir / "study") as pid:
         assert study_main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
-        assert f"{run_dir / 'study'}: another synthdata study is already running here (pid {holder.pid}, started " in err
+        assert f"{run_dir / 'study'}: another synthdata study is already running here (pid {pid}, started " in err
         assert not (run_dir / "study" / "plan.json").exists() and not (run_dir / "cells").exists()
         assert study_main(args + ["study.report_only=true"]) == 0  # a report runs nothing: allowed meanwhile
         assert "Not finished (failed or not run yet): real only seed 0" in (run_dir / "study" / "report.md").read_text()
-    finally:
-        holder.kill()
-        holder.wait()
     with folder_lock(run_dir / "study", "a study"):  # the kernel dropped the killed holder's lock: none is stale
         pass
 

@@ -284,3 +284,19 @@ def test_a_damaged_budget_record_is_named(tmp_path):
     (tmp_path / "run" / "checkpoints" / "layout" / "budget.json").write_text("{")
     with pytest.raises(CheckpointError, match="budget.json: not a budget record"):
         run(tmp_path, "layout", 1, "train.minutes=0.001")
+
+
+def test_a_second_training_of_one_stage_is_refused_while_one_runs_and_other_stages_may_run(tmp_path, capsys,
+                                                                                         lock_holder):
+    """Issue 34: one process per stage folder (two would replace each other's checkpoints); a study
+    trains a run dir's other stages side by side, so they are not blocked."""
+    run = tmp_path / "run"
+    args = [*TINY, f"run_dir={run}", "train.steps=1"]
+    with lock_holder(run / "checkpoints" / "image") as pid:
+        assert main(args + ["stage=image"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert f"another synthdata train stage=image is already running here (pid {pid}, started " in err
+        assert sorted(p.name for p in (run / "checkpoints" / "image").iterdir()) == [".lock"]
+        assert main(args + ["stage=layout"]) == 0
+    assert main(args + ["stage=image"]) == 0  # the holder is gone: no stale lock

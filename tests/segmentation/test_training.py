@@ -283,32 +283,19 @@ def test_a_killed_segment_resumes_to_the_uninterrupted_model(tmp_path, tiny_toy_
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
-HOLD_LOCK = """import sys, time
-from pathlib import Path
-from synthdata.core.folder_lock import folder_lock
-with folder_lock(Path(sys.argv[1]), "another synthdata segment"):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
-def test_a_second_segment_in_a_run_dir_is_refused_while_one_runs_there(tmp_path, tiny_toy_overrides, capsys):
+def test_a_second_segment_in_a_run_dir_is_refused_while_one_runs_there(tmp_path, tiny_toy_overrides, capsys,
+                                                                        lock_holder):
     """Issue 34: two `segment`s on one run dir wrote the same checkpoints (one died with SafetensorError)."""
     run = tmp_path / "run"
     args = ["recipe=toy", f"run_dir={run}", *tiny_toy_overrides, *TINY_SEG, "seg.steps=2", "seg.val_every=0",
             "seg.checkpoint_every=2", "seg.mixed_precision='no'"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(run) as pid:
         capsys.readouterr()
         assert segment_main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
-        assert f"{run}: another synthdata segment is already running here (pid {holder.pid}, started " in err
+        assert f"{run}: another synthdata segment is already running here (pid {pid}, started " in err
         assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing trained, nothing written
-    finally:
-        holder.kill()
-        holder.wait()
     assert segment_main(args) == 0  # the kernel dropped the killed holder's lock: none is stale
     assert (run / "report" / "report.json").is_file()
 

@@ -118,3 +118,14 @@ def test_cyclegan_command_runs_unpaired(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "translate" / "cyclegan" / "report.json").read_text())
     assert report["info"]["mask_encoding"] == "rgb" and 0 <= report["metrics"]["miou"] <= 1
     assert (tmp_path / "checkpoints" / "translate-cyclegan" / "state").is_dir()
+
+
+def test_a_second_translation_of_one_mode_is_refused_while_one_runs(tmp_path: Path, capsys, lock_holder) -> None:
+    """Issue 34: one process per checkpoint folder; the run trains nothing and writes nothing."""
+    with lock_holder(tmp_path / "checkpoints" / "translate-pix2pix") as pid:
+        assert translate_main(["recipe=toy", f"run_dir={tmp_path}", "translate.mode=pix2pix", *TINY,
+                               "translate.steps=1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert f"another synthdata translate translate.mode=pix2pix is already running here (pid {pid}" in err
+        assert not (tmp_path / "translate").exists()
