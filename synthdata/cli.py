@@ -16,19 +16,19 @@ from synthdata.core.recipe_loading import HELP_FLAGS, command_help
 
 # command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "config": ("synthdata.config", "print the fully resolved recipe"),
-    "check": ("synthdata.check", "scan a dataset split and report problems"),
-    "export": ("synthdata.export", "write a real dataset split as shards"),
-    "inspect": ("synthdata.inspection", "summarise shards and write a contact sheet"),
-    "train": ("synthdata.train", "train a generator stage (layout | depth | image)"),
-    "produce": ("synthdata.produce", "produce synthetic shards from trained stages"),
-    "segment": ("synthdata.segment", "train a segmenter on real (+ synthetic) data"),
-    "refine": ("synthdata.refine", "SegGAN refinement of a segmenter"),
-    "translate": ("synthdata.translate", "pix2pix / CycleGAN segmentation as translation"),
-    "evaluate": ("synthdata.evaluate", "evaluate: miou | fid | fidelity | layouts"),
-    "compare": ("synthdata.compare", "compare evaluation reports side by side"),
-    "demo": ("synthdata.demo", "the whole pipeline on the toy world, with a report"),
-    "study": ("synthdata.study", "baseline vs variants x seeds: does synthetic data pay? (intervals)"),
+    "config": ("synthdata.commands.config", "print the fully resolved recipe"),
+    "check": ("synthdata.commands.check", "scan a dataset split and report problems"),
+    "export": ("synthdata.commands.export", "write a real dataset split as shards"),
+    "inspect": ("synthdata.commands.inspection", "summarise shards and write a contact sheet"),
+    "train": ("synthdata.commands.train", "train a generator stage (layout | depth | image)"),
+    "produce": ("synthdata.commands.produce", "produce synthetic shards from trained stages"),
+    "segment": ("synthdata.commands.segment", "train a segmenter on real (+ synthetic) data"),
+    "refine": ("synthdata.commands.refine", "SegGAN refinement of a segmenter"),
+    "translate": ("synthdata.commands.translate", "pix2pix / CycleGAN segmentation as translation"),
+    "evaluate": ("synthdata.commands.evaluate", "evaluate: miou | fid | fidelity | layouts"),
+    "compare": ("synthdata.commands.compare", "compare evaluation reports side by side"),
+    "demo": ("synthdata.commands.demo", "the whole pipeline on the toy world, with a report"),
+    "study": ("synthdata.commands.study", "baseline vs variants x seeds: does synthetic data pay? (intervals)"),
 }
 
 
@@ -67,13 +67,29 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"synthdata: unknown command '{name}'.{hint}\n\n{usage()}", file=sys.stderr)
         return 2
-    if any(token in HELP_FLAGS for token in rest):
-        text = fast_help(name, rest)
+    return run_command(name, rest)
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Command `name` with its arguments: `--version` and `--help` answered before the command's
+    module (and torch) is imported, then its `main(argv)`."""
+    if "--version" in argv:
+        print(f"synthdata {__version__}")
+        return 0
+    if any(token in HELP_FLAGS for token in argv):
+        text = fast_help(name, argv)
         if text is not None:
             print(text)
             return 0
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest)
+    return module.main(argv)
+
+
+def run_file(stem: str, argv: list[str]) -> int:
+    """What a launch file `synthdata/STEM.py` runs: the command whose module is
+    `synthdata.commands.STEM` (`inspection.py` is the `inspect` command)."""
+    name = next(n for n, (module, _) in COMMANDS.items() if module == f"synthdata.commands.{stem}")
+    return run_command(name, argv)
 
 
 if __name__ == "__main__":

@@ -1,46 +1,23 @@
-"""`synthdata compare REPORT [REPORT ...] [out=DIR]`: evaluation reports side by side (a table
-and per-class IoU bars), e.g. real only vs real + synthetic.
-"""
+"""A command's launch file. `accelerate launch synthdata/NAME.py ...`, `python -m synthdata.NAME ...`
+and `from synthdata.NAME import main` run the command `synthdata/commands/NAME.py` (its code and
+documentation are there) through `synthdata.cli`, as `synthdata COMMAND ...` does, so `--help` and
+`--version` answer before torch loads. Every command's launch file is this file, byte for byte
+(tests/commands/test_entry_points.py): NAME is the file's own name."""
 
-from __future__ import annotations
-
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
-    import os
-    import sys
-
-    _pkg = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
-
+import os
 import sys
 
-from synthdata.metrics.report import compare_reports, read_report
+if __name__ == "__main__" and not __package__:  # run as a file: synthdata/ is first on sys.path, so
+    _pkg = os.path.dirname(os.path.abspath(__file__))  # import the package, never its sibling files
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
+
+NAME = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`synthdata compare REPORT [REPORT...] [out=DIR]` (default out: the current folder)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(token in ("-h", "--help") for token in argv):
-        print(__doc__.strip() + "\n\narguments: REPORT.json|DIR (one or more), out=DIR (default: the current folder)")
-        return 0
-    out = "."
-    paths = []
-    for token in argv:
-        if token.startswith("out="):
-            out = token[4:]
-        else:
-            paths.append(token)
-    if not paths:
-        print("usage: synthdata compare REPORT.json|DIR [...] [out=DIR]", file=sys.stderr)
-        return 2
-    try:
-        reports = [read_report(p) for p in paths]
-        md = compare_reports(reports, out)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(md.read_text())
-    print(f"compared {len(reports)} reports -> {md} and {md.with_suffix('.png')}")
-    return 0
+    from synthdata.cli import run_file  # noqa: PLC0415  (after the sys.path fix above)
+
+    return run_file(NAME, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

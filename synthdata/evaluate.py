@@ -1,39 +1,23 @@
-"""`synthdata evaluate WHAT ...`: miou | fid | fidelity | layouts, each a module with `main`."""
+"""A command's launch file. `accelerate launch synthdata/NAME.py ...`, `python -m synthdata.NAME ...`
+and `from synthdata.NAME import main` run the command `synthdata/commands/NAME.py` (its code and
+documentation are there) through `synthdata.cli`, as `synthdata COMMAND ...` does, so `--help` and
+`--version` answer before torch loads. Every command's launch file is this file, byte for byte
+(tests/commands/test_entry_points.py): NAME is the file's own name."""
 
-from __future__ import annotations
-
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
-    import os
-    import sys
-
-    _pkg = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
-
-import difflib
-import importlib
+import os
 import sys
 
-EVALUATIONS = {
-    "miou": "synthdata.metrics.miou_cli",
-    "fid": "synthdata.metrics.fid",
-    "fidelity": "synthdata.metrics.fidelity",
-    "layouts": "synthdata.metrics.layout_stats",
-}
+if __name__ == "__main__" and not __package__:  # run as a file: synthdata/ is first on sys.path, so
+    _pkg = os.path.dirname(os.path.abspath(__file__))  # import the package, never its sibling files
+    sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
+
+NAME = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: synthdata evaluate {{{'|'.join(EVALUATIONS)}}} key=value ...\n\n"
-              "`synthdata evaluate WHAT --help` lists the keys of WHAT.")
-        return 0
-    if not argv or argv[0] not in EVALUATIONS:
-        given = argv[0] if argv else ""
-        close = difflib.get_close_matches(given, EVALUATIONS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        print(f"usage: synthdata evaluate {{{'|'.join(EVALUATIONS)}}} key=value ...{hint}", file=sys.stderr)
-        return 2
-    return importlib.import_module(EVALUATIONS[argv[0]]).main(argv[1:])
+    from synthdata.cli import run_file  # noqa: PLC0415  (after the sys.path fix above)
+
+    return run_file(NAME, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,42 +1,23 @@
-"""`accelerate launch synthdata/produce.py recipe=R run_dir=DIR [produce.*=...]`: sample
-(layout, depth, image) triplets from trained stages into WebDataset shards under RUN_DIR/shards
-(also `python -m synthdata.produce`, `synthdata produce`). Resumable and identical for any
-process count; the production loop is `synthdata.generation.production`. Array jobs (a SLURM
-array, no process group): `job=I/N` writes array job I's shards, then one `finalize=true` run
-checks every shard and writes the manifest; the union is byte-identical to one run.
-"""
+"""A command's launch file. `accelerate launch synthdata/NAME.py ...`, `python -m synthdata.NAME ...`
+and `from synthdata.NAME import main` run the command `synthdata/commands/NAME.py` (its code and
+documentation are there) through `synthdata.cli`, as `synthdata COMMAND ...` does, so `--help` and
+`--version` answer before torch loads. Every command's launch file is this file, byte for byte
+(tests/commands/test_entry_points.py): NAME is the file's own name."""
 
-from __future__ import annotations
+import os
+import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
-    import os
-    import sys
-
-    _pkg = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__" and not __package__:  # run as a file: synthdata/ is first on sys.path, so
+    _pkg = os.path.dirname(os.path.abspath(__file__))  # import the package, never its sibling files
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
-import sys
-from pathlib import Path
-
-from synthdata import api
-from synthdata.core.entry import run_main
-from synthdata.core.recipe_loading import default_run_dir, parse_command_line
-from synthdata.generation.production import RejectionError
-
-
-def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(argv, {"run_dir": None, "max_shards": None, "job": None, "finalize": False})
-    run_dir = Path(args["run_dir"]) if args["run_dir"] else default_run_dir(recipe)
-    try:
-        api.produce_shards(recipe, run_dir, max_shards=args["max_shards"], job=args["job"], finalize=args["finalize"])
-    except RejectionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+NAME = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    from synthdata.cli import run_file  # noqa: PLC0415  (after the sys.path fix above)
+
+    return run_file(NAME, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,46 +1,23 @@
-"""`accelerate launch synthdata/refine.py recipe=R run_dir=DIR [refine.*=...]`: SegGAN refinement of
-a trained segmenter through a frozen mask -> image generator (also `python -m synthdata.refine`,
-`synthdata refine`). Reports before and after; the method is `synthdata.segmentation.seggan`.
-"""
+"""A command's launch file. `accelerate launch synthdata/NAME.py ...`, `python -m synthdata.NAME ...`
+and `from synthdata.NAME import main` run the command `synthdata/commands/NAME.py` (its code and
+documentation are there) through `synthdata.cli`, as `synthdata COMMAND ...` does, so `--help` and
+`--version` answer before torch loads. Every command's launch file is this file, byte for byte
+(tests/commands/test_entry_points.py): NAME is the file's own name."""
 
-from __future__ import annotations
+import os
+import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
-    import os
-    import sys
-
-    _pkg = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__" and not __package__:  # run as a file: synthdata/ is first on sys.path, so
+    _pkg = os.path.dirname(os.path.abspath(__file__))  # import the package, never its sibling files
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
-import sys
-from dataclasses import MISSING
-from pathlib import Path
-
-from synthdata.core.entry import run_main
-from synthdata.core.folder_lock import process_lock
-from synthdata.core.recipe_loading import parse_command_line
-from synthdata.core.runtime import make_accelerator
-from synthdata.metrics.evaluation import format_image_iou
-from synthdata.segmentation.seggan import refine
-
-
-def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(argv, {"run_dir": MISSING})
-    run_dir = Path(str(args["run_dir"]))
-    accelerator = make_accelerator(mixed_precision=recipe.refine.mixed_precision)
-    with process_lock(accelerator, run_dir / "checkpoints" / "refine", "another synthdata refine"):
-        result = refine(recipe, run_dir, accelerator)
-    if accelerator.is_main_process:
-        m = result["metrics"]
-        rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
-        print(f"refine: {result['steps']} steps ({rate:.2f} step/s), val mIoU after {100 * m['miou']:.1f}%, "
-              f"image IoU per class {format_image_iou(m['image_iou'])} -> {result['compare']}")
-    accelerator.end_training()
-    return 0
+NAME = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    from synthdata.cli import run_file  # noqa: PLC0415  (after the sys.path fix above)
+
+    return run_file(NAME, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,43 +1,23 @@
-"""`synthdata study recipe=R run_dir=DIR study.variants=FILE|NAME [study.seeds=3 study.workers=2 ...]`:
-does synthetic data pay for this dataset? The real-only baseline and named variants x seeds,
-shared generator and production runs, paired intervals and a verdict per variant in
-DIR/study/report.md (also `python -m synthdata.study`, `accelerate launch synthdata/study.py`).
-Resumable: a rerun skips finished cells. The planner and runner are `synthdata.experiments.study`.
-"""
+"""A command's launch file. `accelerate launch synthdata/NAME.py ...`, `python -m synthdata.NAME ...`
+and `from synthdata.NAME import main` run the command `synthdata/commands/NAME.py` (its code and
+documentation are there) through `synthdata.cli`, as `synthdata COMMAND ...` does, so `--help` and
+`--version` answer before torch loads. Every command's launch file is this file, byte for byte
+(tests/commands/test_entry_points.py): NAME is the file's own name."""
 
-from __future__ import annotations
+import os
+import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
-    import os
-    import sys
-
-    _pkg = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__" and not __package__:  # run as a file: synthdata/ is first on sys.path, so
+    _pkg = os.path.dirname(os.path.abspath(__file__))  # import the package, never its sibling files
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
-import sys
-from dataclasses import MISSING
-from pathlib import Path
-
-from synthdata.core.entry import run_main
-from synthdata.core.recipe_loading import parse_command_line
-from synthdata.experiments.study import run_study
-
-
-def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(argv, {"run_dir": MISSING})
-    summary = run_study(recipe, Path(str(args["run_dir"])))
-    for line in summary["verdicts"]:
-        print(f"  {line}")
-    failed = summary["failed"]
-    print(f"study: ran {len(summary['ran'])} jobs, {len(summary['skipped'])} already done, {len(failed)} failed"
-          f" -> {summary['report']}")
-    for job, reason in failed.items():
-        print(f"  failed {job}: {reason}", file=sys.stderr)
-    return 1 if failed else 0
+NAME = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)  # ConfigError, DatasetError, CheckpointError -> one line, exit 2
+    from synthdata.cli import run_file  # noqa: PLC0415  (after the sys.path fix above)
+
+    return run_file(NAME, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,48 +1,23 @@
-"""`accelerate launch synthdata/train.py recipe=R stage=layout|depth|image run_dir=DIR [train.*=...]`:
-train one generator stage (also `python -m synthdata.train`, `synthdata train`).
+"""A command's launch file. `accelerate launch synthdata/NAME.py ...`, `python -m synthdata.NAME ...`
+and `from synthdata.NAME import main` run the command `synthdata/commands/NAME.py` (its code and
+documentation are there) through `synthdata.cli`, as `synthdata COMMAND ...` does, so `--help` and
+`--version` answer before torch loads. Every command's launch file is this file, byte for byte
+(tests/commands/test_entry_points.py): NAME is the file's own name."""
 
-Checkpoints go to RUN_DIR/checkpoints/{stage}/ (portable `latest.pt` + Accelerate `state/`);
-rerunning the same command resumes. The training loop is `synthdata.generation.training`.
-"""
+import os
+import sys
 
-from __future__ import annotations
-
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
-    import os
-    import sys
-
-    _pkg = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__" and not __package__:  # run as a file: synthdata/ is first on sys.path, so
+    _pkg = os.path.dirname(os.path.abspath(__file__))  # import the package, never its sibling files
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
-import sys
-from dataclasses import MISSING
-from pathlib import Path
-
-from synthdata.core.entry import run_main
-from synthdata.core.folder_lock import process_lock
-from synthdata.core.recipe_loading import default_run_dir, parse_command_line
-from synthdata.core.runtime import make_accelerator
-from synthdata.generation.stages import check_stage
-from synthdata.generation.training import TrainingDiverged, checkpoint_dir, train_stage
-
-
-def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(argv, {"stage": MISSING, "run_dir": None})
-    run_dir = Path(str(args["run_dir"])) if args["run_dir"] else default_run_dir(recipe)
-    accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_with=recipe.log_with,
-                                   log_dir=run_dir / "logs")
-    stage = check_stage(args["stage"])
-    try:  # one run per stage folder: two would replace each other's checkpoints (other stages may run beside)
-        with process_lock(accelerator, checkpoint_dir(run_dir, stage), f"another synthdata train stage={stage}"):
-            train_stage(recipe, stage=stage, run_dir=run_dir, accelerator=accelerator)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    return 0
+NAME = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    from synthdata.cli import run_file  # noqa: PLC0415  (after the sys.path fix above)
+
+    return run_file(NAME, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,59 +1,23 @@
-"""`accelerate launch synthdata/translate.py recipe=R run_dir=DIR translate.mode=pix2pix|cyclegan`:
-segmentation as image translation (also `python -m synthdata.translate`, `synthdata translate`).
-The generated mask becomes class labels and is scored like any segmenter; the methods are
-`synthdata.segmentation.translation` and `synthdata.segmentation.cyclegan`.
-"""
+"""A command's launch file. `accelerate launch synthdata/NAME.py ...`, `python -m synthdata.NAME ...`
+and `from synthdata.NAME import main` run the command `synthdata/commands/NAME.py` (its code and
+documentation are there) through `synthdata.cli`, as `synthdata COMMAND ...` does, so `--help` and
+`--version` answer before torch loads. Every command's launch file is this file, byte for byte
+(tests/commands/test_entry_points.py): NAME is the file's own name."""
 
-from __future__ import annotations
+import os
+import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, never sibling files
-    import os
-    import sys
-
-    _pkg = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__" and not __package__:  # run as a file: synthdata/ is first on sys.path, so
+    _pkg = os.path.dirname(os.path.abspath(__file__))  # import the package, never its sibling files
     sys.path[:] = [os.path.dirname(_pkg)] + [p for p in sys.path if os.path.abspath(p or ".") != _pkg]
 
-import sys
-from dataclasses import MISSING
-from pathlib import Path
-
-from synthdata.core.entry import run_main
-from synthdata.core.folder_lock import process_lock
-from synthdata.core.recipe_loading import parse_command_line
-from synthdata.core.runtime import make_accelerator
-from synthdata.metrics.evaluation import evaluate_and_report, format_image_iou
-from synthdata.segmentation.translation import TranslationSegmenter, check_mode, train
-
-
-def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(argv, {"run_dir": MISSING})
-    check_mode(recipe.translate.mode)
-    run_dir = Path(str(args["run_dir"]))
-    accelerator = make_accelerator(mixed_precision=recipe.translate.mixed_precision)
-    folder = run_dir / "checkpoints" / f"translate-{recipe.translate.mode}"
-    with process_lock(accelerator, folder, f"another synthdata translate translate.mode={recipe.translate.mode}"):
-        result = train(recipe, run_dir, accelerator)
-        arch, classes = result["arch"], result["classes"]
-        model = TranslationSegmenter(result["generator"], encoding=arch["encoding"], num_classes=classes.num_classes,
-                                     palette=classes.palette).to(accelerator.device)
-        title = f"{recipe.name}: {arch['mode']} translation (ngf {arch['ngf']}), {result['steps']} steps"
-        info = {"mode": arch["mode"], "mask_encoding": arch["encoding"], "steps": result["steps"],
-                "resumed_from_step": result["start"], "train_seconds": round(result["seconds"], 1),
-                "final_losses": result["losses"]}
-        out = run_dir / "translate" / arch["mode"]
-        metrics = evaluate_and_report(model, recipe, out_dir=out, title=title, checkpoint=result["checkpoint"],
-                                      accelerator=accelerator, info=info)
-        if accelerator.is_main_process:
-            rate = (result["steps"] - result["start"]) / max(result["seconds"], 1e-9)
-            print(f"translate {arch['mode']}: {result['steps']} steps ({rate:.2f} step/s), val mIoU "
-                  f"{100 * metrics['miou']:.1f}%, mean image IoU per class "
-                  f"{format_image_iou(metrics['image_iou'])} -> {out / 'report.md'}")
-    accelerator.end_training()
-    return 0
+NAME = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    from synthdata.cli import run_file  # noqa: PLC0415  (after the sys.path fix above)
+
+    return run_file(NAME, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

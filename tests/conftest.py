@@ -112,7 +112,7 @@ def _random_stages(root: Path, overrides: list[str], names: tuple[str, ...] = tu
 _HOLD_LOCK = """import sys, time
 from pathlib import Path
 from synthdata.core.folder_lock import folder_lock
-with folder_lock(Path(sys.argv[1]), "another run"):
+with folder_lock(Path(sys.argv[1]), "another run", sys.argv[2]):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -120,13 +120,14 @@ with folder_lock(Path(sys.argv[1]), "another run"):
 
 @pytest.fixture
 def lock_holder():
-    """`with lock_holder(folder) as pid:` another process holds FOLDER/.lock (as a running command
-    would) for the block; it is killed after, and the kernel drops its lock."""
+    """`with lock_holder(folder[, name]) as pid:` another process holds FOLDER/NAME (default `.lock`),
+    as a running command would, for the block; it is killed after, and the kernel drops its lock."""
     from contextlib import contextmanager
 
     @contextmanager
-    def hold(folder: Path):
-        holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    def hold(folder: Path, name: str = ".lock"):
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(folder), name], stdout=subprocess.PIPE,
+                                  text=True)
         try:
             assert holder.stdout.readline().strip() == "held"
             yield holder.pid

@@ -46,10 +46,11 @@ def describe_holder(fd: int, who: str) -> None:
 
 
 @contextmanager
-def folder_lock(folder: Path, what: str) -> Iterator[None]:
-    """Hold FOLDER/.lock while the block runs; raise ConfigError (one line naming the folder and
-    the holder) when another process holds it. `what` names the work, e.g. "a study"."""
-    fd, holder = try_lock(folder / LOCK_FILE)
+def folder_lock(folder: Path, what: str, name: str = LOCK_FILE) -> Iterator[None]:
+    """Hold FOLDER/NAME (default `.lock`) while the block runs; raise ConfigError (one line naming
+    the folder and the holder) when another process holds it. `what` names the work, e.g. "a
+    study"; `name` another lock file for work that may run beside the folder's other work."""
+    fd, holder = try_lock(folder / name)
     if fd is None:
         raise ConfigError(f"{folder}: {what} is already running here ({holder}); wait for it to finish, "
                           "or use another run_dir")
@@ -59,7 +60,7 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def process_lock(accelerator, folder: Path, what: str):
+def process_lock(accelerator, folder: Path, what: str, name: str = LOCK_FILE):
     """`folder_lock` held by the main process of a launch (the others run under it): what a command
     that writes FOLDER takes for its whole run."""
-    return folder_lock(folder, what) if accelerator.is_main_process else nullcontext()
+    return folder_lock(folder, what, name) if accelerator.is_main_process else nullcontext()

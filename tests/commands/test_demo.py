@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from synthdata import demo
+from synthdata.commands import demo
 from synthdata.experiments.study import read_variants
 
 

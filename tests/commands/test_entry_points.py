@@ -61,13 +61,29 @@ def test_every_command_runs_from_the_console_script(name, capsys):
     assert capsys.readouterr().out.strip()
 
 
-def test_every_command_file_starts_with_the_same_guard():
-    guards = set()
-    for module in MODULES.values():
-        text = (PACKAGE / (module.split(".")[-1] + ".py")).read_text()
-        start = text.index('if __name__ == "__main__" and not __package__:')
-        guards.add(text[start: text.index("\n\n", start)])
-    assert len(guards) == 1, guards
+def test_every_command_has_one_launch_file_and_they_are_the_same_file():
+    """The launch files `synthdata/X.py` (what `accelerate launch synthdata/X.py` runs) hold no code
+    of their own: byte for byte one file, which runs the command module `synthdata.commands.X`."""
+    launch = {module.split(".")[-1]: PACKAGE / (module.split(".")[-1] + ".py") for module in MODULES.values()}
+    assert all(module.startswith("synthdata.commands.") for module in MODULES.values())
+    assert len({path.read_bytes() for path in launch.values()}) == 1
+    kept = {p.stem for p in PACKAGE.glob("*.py")} - set(launch)
+    assert kept == {"__init__", "__main__", "api", "cli"}, kept  # the rest lives in folders
+
+
+def test_python_dash_m_help_and_version_answer_without_torch():
+    """`python -m synthdata.X --help` and `--version` go through the launch file and `synthdata.cli`
+    before the command module (and torch) is imported."""
+    code = ("import runpy, sys; sys.argv = ['produce', '--help']\n"
+            "try:\n    runpy.run_module('synthdata.produce', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "assert 'torch' not in sys.modules and 'synthdata.commands.produce' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "produce.num_samples" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "synthdata.segment", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("synthdata ")
 
 
 def _imports(path: Path) -> set[str]:

@@ -80,10 +80,10 @@ def test_export_errors_are_clear(tmp_path, dotted_reader, capsys):
 
 
 def test_two_ranks_export_the_same_shards_as_one(tmp_path, dotted_reader):
+    from synthdata.commands.export import export_split
     from synthdata.core.recipe_loading import load_recipe, recipe_to_dict
     from synthdata.data.readers.base import make_reader
     from synthdata.data.shard_writer import ShardWriter
-    from synthdata.export import export_split
 
     recipe = load_recipe("toy", [t for t in dotted_reader if t != "recipe=toy"])
     reader = make_reader(recipe.data, "train")

@@ -17,8 +17,8 @@ import pytest
 from synthdata import __version__
 from synthdata.cli import COMMANDS, fast_help
 from synthdata.cli import main as cli
+from synthdata.commands.evaluate import EVALUATIONS
 from synthdata.core.recipe import Recipe
-from synthdata.evaluate import EVALUATIONS
 
 # commands whose keys are the recipe's plus their own arguments (parse_command_line)
 OWN_ARGUMENTS = {

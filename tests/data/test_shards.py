@@ -214,7 +214,7 @@ def test_readme_stock_webdataset_snippet_gets_masks_right(tmp_path, monkeypatch,
     import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "handle_extension" in b)
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "runs/g/shards/synth-" in b)
     assert "synthdata" not in block
     names = tuple(f"c{i}" for i in range(num_classes))
     classes = ClassInfo(names, default_palette(num_classes), ignore_index=255 if num_classes <= 255 else 65535)

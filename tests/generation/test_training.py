@@ -292,11 +292,11 @@ def test_a_second_training_of_one_stage_is_refused_while_one_runs_and_other_stag
     trains a run dir's other stages side by side, so they are not blocked."""
     run = tmp_path / "run"
     args = [*TINY, f"run_dir={run}", "train.steps=1"]
-    with lock_holder(run / "checkpoints" / "image") as pid:
+    with lock_holder(run, ".lock-image") as pid:
         assert main(args + ["stage=image"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
-        assert f"another synthdata train stage=image is already running here (pid {pid}, started " in err
-        assert sorted(p.name for p in (run / "checkpoints" / "image").iterdir()) == [".lock"]
+        assert f"{run}: another synthdata train stage=image is already running here (pid {pid}, started " in err
+        assert sorted(p.name for p in run.iterdir()) == [".lock-image"]  # nothing trained, nothing written
         assert main(args + ["stage=layout"]) == 0
     assert main(args + ["stage=image"]) == 0  # the holder is gone: no stale lock

@@ -122,7 +122,7 @@ def test_cyclegan_command_runs_unpaired(tmp_path: Path) -> None:
 
 def test_a_second_translation_of_one_mode_is_refused_while_one_runs(tmp_path: Path, capsys, lock_holder) -> None:
     """Issue 34: one process per checkpoint folder; the run trains nothing and writes nothing."""
-    with lock_holder(tmp_path / "checkpoints" / "translate-pix2pix") as pid:
+    with lock_holder(tmp_path, ".lock-translate-pix2pix") as pid:
         assert translate_main(["recipe=toy", f"run_dir={tmp_path}", "translate.mode=pix2pix", *TINY,
                                "translate.steps=1"]) == 2
         err = capsys.readouterr().err

@@ -14,7 +14,7 @@ import numpy as np
 from synthdata.core.atomic import write_text_atomic
 
 if TYPE_CHECKING:
-    from synthdata.demo import Budget
+    from synthdata.commands.demo import Budget
     from synthdata.experiments.study import Plan
 
 
