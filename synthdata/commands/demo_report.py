@@ -1,4 +1,4 @@
-"""DIR/report.md of `synthdata demo` (synthdata/demo.py runs the pipeline, this writes the page):
+"""DIR/report.md of `synthdata demo` (synthdata/commands/demo.py runs the pipeline, this writes the page):
 the segmenter study's table and intervals (from its report.json and cell results), the quality
 of the GAN samples, pictures, timing and the commands that reproduce it.
 """
