@@ -63,6 +63,18 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     )
 
 
+def recipe_argument(name: str) -> str:
+    """The `recipe=...` of a command a hint suggests for a recipe named `name`: the shipped name;
+    else NAME.yaml (.yml) when that file is in the current folder (a file recipe is named after its
+    stem, and `recipe=NAME` alone would not find it); else a placeholder for its path."""
+    if (recipes_dir() / f"{name}.yaml").is_file():
+        return f"recipe={name}"
+    for suffix in (".yaml", ".yml"):
+        if Path(name + suffix).is_file():
+            return f"recipe={name}{suffix}"
+    return f"recipe=PATH/TO/{name}.yaml"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one
     silently, so a recipe could say two things and mean one)."""

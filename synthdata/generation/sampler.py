@@ -17,6 +17,7 @@ from PIL import Image
 from synthdata.core.checkpoint import check_classes, load_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo
 from synthdata.core.palette import colorize
+from synthdata.core.recipe_loading import recipe_argument
 from synthdata.core.seeding import torch_generator
 from synthdata.core.visualize import depth_to_rgb
 from synthdata.generation import stages
@@ -59,7 +60,7 @@ class Pipeline:
             name = self.recipe.get("name", "...")
             raise CheckpointError(
                 f"the {stage} stage is not trained in {self.run_dir}; train it with "
-                f"`synthdata train recipe={name} stage={stage} run_dir={self.run_dir}`"
+                f"`synthdata train {recipe_argument(name)} stage={stage} run_dir={self.run_dir}`"
             )
         return self.generators[stage]
 
@@ -161,7 +162,8 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None,
     if not generators:
         raise CheckpointError(
             f"no trained stages in {run_dir / 'checkpoints'}; train them first with "
-            f"`synthdata train recipe={recipe_name} stage=layout run_dir={run_dir}` (then stage=depth, stage=image)"
+            f"`synthdata train {recipe_argument(recipe_name)} stage=layout run_dir={run_dir}` (then stage=depth, "
+            "stage=image, with this command's settings)"
         )
     return Pipeline(generators, classes=classes, recipe=recipe, run_dir=run_dir, device=device, autocast=autocast)
 

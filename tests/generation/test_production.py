@@ -507,3 +507,17 @@ def test_two_nodes_over_localhost_write_the_same_bytes_as_one(run_dir, tmp_path)
     assert produce(run_dir, f"produce.out={tmp_path / 'one'}") == 0
     assert shard_hashes(tmp_path / "nodes") == shard_hashes(tmp_path / "one")
     assert read_manifest(tmp_path / "nodes")["num_samples"] == 10
+
+
+def test_the_hint_to_train_first_names_a_recipe_file_that_loads(tmp_path, monkeypatch, capsys):
+    """Issue 35: producing before training with a recipe file suggested `recipe=mine`, which fails
+    (a file recipe is named after its stem); the hint names the file, and the command it names runs."""
+    from synthdata.core.recipe_loading import load_recipe, resolve_recipe_path
+    from synthdata.produce import main as produce_main
+
+    monkeypatch.chdir(tmp_path)
+    Path("mine.yaml").write_text("data: {reader: toy, height: 32, width: 64}\n")
+    assert produce_main(["recipe=mine.yaml", f"run_dir={tmp_path / 'g'}"]) == 2
+    err = capsys.readouterr().err
+    assert "synthdata train recipe=mine.yaml stage=layout" in err, err
+    assert load_recipe(str(resolve_recipe_path("mine.yaml"))).name == "mine"
