@@ -7,13 +7,14 @@ study in DIR/trial-N, sends SIGKILL to the study's process at a moment drawn uni
 (1 s, the uninterrupted run's wall time) (its running jobs live on, as after a crash of the
 study alone), reruns the same command to the end and compares every cell's result.json with the
 uninterrupted one on what a result is (mIoU, per-class and per-image IoU, pixel accuracy, steps,
-sample counts, checkpoint sha256). Prints a table, then one line: how many trials matched.
+sample counts) and the segmenter's weights. Prints a table, then one line: how many trials matched.
 The study is a tiny toy one (real only, copy-paste composites, GAN layouts + SPADE images; 2 seeds)
 unless `key=value` settings say otherwise; `study.variants` may name another variants file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -25,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-COMPARED = ("miou", "pixel_accuracy", "per_class_iou", "per_image", "steps", "source_counts", "checkpoint_sha256")
+# the checkpoint file's sha256 is not compared: it holds the recipe, whose shard paths name the run dir
+COMPARED = ("miou", "pixel_accuracy", "per_class_iou", "per_image", "steps", "source_counts")
 VARIANTS = {"copy-paste": {"seg.synthetic_ratio": 0.5, "produce.layouts": "real", "produce.copy_paste": 3,
                            "stages.image.arch": "composite"},
             "gan": {"seg.synthetic_ratio": 0.5}}
@@ -44,11 +46,24 @@ def study_command(run_dir: Path, settings: list[str]) -> list[str]:
     return [sys.executable, "-m", "synthdata.study", *settings, f"run_dir={run_dir}"]
 
 
+def weights_digest(checkpoint: Path) -> str:
+    """sha256 of a segmenter checkpoint's weights (every tensor's bytes, in key order)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(torch.load(checkpoint, weights_only=True)["model"].items()):
+        digest.update(key.encode())
+        digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def results(run_dir: Path) -> dict[str, dict]:
+    """Per cell: its scores and counts (result.json) and its segmenter's weights."""
     out = {}
     for path in sorted(run_dir.glob("cells/*/seed-*/result.json")):
         record = json.loads(path.read_text())
-        out[str(path.relative_to(run_dir))] = {k: record.get(k) for k in COMPARED}
+        out[str(path.relative_to(run_dir))] = {k: record.get(k) for k in COMPARED} | {
+            "weights": weights_digest(path.parent / "checkpoints" / "segmenter" / "latest.pt")}
     return out
 
 

@@ -345,6 +345,10 @@ class StudyConfig:
     bootstrap: Annotated[int, COUNT] = 10000  # resamples of the per-image paired bootstrap
     report_only: bool = False  # write the report from the cells finished so far; run nothing
     only: list[str] | None = None  # run and report only these variants (and the baseline); None: all
+    # local: worker processes here; submitit: submitit jobs (SLURM from a login node, else local
+    # subprocesses), study.workers at a time, with study.executor_parameters (e.g. slurm_partition)
+    executor: Literal["local", "submitit"] = "local"
+    executor_parameters: dict[str, Any] | None = None
 
 
 # Accelerate's trackers (LoggerType, less "all"); each is an optional package (synthdata.core.tracking)

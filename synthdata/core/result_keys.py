@@ -22,7 +22,7 @@ KeyPath = tuple[str, ...]
 # seg.model.channels_last: a memory layout, which like the thread count changes float rounding only;
 # log_with: where losses are logged as well (experiment trackers)
 NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"), ("study", "only"), ("seg", "model", "channels_last"),
-                                    ("log_with",))
+                                    ("log_with",), ("study", "executor"), ("study", "executor_parameters"))
 ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "leave-one-out", ("eval", "flips"): [],
                                       ("stages", "layout", "presence_weight"): 0.0, ("data", "val_fraction"): None,
                                       ("data", "allow_train_as_val"): False, ("train", "minutes"): None,

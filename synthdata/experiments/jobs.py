@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 import synthdata
 from synthdata.core.folder_lock import describe_holder, try_lock
+from synthdata.experiments.cluster import JobCommands, SubmittedJob
 
 
 @dataclass
@@ -80,30 +81,35 @@ class _Locks:
             os.close(self.fds.pop(job_id))
 
 
-def child_env(threads: int, slot: int) -> dict[str, str]:
+def child_env(threads: int, slot: int | None) -> dict[str, str]:
+    """A job's environment: its threads, this synthdata first on the path, a GPU by `slot` (None:
+    the job runs where its scheduler gives it devices)."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
     root = str(Path(synthdata.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    if torch.cuda.is_available() and "CUDA_VISIBLE_DEVICES" not in os.environ:
+    if slot is not None and torch.cuda.is_available() and "CUDA_VISIBLE_DEVICES" not in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % torch.cuda.device_count())
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)  # each job is its own single-process run
     return env
 
 
-def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: Callable[[str], None],
+            executor: Any = None) -> dict[str, Any]:
     """Run the jobs that are not done, `workers` at a time, respecting `deps`. Returns
     `{"ran": [...], "skipped": [...], "failed": {id: reason}, "waited": {id: holder}}`; a failed job
-    fails its dependants; "waited": jobs found running in another process, run here once it ended."""
+    fails its dependants; "waited": jobs found running in another process, run here once it ended.
+    `executor`: a submitit executor (`experiments.cluster`) that runs each job, instead of worker
+    processes here."""
     log_dir.mkdir(parents=True, exist_ok=True)
     done = {j.id for j in jobs if j.done()}
     pending = [j for j in jobs if j.id not in done]
     locks = _Locks(log)
     summary: dict[str, Any] = {"ran": [], "skipped": sorted(done), "failed": {}, "waited": locks.waited}
 
-    if workers == 1:  # one at a time: in this process, as the demo chains commands (no start-up per job)
+    if workers == 1 and executor is None:  # one at a time: in this process, as the demo chains commands
         try:
             return _execute_in_process(done, pending, summary, log, locks)
         finally:
@@ -113,6 +119,12 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: 
     bar = tqdm(total=len(pending), desc="study", unit="job")
 
     def start(slot: int, job: Job, index: int, started: float) -> None:
+        if executor is not None:  # the whole job is one submitted job; its lock stays with this process
+            log_path = log_dir / f"{job.id.replace('/', '__')}.log"
+            submitted = SubmittedJob(executor.submit(JobCommands(job.commands, child_env(threads, None), log_path)))
+            running[slot] = (job, submitted, len(job.commands) - 1, started, log_path.parent)
+            log(f"submitted {job.id} as job {submitted.pid}")
+            return
         out = open(log_dir / f"{job.id.replace('/', '__')}.log", "a")
         out.write(f"$ {' '.join(job.commands[index])}\n")
         out.flush()
@@ -146,7 +158,8 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: 
                 code = proc.poll()
                 if code is None:
                     continue
-                out.close()
+                if executor is None:
+                    out.close()
                 del running[slot]
                 if code != 0:
                     locks.release(job)
@@ -170,7 +183,8 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: 
             proc.terminate()
         for job, proc, _, _, out in running.values():
             proc.wait()
-            out.close()
+            if executor is None:
+                out.close()
         locks.release_all()
         bar.close()
     return summary

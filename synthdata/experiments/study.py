@@ -87,6 +87,7 @@ from synthdata.experiments.cells import (
     segmenter_key,
     slug,
 )
+from synthdata.experiments.cluster import make_executor, require_submitit
 from synthdata.experiments.jobs import Job, execute
 from synthdata.experiments.variants import (
     check_variant_keys,
@@ -376,6 +377,8 @@ def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Jo
 
 def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     """Plan, run what is not done, write the report. Returns the execution summary and report paths."""
+    if recipe.study.executor == "submitit" and not recipe.study.report_only:
+        require_submitit()
     plan = make_plan(recipe, run_dir)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     # two studies in one run dir would train the same cells into the same folders; a report runs nothing
@@ -417,8 +420,12 @@ def _run(plan: Plan) -> dict[str, Any]:
     if recipe.study.report_only:  # e.g. of a study stopped part way: missing cells are listed
         summary = {"ran": [], "skipped": sorted(j.id for j in plan.jobs if j.done()), "failed": {}}
     else:
+        executor = None
+        if recipe.study.executor == "submitit":
+            executor = make_executor(study_dir / "submitit", recipe.study.executor_parameters)
+            log(f"executor: submitit ({executor.cluster}), {recipe.study.workers} jobs at a time")
         summary = execute(plan.jobs, workers=recipe.study.workers, threads=recipe.study.threads,
-                          log_dir=study_dir / "logs", log=log)
+                          log_dir=study_dir / "logs", log=log, executor=executor)
     summary["report"] = write_study_report(plan)
     report = json.loads((study_dir / "report.json").read_text())
     rows = report["summary"]["rows"]
