@@ -1,7 +1,7 @@
 """The Python API (`synthdata.api`, re-exported by the package) and `evaluate miou` on a user's own
 model: a light `import synthdata`, the segment bank that `produce` then uses, `produce` as the
 command, `evaluate_miou` of any module or function, TorchScript files and importable factories on
-the command line, bad `model=` values, and the README example."""
+the command line, bad `model=` values, and the example of docs/python.md."""
 
 from __future__ import annotations
 
@@ -253,12 +253,12 @@ def test_bad_model_values_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys,
 
 
 def test_readme_python_api_example(tmp_path, monkeypatch, capsys):
-    """The README's Python API example, run as written."""
-    text = (REPO / "README.md").read_text()
+    """The Python API example of docs/python.md, run as written."""
+    text = (REPO / "docs" / "python.md").read_text()
     code = re.search(r"```python\n(.*?)```", text[text.index("## Python API"):], re.S).group(1)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the documented example, as written)
+    exec(compile(code, "docs/python.md", "exec"), namespace)  # noqa: S102  (the documented example, as written)
     run = tmp_path / "runs" / "api"
     assert namespace["shards"] == Path("runs/api/shards") and (run / "shards" / "manifest.json").is_file()
     assert (run / "eval" / "report.json").is_file() and 0 <= namespace["scores"]["miou"] <= 1

@@ -209,11 +209,11 @@ def test_killed_writer_leaves_no_partial_shard_and_rerun_completes(tmp_path):
 
 @pytest.mark.parametrize("num_classes", [3, 300])
 def test_readme_stock_webdataset_snippet_gets_masks_right(tmp_path, monkeypatch, num_classes):
-    """The README's stock-webdataset snippet, run as written (only the shard path changed): images
+    """docs/python.md's stock-webdataset snippet, run as written (only the shard path changed): images
     uint8 RGB, masks the exact integer label maps, 8- and 16-bit alike."""
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "python.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "runs/g/shards/synth-" in b)
     assert "synthdata" not in block
     names = tuple(f"c{i}" for i in range(num_classes))

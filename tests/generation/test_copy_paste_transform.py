@@ -1,6 +1,6 @@
 """Copy-paste with real pixels as an online transform: determinism, pasted pixels that are their
 bank segment's own, class choice, albumentations' Compose, the Dataset wrapper, bad options, and the
-README example."""
+example of docs/python.md."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from synthdata.generation.segment_bank import BankError  # noqa: E402
 NAMES = ("road", "sky", "car", "pole")
 ROAD, SKY, CAR, POLE = range(4)
 CLASSES = ClassInfo(NAMES, default_palette(len(NAMES)))
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "python.md"  # the examples of docs/python.md
 
 
 def scene(i: int, rng: np.random.Generator, *, poles: bool = True) -> dict:
@@ -218,7 +218,7 @@ def test_readme_example_runs_as_written(samples, tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     namespace = {"train_samples": samples}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the documented example, as written)
+    exec(compile(code, "docs/python.md", "exec"), namespace)  # noqa: S102  (the documented example, as written)
     assert namespace["out"]["image"].shape == (32, 64, 3) and len(namespace["data"]) == len(samples)
 
 
