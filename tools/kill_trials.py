@@ -4,7 +4,7 @@
 
 Runs the study once without interruption (DIR/straight), then `trials` times: starts the same
 study in DIR/trial-N, sends SIGKILL to the study's process at a moment drawn uniformly from
-(1 s, the uninterrupted run's wall time) (its running jobs live on, as after a crash of the
+(1 s, 0.8 x the uninterrupted run's wall time) (its running jobs live on, as after a crash of the
 study alone), reruns the same command to the end and compares every cell's result.json with the
 uninterrupted one on what a result is (mIoU, per-class and per-image IoU, pixel accuracy, steps,
 sample counts) and the segmenter's weights. Prints a table, then one line: how many trials matched.
