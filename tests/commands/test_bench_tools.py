@@ -88,3 +88,18 @@ def test_bench_stage_step_names_a_missing_reference_checkout(monkeypatch, capsys
         run_tool(monkeypatch, "bench_stage_step.py", [*TINY, "steps=1", "rounds=1", f"reference={tmp_path}"])
     assert exit_.value.code == 2
     assert "no NVlabs/SPADE checkout there" in capsys.readouterr().err
+
+
+def test_compare_cells_pairs_seeds_across_two_studies(monkeypatch, capsys, tmp_path):
+    import json
+
+    for run, variant, scores in (("a", "x6 0.5", [0.50, 0.52, 0.55]), ("b", "real only", [0.45, 0.50, 0.49])):
+        for seed, miou in enumerate(scores):
+            cell = tmp_path / run / "cells" / variant.replace(" ", "-") / f"seed-{seed}"
+            cell.mkdir(parents=True)
+            (cell / "result.json").write_text(json.dumps({"miou": miou}))
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "compare_cells.py", [str(tmp_path / "a"), "x6 0.5", str(tmp_path / "b"), "real only"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "| 2 | 55.0 | 49.0 | +6.0 |" in out and "A - B paired by seed (3): +4.3 [" in out and "Welch: +4.3 [" in out
