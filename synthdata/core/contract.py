@@ -1,4 +1,4 @@
-"""The data contract's types, shared by readers, shards, checkpoints and the loader (DESIGN.md):
+"""The data contract's types, shared by readers, shards, checkpoints and the loader:
 class metadata, the in-memory sample, and the errors that entry points turn into one line and
 exit code 2.
 """

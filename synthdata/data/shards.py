@@ -2,7 +2,7 @@
 `synthdata.data.shard_writer`).
 
 A shard is a POSIX tar of `KEY.image.png|jpg`, `KEY.layout.png`, `KEY.depth.png`, `KEY.json`
-(DESIGN.md, "The data contract"), written under a temporary name and renamed when whole. Each
+(the data contract, `synthdata.core.contract`), written under a temporary name and renamed when whole. Each
 finished shard gets a sidecar `NAME.tar.json` (count, sha256); `manifest.json` lists them all.
 """
 

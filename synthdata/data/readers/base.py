@@ -1,7 +1,7 @@
 """The dataset reader interface, class metadata and the reader registry.
 
 A reader turns one split of a dataset, in the folder layout users download, into samples of the
-data contract (DESIGN.md): `{"image": uint8 HxWx3, "layout": HxW class indices (ignore_index
+data contract (`synthdata.core.contract`): `{"image": uint8 HxWx3, "layout": HxW class indices (ignore_index
 where unlabelled), "depth": float32 HxW or absent, "meta": dict}`, resized to the recipe's
 resolution through `synthdata.core.imageops`. Up to `data.cache_mb` of resized samples stay in
 memory, so epochs after the first read no files (callers get copies).
