@@ -17,7 +17,7 @@ from typing import Any
 from synthdata.core.atomic import naming_the_file, write_json_atomic
 from synthdata.core.contract import ClassInfo, ShardError
 from synthdata.core.run_dir import remove_inside
-from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, _json_default, check_compatible, encode_sample, shard_fingerprint
+from synthdata.data.shards import FORMAT, MANIFEST, SIDECAR_SUFFIX, check_compatible, encode_sample, json_default, shard_fingerprint
 
 
 class ShardWriter:
@@ -129,7 +129,7 @@ class ShardWriter:
         os.replace(tmp, final)  # the shard exists whole or not at all
         sidecar = {"name": name, "samples": len(encoded), "sha256": digest.hexdigest(), "bytes": size,
                    "fingerprint": shard_fingerprint(self.classes, self.recipe_name)}
-        write_json_atomic(final.with_name(name + SIDECAR_SUFFIX), sidecar, sort_keys=True, default=_json_default)
+        write_json_atomic(final.with_name(name + SIDECAR_SUFFIX), sidecar, sort_keys=True, default=json_default)
         self.samples_written += len(encoded)
 
     def flush(self) -> None:
@@ -174,7 +174,7 @@ class ShardWriter:
                 "num_samples": sum(s["samples"] for s in shards), "shards": shards,
                 "missing_shards": [self.shard_name(i) for i in missing],
             }
-            write_json_atomic(self.out_dir / MANIFEST, manifest, sort_keys=True, default=_json_default)
+            write_json_atomic(self.out_dir / MANIFEST, manifest, sort_keys=True, default=json_default)
         return manifest
 
 

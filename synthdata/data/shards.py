@@ -42,7 +42,8 @@ def safe_key(key: Any) -> str:
     return text
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """`json.dumps(default=...)` for sample metadata: numpy scalars and arrays as Python values."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -113,7 +114,7 @@ def encode_sample(
         steps = np.where(valid, np.clip(steps, 1, 65535), 0).astype(np.uint16)
         out["depth.png"] = _imencode(".png", steps, png, f"{key} depth")
         meta["depth_scale"] = float(depth_scale)
-    out["json"] = json.dumps(meta, sort_keys=True, default=_json_default).encode("utf-8")
+    out["json"] = json.dumps(meta, sort_keys=True, default=json_default).encode("utf-8")
     return out
 
 

@@ -28,7 +28,7 @@ from synthdata.data.shards import manifest_classes, read_manifest
 from synthdata.experiments.cells import cell_id, verify_cell
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
 from synthdata.metrics.layout_check import check_layouts, read_layout_check
-from synthdata.metrics.report import _json_safe, _plt
+from synthdata.metrics.report import json_safe, pyplot
 
 if TYPE_CHECKING:
     from synthdata.experiments.study import Plan
@@ -247,7 +247,7 @@ def _bootstrap(mine: list[dict[str, Any]], base: list[dict[str, Any]], study) ->
 
 
 def _plots(summary: dict[str, Any], out: Path) -> dict[str, str]:
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in summary["rows"] if r["miou"]]
     pictures = {}
     if rows:
@@ -521,5 +521,5 @@ def write_study_report(plan: "Plan") -> Path:
     write_text_atomic(out / "report.md", "\n".join(lines))
     data = {"title": lines[0][2:], "summary": summary, "interval_rule": INTERVAL_RULE.format(conf=conf),
             "seeds": plan.seeds, "pictures": pictures}
-    write_json_atomic(out / "report.json", _json_safe(_plain(data)), allow_nan=False)
+    write_json_atomic(out / "report.json", json_safe(_plain(data)), allow_nan=False)
     return out / "report.md"

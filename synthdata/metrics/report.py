@@ -22,7 +22,8 @@ from synthdata.core.palette import colorize
 from synthdata.core.visualize import save_image_grid
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, imported on first use."""
     import matplotlib  # noqa: PLC0415  (matplotlib is slow to import; only plots need it)
 
     matplotlib.use("Agg")  # files only, never a window
@@ -31,14 +32,14 @@ def _plt():
     return plt
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN -> null, numpy -> python, so report.json is strict JSON."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(float(value)) else float(value)
     if isinstance(value, np.integer):
@@ -60,7 +61,7 @@ def _short(value: Any) -> str:
 
 def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> Path:
     """Row-normalised confusion matrix (rows: ground truth) as a PNG."""
-    plt = _plt()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=np.float64)
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
     size = max(4.0, 0.35 * len(names) + 2)
@@ -85,7 +86,7 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> Path:
 
 def plot_iou_bars(series: dict[str, list[float | None]], names: list[str], path: Path, title: str) -> Path:
     """Grouped per-class IoU bars, one group per class and one colour per run."""
-    plt = _plt()
+    plt = pyplot()
     n = max(1, len(series))
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * n + 2), 4))
@@ -153,7 +154,7 @@ def write_report(
     report = {"title": title, "metrics": metrics, "classes": classes.to_dict(), "info": info,
               "images": pictures}
     json_path = out / "report.json"
-    write_json_atomic(json_path, _json_safe(report), allow_nan=False)
+    write_json_atomic(json_path, json_safe(report), allow_nan=False)
     md_path = out / "report.md"
     write_text_atomic(md_path, _markdown(title, metrics, names, info, pictures))
     return json_path, md_path
@@ -210,7 +211,7 @@ def write_metrics_report(
     class_dict = classes.to_dict() if classes is not None else {"classes": [], "palette": [], "ignore_index": 255}
     report = {"title": title, "metrics": metrics, "classes": class_dict, "info": info, "images": pictures}
     json_path = out / "report.json"
-    write_json_atomic(json_path, _json_safe(report), allow_nan=False)
+    write_json_atomic(json_path, json_safe(report), allow_nan=False)
     lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
     for key, value in metrics.items():
         if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
