@@ -17,13 +17,13 @@ from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.runtime import make_accelerator
 from synthdata.data.readers.base import make_reader
-from synthdata.generation import bank_building
 from synthdata.generation.production import parse_array_job, run
-from synthdata.generation.segment_bank import SegmentBank
-from synthdata.generation.texturing import bank_settings, check_composite_config
 from synthdata.metrics.evaluation import eval_flips, eval_reader, evaluate_and_report
 from synthdata.metrics.external_models import ExternalSegmenter, describe
 from synthdata.metrics.layout_check import check_layouts
+from synthdata.texturing import bank_building
+from synthdata.texturing.pipeline import bank_settings, check_composite_config
+from synthdata.texturing.segment_bank import SegmentBank
 
 __all__ = ["build_bank", "evaluate_miou", "load_recipe", "produce_shards"]
 

@@ -22,8 +22,8 @@ import synthdata
 from synthdata.core.contract import ConfigError
 from synthdata.data.readers import make_reader
 from synthdata.data.shards import sha256_file
-from synthdata.generation.segment_bank import SegmentBank
 from synthdata.metrics import miou_cli
+from synthdata.texturing.segment_bank import SegmentBank
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.height=32", "data.width=64", "data.split_sizes={train: 16, val: 8, test: 8}", "seg.mixed_precision='no'"]

@@ -26,9 +26,9 @@ from synthdata.core.recipe import DataConfig
 from synthdata.core.runtime import benchmark_allocator, cpu_model
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers import make_reader
-from synthdata.generation.bank_building import build_bank
-from synthdata.generation.composite import composite
-from synthdata.generation.segment_bank import load_bank
+from synthdata.texturing.bank_building import build_bank
+from synthdata.texturing.composite import composite
+from synthdata.texturing.segment_bank import load_bank
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,12 +35,12 @@ from synthdata.core.recipe_loading import parse_command_line  # noqa: E402
 from synthdata.core.runtime import benchmark_allocator, cpu_model  # noqa: E402
 from synthdata.data.readers import make_reader  # noqa: E402
 from synthdata.data.shards import encode_sample  # noqa: E402
-from synthdata.generation.copy_paste import ObjectPool  # noqa: E402
 from synthdata.generation.layout_sources import GeneratedLayouts, RealLayouts  # noqa: E402
 from synthdata.generation.production import ShardGenerator  # noqa: E402
 from synthdata.generation.quality_controls import QualityControls  # noqa: E402
 from synthdata.generation.sampler import load_pipeline  # noqa: E402
-from synthdata.generation.texturing import composite_pipeline  # noqa: E402
+from synthdata.texturing.copy_paste import ObjectPool  # noqa: E402
+from synthdata.texturing.pipeline import composite_pipeline  # noqa: E402
 
 ARGUMENTS = {"num_samples": 32, "batch_size": 16, "bank": 64, "precisions": "no,bf16", "copy_paste": 3}
 

@@ -128,7 +128,7 @@ class SpadeStageConfig:
 @dataclass
 class CompositeConfig:
     """stages.image.arch=composite: texture layouts with real segments of a bank built from the
-    training split into RUN_DIR/bank/ (`synthdata.generation.texturing`); nothing to train."""
+    training split into RUN_DIR/bank/ (`synthdata.texturing.pipeline`); nothing to train."""
 
     blend: Literal["none", "gaussian"] = "none"  # gaussian: feathered boundaries, `sigma` pixels
     sigma: float = 1.0

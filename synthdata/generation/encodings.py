@@ -10,16 +10,9 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from synthdata.core.contract import ConfigError
-
-
-def one_hot(layout: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, H, W) class indices -> (B, C, H, W) float one-hot; ignore pixels are all-zero vectors."""
-    valid = (layout >= 0) & (layout < num_classes)
-    out = F.one_hot(torch.where(valid, layout, 0).long(), num_classes).permute(0, 3, 1, 2)
-    return out.float() * valid.unsqueeze(1)
+from synthdata.models.layout import one_hot  # noqa: F401  (the stages' encodings in one place)
 
 
 def normalize_depth(depth: torch.Tensor, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:

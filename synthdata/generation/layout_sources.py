@@ -3,7 +3,7 @@
 Each source maps a list of sample seeds to `(B, H, W)` long layouts plus a `meta` dict per
 sample; everything a source draws comes from the seed alone. Real layouts can be mirrored, and
 every source can paste class-preserving objects of the training layouts into its layouts
-(`produce.copy_paste=N`, an `ObjectPaster`; see `synthdata.generation.copy_paste`): generated
+(`produce.copy_paste=N`, an `ObjectPaster`; see `synthdata.texturing.copy_paste`): generated
 layouts with pastes and composite texturing are the hybrid of issue 32, new scene layouts with
 real pixels, where pastes bring back the thin classes a layout GAN loses.
 """
@@ -18,7 +18,7 @@ import torch
 
 from synthdata.core.imageops import resize_labels
 from synthdata.core.seeding import numpy_rng
-from synthdata.generation.copy_paste import ObjectPool, paste_objects
+from synthdata.texturing.copy_paste import ObjectPool, paste_objects
 
 REAL_TAG = 0x5EA1  # seed domains, so sources never reuse each other's random streams
 MIX_TAG = 0x313C

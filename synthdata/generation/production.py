@@ -25,8 +25,6 @@ from synthdata.core.runtime import make_accelerator
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers.base import declared_classes, make_reader
 from synthdata.data.shard_writer import ShardWriter
-from synthdata.generation.bank_building import region_rule, thing_classes
-from synthdata.generation.copy_paste import ObjectPool
 from synthdata.generation.layout_sources import LayoutSource, build_layout_source
 from synthdata.generation.quality_controls import QualityControls, build_quality_controls
 from synthdata.generation.sampler import load_pipeline
@@ -38,7 +36,9 @@ from synthdata.generation.shard_plan import (
     check_same_production,
     shard_sizes,
 )
-from synthdata.generation.texturing import composite_pipeline, is_composite
+from synthdata.texturing.bank_building import region_rule, thing_classes
+from synthdata.texturing.copy_paste import ObjectPool
+from synthdata.texturing.pipeline import composite_pipeline, is_composite
 
 if TYPE_CHECKING:
     from synthdata.core.recipe import Recipe

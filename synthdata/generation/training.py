@@ -39,9 +39,9 @@ from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.encodings import depth_range
 from synthdata.generation.sampler import save_rows, stage_checkpoint
-from synthdata.generation.texturing import build_for_training, harmoniser_inputs, is_composite
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
+from synthdata.texturing.pipeline import build_for_training, harmoniser_inputs, is_composite
 
 
 class TrainingDiverged(RuntimeError):

@@ -14,6 +14,13 @@ from torch import nn
 from synthdata.models.blocks import Upsample2x, base_grid, init_weights
 
 
+def one_hot(layout: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, H, W) class indices -> (B, C, H, W) float one-hot; ignore pixels are all-zero vectors."""
+    valid = (layout >= 0) & (layout < num_classes)
+    out = F.one_hot(torch.where(valid, layout, 0).long(), num_classes).permute(0, 3, 1, 2)
+    return out.float() * valid.unsqueeze(1)
+
+
 def straight_through_onehot(
     logits: torch.Tensor,
     tau: float = 1.0,

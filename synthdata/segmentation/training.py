@@ -34,8 +34,6 @@ from synthdata.core.seeding import derive_seed, numpy_rng
 from synthdata.core.tracking import log_scalars
 from synthdata.data.loader import Source, make_loader, source_classes, verify_source
 from synthdata.data.readers.base import DatasetReader, make_reader
-from synthdata.generation.copy_paste_transform import CopyPaste, OnlineCopyPaste
-from synthdata.generation.texturing import bank_path, prepare_bank
 from synthdata.metrics.evaluation import (
     eval_flips,
     eval_reader,
@@ -51,6 +49,8 @@ from synthdata.segmentation.freemask import (
     LossFilter,
     class_mean_loss,
 )
+from synthdata.texturing.copy_paste_transform import CopyPaste, OnlineCopyPaste
+from synthdata.texturing.pipeline import bank_path, prepare_bank
 
 # --------------------------------------------------------------------------------------------
 # Data

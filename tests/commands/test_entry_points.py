@@ -130,3 +130,13 @@ def test_no_folder_is_named_like_a_command_or_a_well_known_package():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     shadowed = {"datasets", "evaluate", "accelerate", "torch", "webdataset", "yaml", "inspect", "tqdm"}
     assert not folders & (set(COMMANDS) | shadowed)
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages explicitly: a new folder missing there would be absent
+    from a non-editable install (the tests, on an editable one, would not notice)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

@@ -13,7 +13,7 @@ import pytest
 
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.data.readers.toy import ToyReader
-from synthdata.generation.texturing import prepare_bank
+from synthdata.texturing.pipeline import prepare_bank
 
 SUBSET = ["toy-train-000002", "toy-train-000007", "toy-train-000013"]  # 3 of 16, no every-k rule
 TINY = ["data.height=32", "data.width=64", "data.split_sizes={train: 16, val: 4, test: 2}"]

@@ -25,11 +25,11 @@ from synthdata.core.recipe import CompositeConfig, DataConfig
 from synthdata.core.seeding import numpy_rng
 from synthdata.data.readers import make_reader
 from synthdata.data.shards import read_manifest, sha256_file
-from synthdata.generation.bank_building import build_bank
-from synthdata.generation.composite import IGNORE_FILL
-from synthdata.generation.copy_paste import ObjectPool, paste_objects
-from synthdata.generation.segment_bank import BankError, load_bank
-from synthdata.generation.texturing import CompositePipeline, bank_path, paste_owner
+from synthdata.texturing.bank_building import build_bank
+from synthdata.texturing.composite import IGNORE_FILL
+from synthdata.texturing.copy_paste import ObjectPool, paste_objects
+from synthdata.texturing.pipeline import CompositePipeline, bank_path, paste_owner
+from synthdata.texturing.segment_bank import BankError, load_bank
 
 H, W = 32, 64
 EIGHT = np.ones((3, 3), int)
@@ -359,7 +359,7 @@ def test_bench_composite_produce_tool_runs(monkeypatch, capsys, glibc_allocator)
 
 def test_the_bank_obeys_the_low_data_subset(tmp_path, capsys):
     from synthdata.core.recipe_loading import load_recipe
-    from synthdata.generation.texturing import prepare_bank
+    from synthdata.texturing.pipeline import prepare_bank
 
     recipe = load_recipe("toy", [*COMPOSITE[:4], "data.subset=0.25"])
     bank = prepare_bank(recipe, tmp_path, progress=False, log=None)

@@ -20,10 +20,10 @@ from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.recipe import CompositeConfig, DataConfig, Recipe
 from synthdata.data.readers import make_reader
 from synthdata.generation import stages
-from synthdata.generation.bank_building import build_bank
-from synthdata.generation.composite import composite
 from synthdata.generation.sampler import load_pipeline
-from synthdata.generation.texturing import LeaveOneOutComposites, PerturbedImages, harmoniser_inputs
+from synthdata.texturing.bank_building import build_bank
+from synthdata.texturing.composite import composite
+from synthdata.texturing.pipeline import LeaveOneOutComposites, PerturbedImages, harmoniser_inputs
 
 H, W = 32, 64
 SPLITS = "data.split_sizes={train: 16, val: 4, test: 2}"

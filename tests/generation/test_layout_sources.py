@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from synthdata.core.seeding import numpy_rng
-from synthdata.generation.copy_paste import copy_paste_objects
 from synthdata.generation.layout_sources import (
     GeneratedLayouts,
     MixedLayouts,
     RealLayouts,
     build_layout_source,
 )
+from synthdata.texturing.copy_paste import copy_paste_objects
 
 H, W = 32, 64
 

@@ -1,7 +1,7 @@
 """The segment bank: every connected component of every class of a set of real images, kept as
-real pixels to texture layouts with (`synthdata.generation.composite`).
+real pixels to texture layouts with (`synthdata.texturing.composite`).
 
-`build_bank(reader)` (in `synthdata.generation.bank_building`) walks a reader (the training split, already restricted to the low-data
+`build_bank(reader)` (in `synthdata.texturing.bank_building`) walks a reader (the training split, already restricted to the low-data
 subset when there is one) and cuts each labelled sample into segments: one per connected
 component (8-connectivity) of each class, with its box, mask, in-mask RGB pixels (and depth when
 every sample has depth), area, position in the frame, source sample id and component index.

@@ -57,8 +57,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from synthdata.generation.bank_building import components
-from synthdata.generation.segment_bank import BankError, SegmentBank
+from synthdata.texturing.bank_building import components
+from synthdata.texturing.segment_bank import BankError, SegmentBank
 
 BLENDS = ("none", "gaussian")
 INTERPS = ("nearest", "linear")

@@ -1,5 +1,5 @@
 """`stages.image.arch=composite` in production: the segment bank of a run dir and a `Pipeline`
-stand-in that textures layouts with real pixels (`synthdata.generation.composite`).
+stand-in that textures layouts with real pixels (`synthdata.texturing.composite`).
 
 The bank lives in `RUN_DIR/bank/segment_bank.npz`. It is built from the recipe's training reader
 (`make_reader(recipe.data, recipe.data.train_split)`, so a low-data subset restricts it too) by
@@ -50,10 +50,10 @@ from scipy import ndimage
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers import make_reader
-from synthdata.generation.bank_building import load_or_build
-from synthdata.generation.composite import BLENDS, MISSING, composite
-from synthdata.generation.encodings import one_hot
-from synthdata.generation.segment_bank import BankError, SegmentBank
+from synthdata.models.layout import one_hot
+from synthdata.texturing.bank_building import load_or_build
+from synthdata.texturing.composite import BLENDS, MISSING, composite
+from synthdata.texturing.segment_bank import BankError, SegmentBank
 
 if TYPE_CHECKING:
     from synthdata.core.recipe import CompositeConfig, Recipe

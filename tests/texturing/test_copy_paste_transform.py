@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from synthdata.core.contract import ClassInfo  # noqa: E402
 from synthdata.core.palette import default_palette  # noqa: E402
-from synthdata.generation.bank_building import build_bank  # noqa: E402
-from synthdata.generation.copy_paste_transform import CopyPaste, CopyPasteDataset  # noqa: E402
-from synthdata.generation.segment_bank import BankError  # noqa: E402
+from synthdata.texturing.bank_building import build_bank  # noqa: E402
+from synthdata.texturing.copy_paste_transform import CopyPaste, CopyPasteDataset  # noqa: E402
+from synthdata.texturing.segment_bank import BankError  # noqa: E402
 
 NAMES = ("road", "sky", "car", "pole")
 ROAD, SKY, CAR, POLE = range(4)
@@ -225,7 +225,7 @@ def test_readme_example_runs_as_written(samples, tmp_path, monkeypatch):
 def test_online_copy_paste_on_a_loader_sample(bank, target):
     """`OnlineCopyPaste` (the loader's Source.transform of `seg.online_copy_paste`): sample dicts in
     and out, the stream's generator decides, depth becomes unknown (0) where objects were pasted."""
-    from synthdata.generation.copy_paste_transform import OnlineCopyPaste
+    from synthdata.texturing.copy_paste_transform import OnlineCopyPaste
 
     image, mask = target
     sample = {"image": image, "layout": mask.astype(np.uint8), "depth": np.full(mask.shape, 7.0, np.float32),

@@ -20,9 +20,9 @@ from albumentations.core.type_definitions import Targets  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
 from synthdata.core.seeding import derive_seed  # noqa: E402
-from synthdata.generation.copy_paste import PASTE_CHOICES, PASTE_POSITIONS, ObjectPool, paste_objects  # noqa: E402
-from synthdata.generation.segment_bank import SegmentBank, load_bank  # noqa: E402
-from synthdata.generation.texturing import paste_donor_pixels  # noqa: E402
+from synthdata.texturing.copy_paste import PASTE_CHOICES, PASTE_POSITIONS, ObjectPool, paste_objects  # noqa: E402
+from synthdata.texturing.pipeline import paste_donor_pixels  # noqa: E402
+from synthdata.texturing.segment_bank import SegmentBank, load_bank  # noqa: E402
 
 DATASET_TAG = 0xC0B7  # seed domain of CopyPasteDataset's per-sample draws
 OTHER_TARGETS = ("images", "masks", "bboxes", "keypoints", "volume", "volumes", "mask3d", "masks3d")

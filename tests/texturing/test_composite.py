@@ -18,9 +18,9 @@ from synthdata.core.contract import ClassInfo
 from synthdata.core.recipe import DataConfig
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers import make_reader
-from synthdata.generation.bank_building import build_bank
-from synthdata.generation.composite import IGNORE_FILL, composite
-from synthdata.generation.segment_bank import BankError
+from synthdata.texturing.bank_building import build_bank
+from synthdata.texturing.composite import IGNORE_FILL, composite
+from synthdata.texturing.segment_bank import BankError
 
 EIGHT = np.ones((3, 3), int)
 CFG = DataConfig(reader="toy", height=32, width=64, split_sizes={"train": 16, "val": 6, "test": 2})

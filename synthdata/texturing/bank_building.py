@@ -1,6 +1,6 @@
 """Building a segment bank from a reader: connected components of every class, shape thumbnails,
 region crops, and `load_or_build` (build once into the run dir, then reuse). The bank itself, its
-file format and its checks are `synthdata.generation.segment_bank`.
+file format and its checks are `synthdata.texturing.segment_bank`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synthdata.core.contract import ClassInfo
-from synthdata.generation.segment_bank import (
+from synthdata.texturing.segment_bank import (
     CONNECTIVITY,
     DEFAULT_GRID,
     DEFAULT_KEEP_LARGEST,
@@ -59,7 +59,7 @@ def region_rule(fraction: float = DEFAULT_REGION_FRACTION, border: float = DEFAU
 
 
 class RegionStats:
-    """What the region rule reads (see `synthdata.generation.segment_bank`), per class: its share of
+    """What the region rule reads (see `synthdata.texturing.segment_bank`), per class: its share of
     the frame in each image where it occurs, and its pixels in components that touch the border."""
 
     def __init__(self, num_classes: int):

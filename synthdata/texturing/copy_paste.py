@@ -4,7 +4,7 @@ Data Augmentation Method for Instance Segmentation", CVPR 2021, applied to label
 Copy-paste (`produce.copy_paste=N`, see `paste_objects`): objects are the connected components
 of the training layouts no larger than 10% of the frame (an `ObjectPool`; with composite
 texturing, the thing segments of the run's segment bank, so each pasted object carries its own
-real pixels, see `synthdata.generation.texturing`). Per pasted object: a class by inverse pixel
+real pixels, see `synthdata.texturing.pipeline`). Per pasted object: a class by inverse pixel
 frequency of the classes (`produce.copy_paste_choice=inverse_frequency`; `uniform`: any object
 equally likely) among `produce.copy_paste_classes` (default: every class with objects), an
 object of that class, a horizontal flip with probability 1/2, a scale uniform in
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from synthdata.generation.bank_building import components
+from synthdata.texturing.bank_building import components
 
 PASTE_CHOICES = ("inverse_frequency", "uniform")
 PASTE_POSITIONS = ("uniform", "class", "donor")

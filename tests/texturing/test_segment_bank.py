@@ -17,11 +17,11 @@ from scipy import ndimage
 from synthdata.core.contract import ClassInfo
 from synthdata.core.recipe import DataConfig
 from synthdata.data.readers import make_reader
-from synthdata.generation import bank_building
-from synthdata.generation import segment_bank as sb
-from synthdata.generation.bank_building import build_bank, load_or_build
-from synthdata.generation.segment_bank import BankError, load_bank, mirror_fill_index
 from synthdata.segmentation.training import subset_reader
+from synthdata.texturing import bank_building
+from synthdata.texturing import segment_bank as sb
+from synthdata.texturing.bank_building import build_bank, load_or_build
+from synthdata.texturing.segment_bank import BankError, load_bank, mirror_fill_index
 
 EIGHT = np.ones((3, 3), int)  # 8-connectivity, as the bank uses
 
@@ -172,8 +172,8 @@ def test_kill_during_build_leaves_no_bank_and_rebuild_is_identical(tmp_path, rea
         import os
         from synthdata.core.recipe import DataConfig
         from synthdata.data.readers import make_reader
-        from synthdata.generation import segment_bank as sb
-        from synthdata.generation.bank_building import load_or_build
+        from synthdata.texturing import segment_bank as sb
+        from synthdata.texturing.bank_building import load_or_build
         def killed(f, arrays):
             f.write(b"PK" * 1000)
             f.flush()

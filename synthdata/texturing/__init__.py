@@ -1,0 +1,4 @@
+"""Real-pixel synthesis: the segment bank of a training split (`segment_bank`, `bank_building`),
+composite texturing of layouts with its segments (`composite`, `pipeline`), class-aware copy-paste
+of its objects (`copy_paste`) and the same as an albumentations transform (`copy_paste_transform`).
+Nothing here trains: every pixel comes from a real image."""
