@@ -381,14 +381,16 @@ def test_finished_cell_cleanup_keeps_what_a_link_in_the_cell_points_to(tmp_path)
 
 
 def test_default_study_plans_every_source_with_auto_classes(tmp_path):
-    """`study.variants=default`: real only, real pixels x3 / x6, hybrid and GAN + SPADE 0.1, with
+    """`study.variants=default`: real only, real pixels x3 / x6 / x6 online, hybrid and GAN + SPADE 0.1, with
     classes chosen by `auto`; only the two GAN variants train generators."""
     plan = make_plan(load_recipe("toy", ["study.variants=default"]), tmp_path / "run")
     assert list(plan.variants) == ["real only", "real pixels x3 composite 0.5", "real pixels x6 composite 0.5",
-                                   "hybrid x6 composite 0.5", "gan spade 0.1"]
+                                   "real pixels x6 online", "hybrid x6 composite 0.5", "gan spade 0.1"]
     layout_jobs = [j for j in plan.jobs if j.id.startswith("generators/") and j.id.endswith("/layout")]
     assert len(layout_jobs) == 2  # generator runs are keyed by all their stages: the image stages differ
-    assert all(plan.resolved[v].produce.copy_paste_classes == "auto" for v in list(plan.variants)[1:4])
+    assert all(plan.resolved[v].produce.copy_paste_classes == "auto" for v in list(plan.variants)[1:5])
+    assert plan.resolved["real pixels x6 online"].seg.online_copy_paste == 6
+    assert len(plan.productions) == 4  # x3, x6, hybrid, GAN: the online variant produces nothing
 
 
 def test_an_online_copy_paste_variant_trains_no_generator_and_its_paste_options_count(tmp_path, plan_for):
