@@ -18,7 +18,8 @@ the loader is out of it; the runs take turns, `steps` steps each per round, and 
   device, hinge + feature matching, no VGG, no VAE (its Cityscapes settings otherwise);
 - layout stage: `plain loop`, a textbook WGAN-GP step (Gulrajani et al. 2017) on the same
   networks: critic loss with the gradient penalty, then a fresh generator forward for its loss.
-`loop=true` adds the full `train_stage` loop on the recipe's data (loader, logging, one checkpoint
+`compile=true` adds the stage step with the generator under `torch.compile` (its first step, with
+the compilation, is timed apart). `loop=true` adds the full `train_stage` loop on the recipe's data (loader, logging, one checkpoint
 and one sample grid at its end), as `tools/bench_train.py speed` times it.
 """
 
@@ -45,7 +46,7 @@ from synthdata.models import losses, straight_through_onehot  # noqa: E402
 from synthdata.models.augment import diff_augment  # noqa: E402
 
 ARGUMENTS = {"stage": "image", "steps": 5, "rounds": 3, "reference": None, "classes": 12, "diffaugment": "off",
-             "loop": False, "profile": False}
+             "loop": False, "profile": False, "compile": False}
 
 
 def random_batch(recipe: Recipe, classes: int, device) -> dict[str, torch.Tensor]:
@@ -238,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         "networks alone": networks_alone(run, batch),
         "generator alone": generator_alone(run, batch),
     }
+    if args["compile"]:  # the same step with the generator under torch.compile (inductor, default mode)
+        compiled = build_networks(recipe, spec, accelerator)
+        compiled.G = torch.compile(compiled.G)
+        step = ours(compiled, recipe, batch, args["diffaugment"] == "on")
+        started = time.perf_counter()
+        step(0)
+        sync(device)
+        print(f"torch.compile: first step {time.perf_counter() - started:.0f} s (compilation included)", flush=True)
+        runs["stage step, compiled G"] = step
     if stage == "layout":
         runs["plain loop"] = plain_wgan_gp(run, recipe, batch, precision)
     elif args["reference"]:
