@@ -17,7 +17,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from synthdata.core.checkpoint import check_classes
-from synthdata.core.contract import CheckpointError, ConfigError
+from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.imageops import resize_labels
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.run_dir import save_resolved_recipe
@@ -199,7 +199,7 @@ def produce_shards(
     """
 
     todo = [(s, n) for s, n in shards if not writer.is_complete(s)]
-    stats = {"shards": 0, "samples": 0, "skipped_shards": len(shards) - len(todo)}
+    stats = {"shards": 0, "samples": 0, "skipped_shards": len(shards) - len(todo), "mine": [s for s, _ in shards]}
     mine = {s for s, _ in todo}
     others = [(s, n) for s, n in (shards if job is None else job) if s not in mine]
     made = 0
@@ -363,6 +363,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
     accelerator.wait_for_everyone()
     everyone = gather_object([stats])
     if accelerator.is_main_process:
+        check_shared_output(writer, everyone, out_dir)
         seconds = time.perf_counter() - start
         if finalize:
             check_planned_shards(writer, sizes)
@@ -388,6 +389,22 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
             print(f"produce: warning: layouts unlike the real ones (a collapsed layout generator?): {warning}")
     accelerator.wait_for_everyone()
     return 0
+
+
+def check_shared_output(writer, everyone: list[dict[str, Any]], out_dir: Path) -> None:
+    """After every process finished its shards: each must be complete here too. Without a
+    filesystem the nodes share, the other nodes' shards are on their own disks: say so in one line
+    (instead of "shards left, run again", which would write them again, forever)."""
+    elsewhere = {rank: [s for s in st.get("mine", []) if not writer.is_complete(s)] for rank, st in enumerate(everyone)}
+    elsewhere = {rank: shards for rank, shards in elsewhere.items() if shards and rank > 0}
+    if elsewhere:
+        rank, shards = next(iter(elsewhere.items()))
+        missing = sum(map(len, elsewhere.values()))
+        raise DatasetError(
+            f"{out_dir}: {missing} shards that other processes wrote are not in this folder on the main process's "
+            f"node (e.g. shard {shards[0]} of process {rank}): processes on several nodes need produce.out on a "
+            "filesystem every node shares; without one, run array jobs (job=I/N, one per node), gather their shards "
+            "into one folder and run finalize=true there")
 
 
 def _ending(complete: bool, array_job: tuple[int, int] | None, finalize: bool, left: int) -> str:

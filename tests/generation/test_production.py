@@ -521,3 +521,20 @@ def test_the_hint_to_train_first_names_a_recipe_file_that_loads(tmp_path, monkey
     err = capsys.readouterr().err
     assert "synthdata train recipe=mine.yaml stage=layout" in err, err
     assert load_recipe(str(resolve_recipe_path("mine.yaml"))).name == "mine"
+
+
+def test_shards_another_node_wrote_elsewhere_stop_with_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    """Issue 37: processes on several nodes without a shared filesystem. The main process sees a
+    shard another process reports as written but cannot find it: one line naming the remedy, not
+    "shards left, run again" (which would write them again on every rerun)."""
+    from synthdata.generation import production
+
+    def two_processes(objects):  # as if process 1 (another node) had written shard 2 on its own disk
+        return [*objects, {"shards": 1, "samples": 4, "skipped_shards": 0, "mine": [2], "attempts": 4, "rejected": {}}]
+
+    monkeypatch.setattr(production, "gather_object", two_processes)
+    out = tmp_path / "shards"
+    assert produce(run_dir, f"produce.out={out}", "max_shards=1") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {out}: 1 shards that other processes wrote are not in this folder") and \
+        "a filesystem every node shares" in err and "finalize=true" in err, err
