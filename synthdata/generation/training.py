@@ -249,10 +249,18 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
                dynamic_ncols=True)
     t0, step, logged = time.perf_counter(), start, {}
     watch = NonFiniteWatch(accelerator)
-    # the budget's probe is a chunk of its own (ending with a checkpoint), so a rerun resumes after it
-    chunks = [(start, start + PROBE_STEPS)] if total is None else checkpoint_chunks(start, total, cfg.checkpoint_every)
     probe_clock: list[float] = []
-    for first, stop in _then_continue(chunks, lambda: (total, cfg.checkpoint_every)):
+
+    def chunks() -> Iterator[tuple[int, int]]:
+        # the budget's probe is a chunk of its own (ending with a checkpoint), so a rerun resumes after
+        # it; `total` is read once it ran and set the steps
+        first = start
+        if total is None:
+            yield start, start + PROBE_STEPS
+            first = start + PROBE_STEPS
+        yield from checkpoint_chunks(first, total, cfg.checkpoint_every)
+
+    for first, stop in chunks():
         stream = _batches(r.source, recipe, seed=derive_seed(recipe.seed, stage_id, first), count=(stop - first) * accum,
                           with_depth=r.needs_depth, rank=rank, world=world)
         while step < stop:
@@ -355,18 +363,6 @@ def _set_budget(accelerator, folder: Path, minutes: float, seconds_per_step: flo
         print(f"{stage}: budget {minutes:g} min: {seconds:.3f} s/step over {PROBE_TIMED} steps on "
               f"{record['device']} -> {record['steps']} steps")
     return record
-
-
-def _then_continue(first_chunks, settings):
-    """The given chunks, then, when the first ones were only the budget's probe, the rest up to the
-    steps it set (`settings()` -> (total steps, checkpoint_every), read after the probe ran)."""
-    stop = None
-    for chunk in first_chunks:
-        stop = chunk[1]
-        yield chunk
-    total, every = settings()
-    if stop is not None and total is not None and stop < total:
-        yield from checkpoint_chunks(stop, total, every)
 
 
 def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[dict[str, Any]],
