@@ -12,6 +12,7 @@ from typing import Any
 from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import from_dict, read_yaml, recipes_dir
+from synthdata.generation.image_sources import image_source
 
 VARIANT_SECTIONS = ("seg.", "produce.", "train.", "stages.", "refine.")
 STUDY_KEYS = ("produce.out", "produce.num_shards", "refine.segmenter")  # set by the study, never by a variant
@@ -79,7 +80,7 @@ def refine_overrides(name: str, overrides: dict[str, Any], recipe: Recipe) -> di
             raise CheckpointError(f"{where}: refine.generator: no checkpoint at {recipe.refine.generator}")
         return overrides
     image = recipe.stages.image
-    need: dict[str, Any] = {"stages.image.arch": "spade"} if image.arch == "composite" else {}
+    need: dict[str, Any] = {} if image_source(recipe).trains_generator else {"stages.image.arch": "spade"}
     need.update({"stages.image.harmonise": "none"} if image.harmonise != "none" else {})
     need.update({"stages.image.use_depth": False} if image.use_depth else {})
     shared = uses_synthetic(recipe) and not recipe.seg.synthetic  # its production uses the same run
@@ -117,14 +118,10 @@ def refines(overrides: dict[str, Any]) -> bool:
 
 
 def stages_needed(recipe: Recipe, *, production: bool = True, refine: bool = False) -> list[str]:
-    """Generator stages a variant needs trained. Production: no layout GAN for real layouts; no
-    depth stage for composite texturing (its depth comes from the bank's segments) or an image
-    stage without depth; `stage=image` with the composite arch only builds the segment bank.
-    Refinement (without `refine.generator`): the image stage."""
-    stages = []
+    """Generator stages a variant needs trained. Production: the layout GAN unless layouts are
+    real, then what the image source needs (`ImageSource.stages`: no depth stage for composite
+    texturing, whose `stage=image` only builds the segment bank). Refinement (without
+    `refine.generator`): the image stage."""
     if production:
-        stages = [] if recipe.produce.layouts == "real" else ["layout"]
-        composite = getattr(recipe.stages.image, "arch", "spade") == "composite"
-        if recipe.data.has_depth and recipe.stages.image.use_depth and not composite:
-            stages.append("depth")
-    return stages + ["image"] if production or (refine and not recipe.refine.generator) else stages
+        return ([] if recipe.produce.layouts == "real" else ["layout"]) + image_source(recipe).stages(recipe)
+    return ["image"] if refine and not recipe.refine.generator else []

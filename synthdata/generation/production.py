@@ -17,17 +17,16 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from synthdata.core.checkpoint import check_classes
-from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
-from synthdata.core.imageops import resize_labels
+from synthdata.core.contract import ConfigError, DatasetError
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.run_dir import save_resolved_recipe
 from synthdata.core.runtime import make_accelerator
 from synthdata.core.seeding import derive_seed
 from synthdata.data.readers.base import declared_classes, make_reader
 from synthdata.data.shard_writer import ShardWriter
+from synthdata.generation.image_sources import image_source
 from synthdata.generation.layout_sources import LayoutSource, build_layout_source
 from synthdata.generation.quality_controls import QualityControls, build_quality_controls
-from synthdata.generation.sampler import load_pipeline
 from synthdata.generation.shard_plan import (
     check_complete_sizes,
     check_no_extra_shards,
@@ -36,9 +35,7 @@ from synthdata.generation.shard_plan import (
     check_same_production,
     shard_sizes,
 )
-from synthdata.texturing.bank_building import region_rule, thing_classes
-from synthdata.texturing.copy_paste import ObjectPool
-from synthdata.texturing.pipeline import composite_pipeline, is_composite
+from synthdata.texturing.bank_building import region_rule
 
 if TYPE_CHECKING:
     from synthdata.core.recipe import Recipe
@@ -227,9 +224,8 @@ def produce_shards(
 
 def resolve_paste_classes(recipe: "Recipe", classes: Any, pipeline: Any, reader: Any, *, log=None) -> list[int] | None:
     """`produce.copy_paste_classes` as class indices (None: any class with objects). `auto`: the
-    object classes by the segment bank's region rule (`bank_building.thing_classes`), from the
-    bank with composite texturing, else from the training layouts at the production size; `log`
-    gets one line naming them."""
+    object classes by the segment bank's region rule (`bank_building.thing_classes`), where the
+    image source looks for them (`ImageSource.object_classes`); `log` gets one line naming them."""
     cfg = recipe.produce
     if cfg.copy_paste_classes is None:
         return None
@@ -240,14 +236,7 @@ def resolve_paste_classes(recipe: "Recipe", classes: Any, pipeline: Any, reader:
         return [classes.names.index(c) for c in cfg.copy_paste_classes]
     if cfg.copy_paste <= 0:
         return None
-    if is_composite(recipe):
-        found = sorted({int(c) for c in pipeline.bank.seg_class if not pipeline.bank.region[int(c)]})
-        where = "the segment bank"
-    else:
-        layouts = (resize_labels(np.asarray(reader[i]["layout"]), pipeline.height, pipeline.width)
-                   for i in range(len(reader)))
-        found = thing_classes(layouts, classes.num_classes, ignore_index=classes.ignore_index)
-        where = f"{len(reader)} training layouts"
+    found, where = image_source(recipe).object_classes(pipeline, reader, classes.num_classes, classes.ignore_index)
     if not found:
         raise ConfigError(f"produce.copy_paste_classes=auto: no object classes in {where} (every class is a "
                           f"region: {region_rule()}); name the classes to paste")
@@ -297,17 +286,8 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
         raise ConfigError("finalize=true writes no samples: run it as one process, not under a multi-process launch")
     # the pipeline autocasts to bf16, the one reduced precision it offers
     autocast = accelerator.mixed_precision in ("bf16", "fp16")
-    if is_composite(recipe):  # image stage: real pixels from RUN_DIR/bank (built here when missing)
-        try:
-            base = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
-        except CheckpointError:
-            if cfg.layouts != "real":  # generated layouts need the layout stage
-                raise
-            base = None  # real layouts + composite: nothing to train
-        pipeline = composite_pipeline(recipe, run_dir, accelerator=accelerator, base=base,
-                                      progress=accelerator.is_local_main_process)
-    else:
-        pipeline = load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
+    images = image_source(recipe)
+    pipeline = images.pipeline(recipe, run_dir, accelerator=accelerator, autocast=autocast)
     classes = pipeline.classes
     check_classes({"classes": classes.to_dict()}, declared_classes(recipe.data), Path(run_dir) / "checkpoints")
     reader = make_reader(recipe.data, recipe.data.train_split) if cfg.layouts != "generated" or cfg.copy_paste > 0 else None
@@ -322,8 +302,7 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
             real_ratio=cfg.real_ratio, hflip=cfg.real_hflip, copy_paste=cfg.copy_paste,
             paste_classes=paste_classes, paste_choice=cfg.copy_paste_choice, paste_scale=cfg.copy_paste_scale,
             paste_flip=cfg.copy_paste_flip, paste_position=cfg.copy_paste_position,
-            # composite: pasted objects are bank segments, so they carry their own pixels
-            pool=ObjectPool.from_bank(pipeline.bank) if is_composite(recipe) and cfg.copy_paste > 0 else None,
+            pool=images.paste_pool(pipeline) if cfg.copy_paste > 0 else None,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

@@ -38,10 +38,10 @@ from synthdata.data.readers.base import refuse_subset_of_shards
 from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.encodings import depth_range
+from synthdata.generation.image_sources import image_source
 from synthdata.generation.sampler import save_rows, stage_checkpoint
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
-from synthdata.texturing.pipeline import build_for_training, harmoniser_inputs, is_composite
 
 
 class TrainingDiverged(RuntimeError):
@@ -206,15 +206,10 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     the command's (default: one made from `train.mixed_precision`)."""
     run_dir = Path(run_dir)
     composites = None
-    if stage == "image" and is_composite(recipe):  # build or check RUN_DIR/bank; maybe a harmoniser next
-        harmonise = recipe.stages.image.harmonise != "none"
-        if harmonise and recipe.train.shards:
-            raise ConfigError("stages.image.harmonise trains on the recipe's reader (its composites come from the "
-                              "bank of the same images); unset train.shards")
-        built, bank = build_for_training(recipe, run_dir, accelerator=accelerator)
-        if not harmonise:
+    if stage == "image":  # composite texturing: build or check RUN_DIR/bank; maybe a harmoniser next
+        built, composites = image_source(recipe).prepare_image_training(recipe, run_dir, accelerator)
+        if built is not None:
             return built
-        composites = harmoniser_inputs(recipe, bank)
     for key in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
         if getattr(recipe.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(recipe.train, key)}")

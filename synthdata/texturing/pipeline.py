@@ -62,10 +62,6 @@ BANK_FILE = Path("bank") / "segment_bank.npz"
 TEXTURE_TAG = 0xC0A7  # seed domain of the composite texturing of a sample
 
 
-def is_composite(recipe: "Recipe") -> bool:
-    return recipe.stages.image.arch == "composite"
-
-
 def bank_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / BANK_FILE
 
@@ -386,5 +382,5 @@ def build_for_training(recipe: "Recipe", run_dir: str | Path,
 
 __all__ = ["BANK_FILE", "TEXTURE_TAG", "CompositePipeline", "LeaveOneOutComposites", "PerturbedImages", "bank_path",
            "build_for_training", "harmoniser_inputs", "image_batch",
-           "composite_pipeline", "is_composite", "paste_donor_pixels", "paste_owner", "prepare_bank",
+           "composite_pipeline", "paste_donor_pixels", "paste_owner", "prepare_bank",
            "scaled_mask"]

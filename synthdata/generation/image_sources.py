@@ -1,0 +1,112 @@
+"""Where a production's images come from, chosen in one place: `image_source(recipe)`.
+
+- `GanImages` (`stages.image.arch=spade|pix2pix`): the trained image stage of a run dir, after a
+  depth stage when the data has depth and the image stage uses it.
+- `CompositeImages` (`stages.image.arch=composite`): real pixels. Every region of a layout is
+  textured from the segment bank in `RUN_DIR/bank` (`synthdata.texturing.pipeline`); there is no
+  image network to train unless `stages.image.harmonise` names a harmoniser. Depth comes from the
+  bank's segments, so no depth stage trains; pasted objects are bank segments with their own
+  pixels.
+
+Training, production and studies ask the source what it needs (stages to train, what the image
+stage's training means, the pipeline, the pool of objects to paste, where `copy_paste_classes=auto`
+looks) instead of testing the arch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+
+from synthdata.core.contract import CheckpointError, ConfigError
+from synthdata.core.imageops import resize_labels
+from synthdata.generation.sampler import load_pipeline
+from synthdata.texturing.bank_building import thing_classes
+from synthdata.texturing.copy_paste import ObjectPool
+from synthdata.texturing.pipeline import build_for_training, composite_pipeline, harmoniser_inputs
+
+if TYPE_CHECKING:
+    from synthdata.core.recipe import Recipe
+
+# `batch, seed -> (B, 3, H, W)`: the extra input of an image stage that refines composites
+Composites = Callable[[dict[str, Any], int], Any]
+
+
+class GanImages:
+    """Images from the trained image stage (SPADE or pix2pix)."""
+
+    name = "gan"
+    trains_generator = True  # a mask-to-image generator SegGAN refinement can use
+
+    def stages(self, recipe: "Recipe") -> list[str]:
+        """The stages after the layout stage that must be trained."""
+        depth = recipe.data.has_depth and recipe.stages.image.use_depth
+        return ["depth", "image"] if depth else ["image"]
+
+    def prepare_image_training(self, recipe: "Recipe", run_dir: Path,
+                               accelerator: Any) -> tuple[dict[str, Any] | None, Composites | None]:
+        """`(summary, composites)`: a summary when nothing is left to train, and the extra input of
+        the image network (None: layout and depth alone)."""
+        return None, None
+
+    def pipeline(self, recipe: "Recipe", run_dir: Path, *, accelerator: Any, autocast: bool):
+        return load_pipeline(run_dir, device=accelerator.device, autocast=autocast, recipe_name=recipe.name)
+
+    def paste_pool(self, pipeline: Any) -> ObjectPool | None:
+        """Objects to paste (None: cut from the training layouts, drawn by the image stage)."""
+        return None
+
+    def object_classes(self, pipeline: Any, reader: Any, num_classes: int,
+                       ignore_index: int | None) -> tuple[list[int], str]:
+        """`copy_paste_classes=auto`: the object classes (not regions) of the training layouts at
+        the production size, and where they were found."""
+        layouts: Iterable[np.ndarray] = (
+            resize_labels(np.asarray(reader[i]["layout"]), pipeline.height, pipeline.width) for i in range(len(reader)))
+        return thing_classes(layouts, num_classes, ignore_index=ignore_index), f"{len(reader)} training layouts"
+
+
+class CompositeImages(GanImages):
+    """Images textured with real pixels from the segment bank (`stages.image.arch=composite`)."""
+
+    name = "composite"
+    trains_generator = False
+
+    def stages(self, recipe: "Recipe") -> list[str]:
+        return ["image"]  # builds the bank (and trains the harmoniser, if any)
+
+    def prepare_image_training(self, recipe: "Recipe", run_dir: Path,
+                               accelerator: Any) -> tuple[dict[str, Any] | None, Composites | None]:
+        harmonise = recipe.stages.image.harmonise != "none"
+        if harmonise and recipe.train.shards:
+            raise ConfigError("stages.image.harmonise trains on the recipe's reader (its composites come from the "
+                              "bank of the same images); unset train.shards")
+        built, bank = build_for_training(recipe, run_dir, accelerator=accelerator)
+        return (None, harmoniser_inputs(recipe, bank)) if harmonise else (built, None)
+
+    def pipeline(self, recipe: "Recipe", run_dir: Path, *, accelerator: Any, autocast: bool):
+        try:  # trained stages give layouts (and depth, a harmoniser) when there are any
+            base = super().pipeline(recipe, run_dir, accelerator=accelerator, autocast=autocast)
+        except CheckpointError:
+            if recipe.produce.layouts != "real":  # generated layouts need the layout stage
+                raise
+            base = None  # real layouts + composite: nothing to train
+        return composite_pipeline(recipe, run_dir, accelerator=accelerator, base=base,
+                                  progress=accelerator.is_local_main_process)
+
+    def paste_pool(self, pipeline: Any) -> ObjectPool | None:
+        return ObjectPool.from_bank(pipeline.bank)
+
+    def object_classes(self, pipeline: Any, reader: Any, num_classes: int,
+                       ignore_index: int | None) -> tuple[list[int], str]:
+        bank = pipeline.bank
+        return sorted({int(c) for c in bank.seg_class if not bank.region[int(c)]}), "the segment bank"
+
+
+def image_source(recipe: "Recipe") -> GanImages:
+    """The image source `recipe.stages.image.arch` names."""
+    return CompositeImages() if recipe.stages.image.arch == "composite" else GanImages()
+
+
+__all__ = ["CompositeImages", "GanImages", "image_source"]
