@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 import synthdata
+from synthdata.commands import evaluate_miou
 from synthdata.core.contract import ConfigError
 from synthdata.data.readers import make_reader
 from synthdata.data.shards import sha256_file
-from synthdata.metrics import miou_cli
 from synthdata.texturing.segment_bank import SegmentBank
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def shard_contents(folder: Path) -> dict[str, object]:
 
 
 def evaluate(*args: str) -> int:
-    return miou_cli.main(["recipe=toy", *TINY, *args])
+    return evaluate_miou.main(["recipe=toy", *TINY, *args])
 
 
 def error_line(capsys) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from synthdata import produce, train
+from synthdata.commands import evaluate_fid, evaluate_fidelity, evaluate_layouts
 from synthdata.commands.demo_report import fmt, interval_sentence, write_demo_report
 from synthdata.commands.inspection import main as inspect_main
 from synthdata.core.atomic import write_json_atomic
@@ -30,7 +31,6 @@ from synthdata.core.recipe_loading import parse_command_line
 from synthdata.core.visualize import save_grid
 from synthdata.data.readers import make_reader
 from synthdata.experiments.study import make_plan, run_study
-from synthdata.metrics import fid, fidelity, layout_stats
 from synthdata.metrics.inception import FIDWeightsError, resolve_weights
 
 
@@ -169,9 +169,9 @@ def run_demo(run_dir: Path, budget_name: str, recipe_seed: int = 0, real_train: 
             f"{budget.seeds} seeds x {budget.seg_steps} steps each")
     timer.run("segmenter study", lambda: _study(study_recipe, plan.run_dir))
     step(7, "evaluating the GAN samples: layout statistics and fidelity")
-    timer.run("layout statistics", lambda: layout_stats.main(
+    timer.run("layout statistics", lambda: evaluate_layouts.main(
         common + ["real=recipe:train", f"fake={shards}", f"out={run_dir / 'eval' / 'layouts'}"]))
-    timer.run("fidelity", lambda: fidelity.main(
+    timer.run("fidelity", lambda: evaluate_fidelity.main(
         common + [f"shards={shards}", f"out={run_dir / 'eval' / 'fidelity'}",
                   f"segmenter={baseline.run_dir / 'checkpoints' / 'segmenter' / 'latest.pt'}"]))
     fid_line = _maybe_fid(common, shards, run_dir, timer)
@@ -230,7 +230,7 @@ def _maybe_fid(common: list[str], shards: Path, run_dir: Path, timer: Timer) -> 
     except FIDWeightsError as e:
         return f"FID skipped: {e}"
     out = run_dir / "eval" / "fid"
-    timer.run("FID", lambda: fid.main(common + ["real=recipe:val", f"fake={shards}", f"out={out}"]))
+    timer.run("FID", lambda: evaluate_fid.main(common + ["real=recipe:val", f"fake={shards}", f"out={out}"]))
     value = json.loads((out / "report.json").read_text())["metrics"].get("fid")
     return f"FID (images, synthetic vs held-out real): {value:.2f}" if value is not None else "FID: see eval/fid"
 

@@ -1,4 +1,5 @@
-"""`synthdata evaluate WHAT ...`: miou | fid | fidelity | layouts, each a module with `main`."""
+"""`synthdata evaluate WHAT ...`: miou | fid | fidelity | layouts, each a command module with `main`
+(`evaluate_miou.py`, ...; the measures themselves live in `synthdata.metrics`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import importlib
 import sys
 
 EVALUATIONS = {
-    "miou": "synthdata.metrics.miou_cli",
-    "fid": "synthdata.metrics.fid",
-    "fidelity": "synthdata.metrics.fidelity",
-    "layouts": "synthdata.metrics.layout_stats",
+    "miou": "synthdata.commands.evaluate_miou",
+    "fid": "synthdata.commands.evaluate_fid",
+    "fidelity": "synthdata.commands.evaluate_fidelity",
+    "layouts": "synthdata.commands.evaluate_layouts",
 }
 
 

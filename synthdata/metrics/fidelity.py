@@ -7,10 +7,6 @@ its prediction and the sample's own layout measure how faithfully the image foll
 
 from __future__ import annotations
 
-import sys
-import time
-from dataclasses import MISSING
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -18,12 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from synthdata.core.entry import run_main
-from synthdata.core.recipe_loading import parse_command_line
 from synthdata.metrics.miou import ConfusionMatrix
-from synthdata.metrics.report import write_report
-from synthdata.metrics.sources import open_source, take
-from synthdata.models.segmenters import load_segmenter
 
 # images (B, 3, H, W) float in [0, 1] -> logits (B, C, H', W')
 SegmentFn = Callable[[torch.Tensor], torch.Tensor]
@@ -92,39 +83,3 @@ def layout_fidelity(
         "worst_samples": [{"id": ids[j], "pixel_accuracy": float(acc[j])} for j in order],
     })
     return result
-
-
-def _main(argv: list[str]) -> int:
-    recipe, args = parse_command_line(
-        argv, {"shards": MISSING, "segmenter": MISSING, "count": None, "out": None, "device": "auto"}
-    )
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args["device"] == "auto" else args["device"]
-    source = open_source(str(args["shards"]), recipe=recipe, batch_size=recipe.eval.batch_size)
-    source.require("layout")
-    model, ckpt = load_segmenter(args["segmenter"], expected=source.classes, device=device)
-    classes = source.classes
-    start = time.perf_counter()
-    metrics = layout_fidelity(
-        take(source, args["count"]), model, num_classes=classes.num_classes,
-        ignore_index=classes.ignore_index, batch_size=recipe.eval.batch_size, device=device,
-    )
-    seconds = time.perf_counter() - start
-    out = Path(args["out"] or "reports/fidelity")
-    info = {"source": source.spec, "segmenter": str(args["segmenter"]), "segmenter_step": ckpt.get("step"),
-            "device": device, "seconds": round(seconds, 2)}
-    json_path, _ = write_report(out, title="Layout fidelity (re-segmentation)", metrics=metrics, classes=classes, info=info)
-    count = metrics["num_images"]
-    print(
-        f"fidelity: mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f} over "
-        f"{count} images ({count / max(seconds, 1e-9):.1f} img/s) -> {json_path}"
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-
-    return run_main(_main, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,6 +5,7 @@ sys.path). The package has no import circle and no sibling module shadows anothe
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,13 @@ def test_every_package_folder_is_installed():
     listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+def test_command_code_lives_in_commands_only():
+    """Every `main` and every command-line parse is in synthdata/commands/ (issue 36): the library
+    folders hold what the commands call, the `synthdata evaluate WHAT` mains included."""
+    library = [p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE and "commands" not in p.parts]
+    found = sorted(str(p.relative_to(PACKAGE)) for p in library
+                   if re.search(r"^def _?main\(|parse_command_line\(|run_main\(", p.read_text(), re.M))
+    # where the two helpers are defined, and the help that reads commands' sources for their keys
+    assert found == ["core/entry.py", "core/recipe_help.py", "core/recipe_loading.py"], found

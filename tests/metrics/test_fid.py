@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.commands import evaluate_fid
 from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import default_palette
 from synthdata.metrics import fid, inception
@@ -144,7 +145,7 @@ def test_missing_weights_stop_with_the_file_name(tmp_path, monkeypatch, no_netwo
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(inception.FIDWeightsError, match=inception.WEIGHTS_FILENAME):
         inception.load_inception(None)
-    code = fid.main(["real=recipe:val", "fake=recipe:val", f"out={tmp_path / 'r'}"])
+    code = evaluate_fid.main(["real=recipe:val", "fake=recipe:val", f"out={tmp_path / 'r'}"])
     err = capsys.readouterr().err
     assert code == 2
     assert inception.WEIGHTS_FILENAME in err and "eval.fid_weights" in err
@@ -185,11 +186,11 @@ def test_cli_with_local_weights_writes_a_report(fid_weights, tmp_path, no_networ
             "eval.kid_subsets=3", f"out={tmp_path / 'report'}", f"cache={tmp_path / 'cache'}", "device=cpu"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert fid.main(args) == 0
+        assert evaluate_fid.main(args) == 0
     assert any("mixed" in str(w.message) for w in caught)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["metrics"]["fid"] > 0 and report["metrics"]["num_fake"] == 5
-    assert fid.main(args) == 0
+    assert evaluate_fid.main(args) == 0
     assert "real cached" in capsys.readouterr().out
     assert "| fid |" in (tmp_path / "report" / "report.md").read_text()
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.commands import evaluate_fidelity
 from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import colorize, default_palette, snap_to_palette
 from synthdata.metrics import fidelity
@@ -86,7 +87,7 @@ def test_cli_segments_shards_and_refuses_foreign_checkpoints(tmp_path, capsys):
                                     classes=CLASSES, arch=segmenter_arch(cfg)), ckpt)
     out = tmp_path / "report"
     args = [f"shards={tmp_path / 'shards'}", f"segmenter={ckpt}", f"out={out}", "device=cpu"]
-    assert fidelity.main(args) == 0
+    assert evaluate_fidelity.main(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert 0.0 <= report["metrics"]["miou"] <= 1.0 and report["metrics"]["num_images"] == 3
     assert report["info"]["segmenter_step"] == 7
@@ -95,5 +96,5 @@ def test_cli_segments_shards_and_refuses_foreign_checkpoints(tmp_path, capsys):
     other = ClassInfo(("a", "b", "c"), default_palette(3), 255)
     save_atomic(portable_checkpoint(kind="segmenter", model=model.state_dict(), step=1, recipe={},
                                     classes=other, arch=segmenter_arch(cfg)), ckpt)
-    assert fidelity.main(args) == 2
+    assert evaluate_fidelity.main(args) == 2
     assert "seg.pt" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from synthdata.commands import evaluate_layouts
 from synthdata.core.contract import ClassInfo
 from synthdata.core.palette import default_palette
 from synthdata.metrics import layout_stats as ls
@@ -74,7 +75,7 @@ def test_cli_compares_shards_and_draws_a_chart(tmp_path, capsys):
     _write_shards(tmp_path / "real", real)
     _write_shards(tmp_path / "fake", fake)
     out = tmp_path / "report"
-    assert ls.main([f"real={tmp_path / 'real'}", f"fake={tmp_path / 'fake'}", f"out={out}"]) == 0
+    assert evaluate_layouts.main([f"real={tmp_path / 'real'}", f"fake={tmp_path / 'fake'}", f"out={out}"]) == 0
     metrics = json.loads((out / "report.json").read_text())["metrics"]
     assert metrics["num_real"] == 6 and metrics["num_fake"] == 5
     assert metrics["js_pixel_frequency"] > 0.3
@@ -87,7 +88,7 @@ def test_cli_compares_shards_and_draws_a_chart(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "JS" in printed and "layouts: warning: car: in 0% of generated layouts" in printed
     same = tmp_path / "same"
-    assert ls.main([f"real={tmp_path / 'real'}", f"fake={tmp_path / 'real'}", f"out={same}", "count=3"]) == 0
+    assert evaluate_layouts.main([f"real={tmp_path / 'real'}", f"fake={tmp_path / 'real'}", f"out={same}", "count=3"]) == 0
     metrics = json.loads((same / "report.json").read_text())["metrics"]
     assert metrics["js_pixel_frequency"] == pytest.approx(0.0, abs=1e-12) and metrics["num_real"] == 3
 
@@ -117,7 +118,7 @@ def test_warnings_flag_lost_and_merged_classes_not_extra_objects():
 
 
 def test_cli_names_a_missing_source(tmp_path, capsys):
-    assert ls.main([f"real={tmp_path / 'nowhere'}"]) == 2
+    assert evaluate_layouts.main([f"real={tmp_path / 'nowhere'}"]) == 2
     assert "nowhere" in capsys.readouterr().err
 
 
@@ -177,8 +178,8 @@ def test_run_source_samples_the_trained_stages(run_dir, tmp_path, capsys):
         np.testing.assert_array_equal(a["layout"], b["layout"])
 
     out = tmp_path / "report"
-    assert ls.main([f"real=run:{run_dir}", f"fake=run:{run_dir}", "count=4", f"out={out}"]) == 0
+    assert evaluate_layouts.main([f"real=run:{run_dir}", f"fake=run:{run_dir}", "count=4", f"out={out}"]) == 0
     metrics = json.loads((out / "report.json").read_text())["metrics"]
     assert metrics["num_fake"] == 4 and metrics["js_pixel_frequency"] == pytest.approx(0.0, abs=1e-12)
-    assert ls.main([f"real=run:{run_dir}", f"out={out}"]) == 2
+    assert evaluate_layouts.main([f"real=run:{run_dir}", f"out={out}"]) == 2
     assert "count=N" in capsys.readouterr().err

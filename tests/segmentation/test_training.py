@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
+from synthdata.commands import evaluate_miou
 from synthdata.core.contract import ClassInfo, ConfigError
 from synthdata.core.palette import default_palette
 from synthdata.core.recipe import SegModelConfig
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.data.loader import Source, make_loader
 from synthdata.data.readers.base import make_reader
-from synthdata.metrics import miou_cli
 from synthdata.metrics.evaluation import image_ious
 from synthdata.models.segmenters import build_segmenter, load_segmenter
 from synthdata.segment import main as segment_main
@@ -212,7 +212,7 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
 
     out = tmp_path / "eval"
     ckpt_path = run / "checkpoints" / "segmenter" / "latest.pt"
-    assert miou_cli.main(["recipe=toy", *tiny_toy_overrides, "seg.mixed_precision='no'",
+    assert evaluate_miou.main(["recipe=toy", *tiny_toy_overrides, "seg.mixed_precision='no'",
                           f"checkpoint={ckpt_path}", f"out={out}"]) == 0
     evaluated = json.loads((out / "report.json").read_text())
     assert evaluated["metrics"]["miou"] == pytest.approx(report["metrics"]["miou"], abs=1e-6)
@@ -226,7 +226,7 @@ def test_segment_end_to_end_report_resume_evaluate(tmp_path, tiny_toy_overrides,
         [p["id"] for p in report["metrics"]["image_iou"]["per_image"]]
     assert evaluated["info"]["protocol"]["inference"] == "full image"
     # test-time flips: the report says so, and the image IoUs are those of the averaged views
-    assert miou_cli.main(["recipe=toy", *tiny_toy_overrides, "seg.mixed_precision='no'", "eval.flips=[horizontal]",
+    assert evaluate_miou.main(["recipe=toy", *tiny_toy_overrides, "seg.mixed_precision='no'", "eval.flips=[horizontal]",
                           f"checkpoint={ckpt_path}", f"out={tmp_path / 'flips'}"]) == 0
     flipped = json.loads((tmp_path / "flips" / "report.json").read_text())
     assert flipped["info"]["protocol"]["inference"] == "full image + flips horizontal (2 views, mean logits)"
@@ -369,7 +369,7 @@ def test_evaluating_a_checkpoint_for_other_classes_fails(tmp_path, tiny_toy_over
     path = save_atomic(portable_checkpoint(kind="segmenter", model=model.state_dict(), step=1, recipe={},
                                            classes=other, arch={"encoder_depth": 3, "decoder_channels": [16, 8, 8]}),
                        tmp_path / "seg.pt")
-    code = miou_cli.main(["recipe=toy", *tiny_toy_overrides, f"checkpoint={path}"])
+    code = evaluate_miou.main(["recipe=toy", *tiny_toy_overrides, f"checkpoint={path}"])
     assert code == 2 and "trained for classes ['a', 'b', 'c']" in capsys.readouterr().err
 
 

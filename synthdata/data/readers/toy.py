@@ -2,12 +2,11 @@
 
 A pinhole camera looks down a street of z-buffered road, sidewalks, facades, poles, trees, cars and
 people; colours depend on class, instance, sun shading and fog, so depth helps image synthesis.
-`python -m synthdata.data.readers.toy --benchmark` measures triplets/s, `--grid PATH` draws scenes.
+`python tools/toy_world.py --benchmark` measures triplets/s, `--grid PATH` draws scenes.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Any
@@ -19,7 +18,6 @@ from tqdm import tqdm
 
 from synthdata.core.contract import ClassInfo, DatasetError
 from synthdata.core.recipe import DataConfig
-from synthdata.core.visualize import save_grid
 from synthdata.data.readers.base import DatasetReader, register_reader
 
 # Cityscapes names and colours (train ids of these classes), in the toy world's index order.
@@ -52,7 +50,7 @@ from synthdata.data.readers.toy_canvas import (
 )
 
 # what callers import from here: the world's classes and constants, rendering, the reader
-__all__ = ["CAR", "FAR_DEPTH", "PERSON", "ROAD", "SKY", "TOY_CLASSES", "TOY_PALETTE", "ToyReader", "benchmark", "main",
+__all__ = ["CAR", "FAR_DEPTH", "PERSON", "ROAD", "SKY", "TOY_CLASSES", "TOY_PALETTE", "ToyReader", "benchmark",
            "render_scene", "scene_seed", "toy_classes"]
 
 
@@ -314,33 +312,3 @@ def benchmark(height: int = 128, width: int = 256, n: int = 500) -> tuple[float,
         cv2.setNumThreads(cv_threads)
         if cores:
             os.sched_setaffinity(0, cores)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synthdata.data.readers.toy", description=__doc__)
-    parser.add_argument("--benchmark", action="store_true", help="measure triplets/s on one thread")
-    parser.add_argument("--grid", help="write a PNG of --n scenes (image | layout | depth rows)")
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--n", type=int, default=None, help="scenes (default 500 / 16 for --grid)")
-    parser.add_argument("--split", default="train", choices=SPLITS)
-    args = parser.parse_args(argv)
-    if not args.benchmark and not args.grid:
-        parser.error("nothing to do: pass --benchmark and/or --grid PATH")
-    if args.benchmark:
-        n = args.n or 500
-        wall, cpu = benchmark(args.height, args.width, n)
-        print(f"toy world: {n} triplets at {args.height}x{args.width}: {wall:.0f} triplets/s wall clock, "
-              f"{cpu:.0f} per CPU second (1 thread, 1 core)")
-    if args.grid:
-
-        n = args.n or 16
-        reader = ToyReader(DataConfig(height=args.height, width=args.width, split_sizes={args.split: n}),
-                           args.split)
-        path = save_grid([reader[i] for i in range(n)], reader.classes, args.grid, max_rows=n)
-        print(f"toy world: {n} {args.split} scenes at {args.height}x{args.width} -> {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

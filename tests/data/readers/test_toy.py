@@ -8,7 +8,7 @@ import pytest
 from synthdata.core.contract import DatasetError
 from synthdata.core.recipe import DataConfig
 from synthdata.data.readers import make_reader
-from synthdata.data.readers.toy import CAR, FAR_DEPTH, PERSON, ROAD, SKY, TOY_CLASSES, main, render_scene, scene_seed
+from synthdata.data.readers.toy import CAR, FAR_DEPTH, PERSON, ROAD, SKY, TOY_CLASSES, render_scene, scene_seed
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +103,14 @@ def test_fog_makes_far_road_closer_to_the_fog_colour(scenes):
 
 
 def test_command_line_benchmark_and_grid(tmp_path, capsys):
+    """tools/toy_world.py: the speed and a picture of the toy world."""
     import os
+    import runpy
+    from pathlib import Path
 
     import torch
 
+    main = runpy.run_path(str(Path(__file__).resolve().parents[3] / "tools" / "toy_world.py"))["main"]
     affinity = getattr(os, "sched_getaffinity", lambda pid: None)
     cores, threads = affinity(0), torch.get_num_threads()
     assert main(["--benchmark", "--n", "3", "--height", "32", "--width", "64"]) == 0

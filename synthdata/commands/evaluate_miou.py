@@ -13,7 +13,6 @@ loaded. The report's `info.model` records what was evaluated.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from synthdata.core.contract import ConfigError
@@ -69,6 +68,3 @@ def _main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     return run_main(_main, argv)  # ConfigError, DatasetError, CheckpointError -> one line, exit 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
