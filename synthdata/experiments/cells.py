@@ -1,33 +1,25 @@
-"""A study's cells (variant x seed): where they live, their fingerprints (paths inside the run dir
-relative to it, so a moved run dir resumes), and the result.json written from a segment run's
-report or, for refine variants, from the refined segmenter's report beside the scores of the
-segmenter it refined (`segment.json`, or the result of the cell that trained it), with the code
-version that made it and checksums of itself and its checkpoint (`verify_cell`); atomic JSON markers.
+"""A study's cells (variant x seed): where they live (their keys: `study_keys`), and the
+result.json written from a segment run's report or, for refine variants, from the refined
+segmenter's report beside the scores of the segmenter it refined (`segment.json`, or the result
+of the cell that trained it), with the schema of its keys, the code version that made it and
+checksums of itself and its checkpoint (`verify_cell`); atomic JSON markers.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.code_version import code_version
 from synthdata.core.recipe import Recipe
-from synthdata.core.result_keys import result_tree
 from synthdata.core.run_dir import remove_inside
 from synthdata.data.shards import sha256_file
-
-# a path inside the study's run dir, as fingerprints hold it (the run dir may move)
-RUN_DIR_TOKEN = "$RUN_DIR"
-
-
-def digest(tree: Any) -> str:
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
+from synthdata.experiments.study_keys import RUN_DIR_TOKEN, SCHEMA, cell_fingerprint, in_run_dir
 
 
 @dataclass
@@ -85,85 +77,6 @@ def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:
     def done(seconds: float) -> None:
         write_json_atomic(path, {**info, "seconds": round(seconds, 2)}, allow_nan=False)
     return done
-
-
-# Recipe sections that only generators, production and refinement read. A real-only cell does not
-# depend on them, so a study that adds variants with other generator settings reuses its baseline.
-_GENERATOR_SECTIONS = ("stages", "train", "produce", "refine", "translate", "export", "demo")
-
-
-def in_run_dir(cell: Cell, value: Any) -> Any:
-    """`value` with a path inside the study's run dir as `$RUN_DIR/relative/path` (others unchanged)."""
-    if not isinstance(value, str):
-        return value
-    try:
-        inside = Path(value).relative_to(cell.study_run_dir)
-    except ValueError:
-        return value
-    return f"{RUN_DIR_TOKEN}/{inside.as_posix()}"
-
-
-def _cell_tree(cell: Cell, recipe: Recipe, *, segmenter_only: bool = False, before_unlisted: bool = False,
-               synthetic: Any = None) -> dict[str, Any]:
-    """The cell's recipe at its seed, `seg.synthetic` as `synthetic` (default: relative to the run
-    dir where inside it); `segmenter_only`: less the generator sections."""
-    tree = result_tree(dataclasses.replace(recipe, seed=cell.seed), before_unlisted=before_unlisted)
-    tree["study"] = None
-    tree["seg"]["synthetic"] = synthetic if synthetic is not None else in_run_dir(cell, cell.overrides.get("seg.synthetic"))
-    if segmenter_only:
-        # online copy-paste reads the paste options and the bank's settings during segmenter training
-        online = {"produce": {k: v for k, v in tree["produce"].items() if k.startswith("copy_paste_")},
-                  "composite": tree["stages"]["image"]["composite"]} if recipe.seg.online_copy_paste else None
-        tree.update({section: None for section in _GENERATOR_SECTIONS})
-        if online is not None:
-            tree["online_copy_paste"] = online
-    return tree
-
-
-def _fingerprints(cell: Cell, recipe: Recipe, made_with: dict[str, Any] | None = None) -> tuple[str, ...]:
-    """(this cell's fingerprint, the whole recipe's at the cell's seed, the whole recipe's before the
-    `ADDED_UNLISTED` keys), then the same with the shards' absolute path, as cells recorded before
-    fingerprints held paths relative to the run dir: at the run dir's place now, and at the place
-    the cell was made (from `made_with`, the overrides it recorded: the same production, elsewhere).
-    The first leaves out the generator sections for cells that train on real data only; the others
-    are what such cells, and any cell before those keys, recorded."""
-    real_only = cell.production is None and cell.refine is None
-    shards = cell.overrides.get("seg.synthetic")
-    places: list[Any] = [None]  # None: relative to the run dir
-    if isinstance(shards, str) and in_run_dir(cell, shards) != shards:
-        places.append(shards)
-        then = (made_with or {}).get("seg.synthetic")
-        tail = PurePosixPath(in_run_dir(cell, shards)).parts[1:]  # productions/KEY/shards
-        if isinstance(then, str) and then != shards and Path(then).parts[-len(tail):] == tail:
-            places.append(then)
-    out: list[str] = []
-    for place in places:
-        whole = digest(_cell_tree(cell, recipe, synthetic=place))
-        legacy = digest(_cell_tree(cell, recipe, before_unlisted=True, synthetic=place))
-        first = digest(_cell_tree(cell, recipe, segmenter_only=True, synthetic=place)) if real_only else whole
-        out += [first, whole, legacy]
-    return tuple(out)
-
-
-def segmenter_key(cell: Cell, recipe: Recipe) -> str:
-    """What a cell's segment run depends on: cells with equal keys train the same segmenter (the
-    seed, seg.*, data and eval alike, and the same production run), so a refine cell can refine
-    another cell's segmenter instead of training its own."""
-    return digest({"recipe": _cell_tree(cell, recipe, segmenter_only=True), "production": cell.production})
-
-
-def cell_fingerprint(cell: Cell, recipe: Recipe) -> str:
-    """What a finished cell's result depends on."""
-    return _fingerprints(cell, recipe)[0]
-
-
-def matches_fingerprint(cell: Cell, recipe: Recipe, recorded: str | None,
-                        made_with: dict[str, Any] | None = None) -> bool:
-    """Whether a finished cell's recorded fingerprint is this cell's; real-only cells finished before
-    the generator sections were left out recorded the whole recipe's, which still counts, and so
-    does one recorded with the absolute path of the cell's shards (`made_with`: the overrides the
-    cell recorded, which name where the run dir was when it was made)."""
-    return recorded in _fingerprints(cell, recipe, made_with)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +140,7 @@ def scores(cell: Cell, recipe: Recipe, report_dir: Path, seconds: float) -> dict
         "checkpoint": _inside_cell(cell, info.get("checkpoint")),
         "overrides": cell.overrides, "machine": info.get("machine"),
         "resize_filters": info.get("protocol", {}).get("resize_filters"),
-        "code_version": code_version(),
+        "code_version": code_version(), "schema": SCHEMA,
     }
 
 

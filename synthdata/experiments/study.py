@@ -47,7 +47,9 @@ atomically and skipped on a rerun; a killed cell resumes from its last segmenter
 checkpoint. A running job holds a lock in its folder that its process inherits: a rerun after the
 study was killed waits for a worker still running, never starts a second copy. A result records
 the code version that made it and checksums of itself and its checkpoint, which the report checks;
-fingerprints hold paths inside RUN_DIR relative to it, so a moved run dir resumes. The recipe's
+fingerprints hold paths inside RUN_DIR relative to it, so a moved run dir resumes. Every key is
+computed in `study_keys`; `study/keys.json` records their schema, and a run dir of an older one is
+upgraded once (`study_migration`) before the study plans. The recipe's
 `log_with` (experiment trackers) reaches every job; each cell's segment run is tracked as
 VARIANT/seed-S (with `study.variant` and `study.seed` in its config).
 """
@@ -60,14 +62,13 @@ import os
 import re
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError, DatasetError
-from synthdata.core.folder_lock import folder_lock
+from synthdata.core.folder_lock import LOCK_FILE, folder_lock, try_lock
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.result_keys import result_tree
@@ -79,16 +80,23 @@ from synthdata.experiments.cells import (
     Cell,
     cell_id,
     cell_result,
-    digest,
     done_marker,
     drop_training_states,
-    matches_fingerprint,
     segment_result,
-    segmenter_key,
     slug,
 )
 from synthdata.experiments.cluster import make_executor, require_submitit
 from synthdata.experiments.jobs import Job, execute
+from synthdata.experiments.study_keys import (
+    SCHEMA,
+    cell_fingerprint,
+    generator_key,
+    production_key,
+    read_keys,
+    run_folder,
+    segmenter_key,
+)
+from synthdata.experiments.study_migration import migrate
 from synthdata.experiments.variants import (
     check_variant_keys,
     read_variants,
@@ -117,6 +125,11 @@ class Plan:
     jobs: list[Job]
     resolved: dict[str, Recipe] = field(default_factory=dict)  # variant -> its recipe
     controls: dict[str, list[str]] = field(default_factory=dict)  # refine variant -> same segmenter, N more steps
+    # variant -> {"stages": trained, "generator": key, "production": key}, keys as `study_keys` computes
+    # them (the folders may hold an older key: `runs`)
+    run_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, str] = field(default_factory=dict)  # "generators/KEY" -> folder, from study/keys.json
+    subset_ids: list[str] | None = None
 
     @property
     def study_dir(self) -> Path:
@@ -152,9 +165,11 @@ def study_seeds(recipe: Recipe) -> list[int]:
 ONLINE_COPY_PASTE_KEYS = ("produce.copy_paste_", "stages.image.composite.")
 
 
-def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
+def make_plan(recipe: Recipe, run_dir: Path, runs: dict[str, str] | None = None) -> Plan:
     """Resolve and check every variant, key the shared runs, and list the jobs. Every error
-    (unknown key, missing shards, subset ids) is raised here, before anything trains."""
+    (unknown key, missing shards, subset ids) is raised here, before anything trains. `runs`: the
+    run folders kept under older keys (default: study/keys.json's)."""
+    runs = read_keys(run_dir)["runs"] if runs is None else runs
     study = recipe.study
     seeds = study_seeds(recipe)
     check_trackers(recipe.log_with)  # each job would stop on a missing tracker package: stop here instead
@@ -185,6 +200,7 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
     productions: dict[str, dict[str, Any]] = {}
     cells: list[Cell] = []
     resolved: dict[str, Recipe] = {}
+    run_keys: dict[str, dict[str, Any]] = {}
     for name, overrides in variants.items():
         if name != study.baseline:
             check_variant_keys(name, overrides)
@@ -216,24 +232,21 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                                  else ")"))
         stages = stages_needed(vr, production=produces, refine=refining)
         tree = result_tree(vr)
-        gkey = legacy_gkey = None
+        gkey = key = None
         if stages:
             try:
                 refuse_subset_of_shards(vr.data, "train.shards", vr.train.shards)
             except ConfigError as e:
                 raise ConfigError(f"study variant '{name}': {e}") from e
-            gkey, legacy_gkey = (
-                digest({"seed": recipe.seed, "data": t["data"], "stages": t["stages"],
-                        "train": t["train"], "trained": stages, "subset_ids": subset_ids})
-                for t in (tree, result_tree(vr, before_unlisted=True)))
-            gkey = _run_key(run_dir / "generators", gkey, legacy_gkey)
+            key = generator_key(recipe.seed, tree, stages, subset_ids)
+            gkey = run_folder(runs, "generators", key)
             gen = generators.setdefault(gkey, {"stages": stages, "used_by": [], "overrides": {
                 k: v for k, v in overrides.items() if k.startswith(("train.", "stages."))}})
             gen["used_by"].append(name)
+        run_keys[name] = {"stages": stages, "generator": key, "production": None}
         if produces:
-            production = _run_key(run_dir / "productions", *(
-                digest({"generators": key, "produce": tree["produce"]})
-                for key in (gkey, legacy_gkey)))
+            run_keys[name]["production"] = production_key(key, tree)
+            production = run_folder(runs, "productions", run_keys[name]["production"])
             prod = productions.setdefault(production, {
                 "generator": gkey, "used_by": [], "shards": str(run_dir / "productions" / production / "shards"),
                 "overrides": {k: v for k, v in overrides.items() if k.startswith(("train.", "stages.", "produce."))}})
@@ -262,15 +275,9 @@ def make_plan(recipe: Recipe, run_dir: Path) -> Plan:
                 cell.overrides[key] = str(ref.run_dir / "checkpoints" / "segmenter" / "latest.pt")
     _share_segmenters(cells, resolved)
     plan = Plan(recipe, run_dir, variants, seeds, cells, generators, productions, [], resolved,
-                refine_controls(variants, resolved, {c.variant: c.production for c in cells}))
+                refine_controls(variants, resolved, {c.variant: c.production for c in cells}), run_keys, runs, subset_ids)
     plan.jobs = _jobs(plan, recipe_path, resolved)
     return plan
-
-
-def _run_key(parent: Path, key: str, legacy: str) -> str:
-    """A generator or production run's key: `legacy` (from before the keys in
-    `core.result_keys.ADDED_UNLISTED` existed) where only that run exists, so older studies resume."""
-    return legacy if not (parent / key).exists() and (parent / legacy).exists() else key
 
 
 def _share_segmenters(cells: list[Cell], resolved: dict[str, Recipe]) -> None:
@@ -381,9 +388,23 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
         require_submitit()
     plan = make_plan(recipe, run_dir)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
-    # two studies in one run dir would train the same cells into the same folders; a report runs nothing
-    with nullcontext() if recipe.study.report_only else folder_lock(plan.study_dir, "another synthdata study"):
+
+    def upgraded(plan: Plan) -> Plan:  # a run dir from before this key schema (or a new one): upgraded once
+        if read_keys(run_dir)["schema"] >= SCHEMA:
+            return plan
+        return migrate(plan, lambda runs: make_plan(recipe, run_dir, runs=runs), log=print)
+
+    if recipe.study.report_only:  # a report runs nothing: allowed while a study runs (which upgrades the run dir)
+        fd, _ = try_lock(plan.study_dir / LOCK_FILE)
+        if fd is not None:
+            try:
+                plan = upgraded(plan)
+            finally:
+                os.close(fd)
         return _run(plan)
+    # two studies in one run dir would train the same cells into the same folders
+    with folder_lock(plan.study_dir, "another synthdata study"):
+        return _run(upgraded(plan))
 
 
 def _run(plan: Plan) -> dict[str, Any]:
@@ -396,8 +417,7 @@ def _run(plan: Plan) -> dict[str, Any]:
             if not path.is_file():
                 continue
             recorded = json.loads(path.read_text())
-            if not matches_fingerprint(cell, plan.resolved[cell.variant], recorded.get("fingerprint"),
-                                       recorded.get("overrides")):
+            if recorded.get("fingerprint") != cell_fingerprint(cell, plan.resolved[cell.variant]):
                 raise ConfigError(f"{path} was made with another recipe or variant; "
                                   "use a new run_dir or delete that cell's folder")
     if not recipe.study.report_only:  # cells finished before they dropped their training states

@@ -10,7 +10,7 @@ from synthdata.core import tracking
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.result_keys import result_tree
-from synthdata.experiments.cells import digest
+from synthdata.experiments.study_keys import digest
 
 
 def test_log_with_takes_exactly_accelerates_trackers():

@@ -13,15 +13,10 @@ from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.folder_lock import folder_lock
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.result_keys import result_tree
-from synthdata.experiments.cells import (
-    _fingerprints,
-    cell_fingerprint,
-    cell_id,
-    digest,
-    drop_training_states,
-    matches_fingerprint,
-)
+from synthdata.experiments.cells import cell_id, drop_training_states
 from synthdata.experiments.study import make_plan, run_study
+from synthdata.experiments.study_keys import KEYS_FILE, SCHEMA, cell_fingerprint, cell_tree, digest
+from synthdata.experiments.study_migration import migrate, older_fingerprints
 from synthdata.study import main as study_main
 
 STUDIES = Path(__file__).resolve().parents[2] / "recipes" / "studies"
@@ -103,13 +98,15 @@ def test_real_only_cells_do_not_depend_on_generator_settings(tmp_path, plan_for)
         assert other_generators[real] == base[real] and other_generators[half] != base[half]
         assert other_segmenter[real] != base[real]
     assert base["cells/real-only/seed-0"] != base["cells/real-only/seed-1"]
-    # a baseline cell finished before generator sections were left out recorded the whole recipe's
+    # a baseline cell finished before generator sections were left out recorded the whole recipe's:
+    # the upgrade to schema 2 recognises it, for this recipe only
     plan = plan_for(tmp_path, variants, "train.steps=3")
     cell = next(c for c in plan.cells if c.production is None)
     recipe = plan.resolved[cell.variant]
-    whole = _fingerprints(cell, recipe)[1]
-    assert whole != cell_fingerprint(cell, recipe) and matches_fingerprint(cell, recipe, whole)
-    assert not matches_fingerprint(cell, recipe, _fingerprints(cell, plan_for(tmp_path, variants).resolved[cell.variant])[1])
+    whole = digest(cell_tree(cell, recipe))
+    assert whole != cell_fingerprint(cell, recipe) and whole in older_fingerprints(cell, recipe)
+    other = plan_for(tmp_path, variants).resolved[cell.variant]
+    assert digest(cell_tree(cell, other)) not in older_fingerprints(cell, recipe)
 
 @pytest.mark.parametrize("variants, extra, error, words", [
     ({"typo": {"seg.synthetic_ratoi": 0.5}}, [], ConfigError, ["typo", "seg.synthetic_ratoi", "synthetic_ratio"]),
@@ -283,34 +280,54 @@ def test_run_keys_survive_new_recipe_keys_and_ignore_the_cache_size():
     assert digest(result_tree(perturbed)) != "a59869bde376"
 
 
-def test_a_study_from_before_stages_image_harmonise_existed_resumes(tmp_path, plan_for):
+def test_a_study_from_before_stages_image_harmonise_existed_is_upgraded_once(tmp_path, plan_for):
     """`stages.image.harmonise` was added after studies existed and before run keys left new keys
-    out (`core.result_keys.ADDED_UNLISTED`): such a study's generator and production runs are found under their
-    old keys, and its cells' recorded fingerprints (the recipe tree without the key) still match."""
+    out (`core.result_keys.ADDED_UNLISTED`): the upgrade to schema 2 finds such a study's generator
+    and production runs under their old keys (recorded in study/keys.json, no folder moved) and
+    records its cells' fingerprints (the recipe tree without the key) again; later plans read the
+    folders from keys.json alone."""
     variants = {"half": {"seg.synthetic_ratio": 0.5}}
     plan = plan_for(tmp_path, variants)
     recipe = plan.resolved["half"]
-    (old_g,), (old_p,) = plan.generators, plan.productions
+    (new_g,), (new_p,) = plan.generators, plan.productions
 
     def legacy(tree: dict) -> dict:
         del tree["stages"]["image"]["harmonise"]
         return tree
     old_g = digest({"seed": recipe.seed, "data": result_tree(recipe)["data"],
                     "stages": legacy(result_tree(recipe))["stages"], "train": result_tree(recipe)["train"],
-                    "trained": plan.generators[old_g]["stages"], "subset_ids": None})
+                    "trained": plan.generators[new_g]["stages"], "subset_ids": None})
     old_p = digest({"generators": old_g, "produce": result_tree(recipe)["produce"]})
-    assert old_g not in plan.generators and old_p not in plan.productions
+    assert old_g != new_g and old_p != new_p
     for run in (f"generators/{old_g}", f"productions/{old_p}"):
         (plan.run_dir / run).mkdir(parents=True)
-    plan = plan_for(tmp_path, variants)
+    # a cell the old code finished: the whole recipe at its seed without the key, its shards' absolute path
+    tree = legacy(result_tree(dataclasses.replace(recipe, seed=0)))
+    tree["study"] = None
+    tree["seg"]["synthetic"] = str(plan.run_dir / "productions" / old_p / "shards")
+    cell = next(c for c in plan.cells if c.variant == "half" and c.seed == 0)
+    cell.result_path.parent.mkdir(parents=True)
+    cell.result_path.write_text(json.dumps({"variant": "half", "seed": 0, "fingerprint": digest(tree), "miou": 0.5}))
+
+    plan = migrate(plan_for(tmp_path, variants), lambda runs: make_plan(plan.recipe, plan.run_dir, runs=runs))
     assert set(plan.generators) == {old_g} and set(plan.productions) == {old_p}
-    cell = next(c for c in plan.cells if c.variant == "half")
+    cell = next(c for c in plan.cells if c.variant == "half" and c.seed == 0)
     assert cell.overrides["seg.synthetic"] == str(plan.run_dir / "productions" / old_p / "shards")
-    # the fingerprint such a cell recorded: the whole recipe at its seed without the key
-    tree = legacy(result_tree(dataclasses.replace(recipe, seed=cell.seed)))
-    tree["study"], tree["seg"]["synthetic"] = None, cell.overrides["seg.synthetic"]
-    assert matches_fingerprint(cell, plan.resolved["half"], digest(tree))
-    assert cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)  # new cells record the key
+    result = json.loads(cell.result_path.read_text())
+    assert result["fingerprint"] == cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)
+    assert result["migrated"] == {"from_schema": 1, "fingerprint": digest(tree)} and result["miou"] == 0.5
+    keys = json.loads((plan.run_dir / KEYS_FILE).read_text())
+    assert keys["schema"] == SCHEMA and keys["runs"] == {f"generators/{new_g}": old_g, f"productions/{new_p}": old_p}
+    assert keys["migrated"]["cells"] == 1 and keys["migrated"]["runs"] == 2
+    again = plan_for(tmp_path, variants)  # from keys.json, with no probing of older keys
+    assert set(again.generators) == {old_g} and set(again.productions) == {old_p}
+
+
+def test_a_run_dir_of_a_newer_key_schema_is_refused_with_one_line(tmp_path, plan_for):
+    (tmp_path / "study-run" / "study").mkdir(parents=True)
+    (tmp_path / "study-run" / KEYS_FILE).write_text(json.dumps({"schema": SCHEMA + 1, "runs": {}}))
+    with pytest.raises(ConfigError, match=r"keys.json: schema 3 was written by a newer synthdata"):
+        plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}})
 
 
 def test_study_only_runs_a_subset_of_the_variants_under_the_same_keys(tmp_path, plan_for):

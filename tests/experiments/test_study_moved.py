@@ -1,6 +1,6 @@
 """Issue 34: a study's run dir copied or moved elsewhere resumes with every cell done: fingerprints
-hold paths inside the run dir relative to it, and cells whose fingerprints hold the absolute shard
-paths of older versions still count, at the place they recorded."""
+hold paths inside the run dir relative to it. Issue 36: cells whose fingerprints hold the absolute
+shard paths of older versions are upgraded once (`study_migration`), at the place they recorded."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.result_keys import result_tree
-from synthdata.experiments.cells import cell_fingerprint, digest, matches_fingerprint
 from synthdata.experiments.study import make_plan, run_study
+from synthdata.experiments.study_keys import KEYS_FILE, SCHEMA, cell_fingerprint, digest
+from synthdata.experiments.study_migration import older_fingerprints
 
 
 def report_only(plan) -> tuple[dict, str]:
@@ -40,27 +41,31 @@ def test_a_moved_study_run_dir_resumes_with_every_cell_done(tmp_path, study_tiny
     result.pop("result_sha256", None)  # (such cells hold no checksum of their result either)
     cell.result_path.write_text(json.dumps({**result, "fingerprint": digest(tree)}))
     assert cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)
-    assert run_study(dataclasses.replace(recipe, study=dataclasses.replace(recipe.study, report_only=True)), old)
+    (old / KEYS_FILE).unlink(missing_ok=True)  # made before keys.json existed: schema 1
 
     new = tmp_path / "elsewhere" / "moved"
     new.parent.mkdir()
     shutil.move(str(old), str(new))
     moved = make_plan(recipe, new)
     assert all(job.done() for job in moved.jobs)
-    summary, report = report_only(moved)
+    summary, report = report_only(moved)  # upgrades the run dir once, then reports
     assert summary["ran"] == [] and len(summary["skipped"]) == len(moved.jobs)
     assert "## Missing cells" not in report and "- 6 of 6 cells match what they recorded" in report
     assert "1 of 6 cells finished before result.json recorded its own checksum" in report  # the older one
+    assert json.loads((new / KEYS_FILE).read_text())["schema"] == SCHEMA
+    cell = next(c for c in moved.cells if c.variant == "half" and c.seed == 1)
+    upgraded = json.loads(cell.result_path.read_text())
+    assert upgraded["fingerprint"] == cell_fingerprint(cell, moved.resolved["half"])
+    assert upgraded["migrated"] == {"from_schema": 1, "fingerprint": digest(tree)}
     summary = run_study(recipe, new)  # a rerun: nothing to train
     assert summary["ran"] == [] and summary["failed"] == {} and len(summary["skipped"]) == len(moved.jobs)
-    # the old fingerprint counts with the place the cell recorded, for the same production only
-    cell = next(c for c in moved.cells if c.variant == "half" and c.seed == 1)
-    made_with = json.loads(cell.result_path.read_text())["overrides"]
-    assert matches_fingerprint(cell, moved.resolved["half"], digest(tree), made_with)
-    assert not matches_fingerprint(cell, moved.resolved["half"], digest(tree))
+    # the old fingerprint was recognised with the place the cell recorded, for the same production only
+    made_with = upgraded["overrides"]
+    assert digest(tree) in older_fingerprints(cell, moved.resolved["half"], made_with)
+    assert digest(tree) not in older_fingerprints(cell, moved.resolved["half"])
     other = made_with["seg.synthetic"].replace(cell.production, "0123456789ab")
-    assert not matches_fingerprint(cell, moved.resolved["half"], digest({**tree, "seg": {
-        **tree["seg"], "synthetic": other}}), {**made_with, "seg.synthetic": other})
+    assert digest({**tree, "seg": {**tree["seg"], "synthetic": other}}) not in older_fingerprints(
+        cell, moved.resolved["half"], {**made_with, "seg.synthetic": other})
 
 
 @pytest.mark.parametrize("run_dir", ["relative", "absolute"])

@@ -133,7 +133,7 @@ def test_a_study_on_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_pa
         patch.setattr(os, "fsync", full)
         assert study_main(argv) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: {plan.run_dir}: no space left on device (writing {plan.run_dir / 'study' / 'recipe.yaml'}); "
+    assert err == (f"error: {plan.run_dir}: no space left on device (writing {plan.run_dir / 'study' / 'keys.json'}); "
                    "free space and rerun the same command: it continues from what was finished\n"), err
     assert not [p for p in plan.run_dir.rglob("*.tmp")]
     assert study_main(argv) == 0
