@@ -23,6 +23,18 @@ from synthdata.models.style import StyleLayoutGenerator
 if TYPE_CHECKING:
     from synthdata.core.recipe import LayoutStageConfig, SpadeStageConfig
 
+# the modules other folders may import (tests/test_public_api.py checks it);
+# internal: discriminators, spade, style
+PUBLIC_MODULES = (
+    "augment",
+    "blocks",
+    "ema",
+    "layout",
+    "losses",
+    "pix2pix",
+    "segmenters",
+)
+
 __all__ = [
     "CONDITIONAL_DISCRIMINATORS", "CONDITIONAL_GENERATORS", "EMA", "LAYOUT_CRITICS",
     "LAYOUT_GENERATORS", "DCGANGenerator", "LayoutCritic", "MultiscaleDiscriminator",

@@ -2,3 +2,13 @@
 composite texturing of layouts with its segments (`composite`, `pipeline`), class-aware copy-paste
 of its objects (`copy_paste`) and the same as an albumentations transform (`copy_paste_transform`).
 Nothing here trains: every pixel comes from a real image."""
+
+# the modules other folders may import (tests/test_public_api.py checks it);
+# internal: composite
+PUBLIC_MODULES = (
+    "bank_building",
+    "copy_paste",
+    "copy_paste_transform",
+    "pipeline",
+    "segment_bank",
+)
