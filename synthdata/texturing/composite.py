@@ -78,53 +78,16 @@ def composite(layout: np.ndarray, bank: SegmentBank, rng: np.random.Generator | 
     "sources": [one dict per component: class, class_index, component, box [y0, x0, y1, x1], area,
     segment (bank index), source (sample id), source_component, flip, iou], "missing": [...]}}`.
     See the module docstring for the method and the choices."""
-    if blend not in BLENDS:
-        raise ValueError(f"composite: blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-    if interp not in INTERPS:
-        raise ValueError(f"composite: interp must be one of {', '.join(INTERPS)}, got {interp!r}")
-    if missing not in MISSING:
-        raise ValueError(f"composite: missing must be one of {', '.join(MISSING)}, got {missing!r}")
-    if k < 1:
-        raise ValueError(f"composite: k must be >= 1, got {k}")
-    if blend == "gaussian" and not sigma > 0:
-        raise ValueError(f"composite: sigma must be > 0 for blend=gaussian, got {sigma}")
-    if depth and not bank.has_depth:
-        raise BankError(f"segment bank {bank.name} holds no depth (its images had none): "
-                        f"composite(depth=True) needs one built from a dataset with depth")
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(int(rng))
     layout = np.asarray(layout)
-    if layout.ndim != 2:
-        raise ValueError(f"composite: layout must be (H, W), got shape {layout.shape}")
-    height, width = layout.shape
     ignore = bank.ignore_index if ignore_index is None else int(ignore_index)
-    num_classes = len(bank.classes)
-    if layout.dtype.kind not in "iu":
-        raise ValueError(f"composite: layout must hold integer class indices, got dtype {layout.dtype}")
-    labels = layout
-    if layout.dtype.kind == "i" and layout.size and int(layout.min()) < 0:
-        bad = sorted(int(v) for v in np.unique(layout[layout < 0]))
-    else:
-        bad = []
-    if not bad:
-        counts = np.bincount(layout.ravel().astype(np.intp, copy=False)) if layout.size else np.zeros(0, np.intp)
-        found = np.flatnonzero(counts).tolist()
-        present = [c for c in found if c != ignore]
-        bad = [c for c in present if c >= num_classes]
-    if bad:
-        raise BankError(f"composite: layout labels {bad[:5]} are outside 0..{num_classes - 1} (the classes of "
-                        f"segment bank {bank.name}) and are not ignore_index {ignore}")
-    absent = [c for c in present if len(bank.class_segments(c)) == 0]
-    if absent and missing == "error":
-        names = ", ".join(f"'{bank.classes[c]}' ({c})" for c in absent)
-        raise BankError(f"composite: class {names} is in the layout but segment bank {bank.name} has no segment "
-                        f"of it (built from {len(bank.source_ids)} images); build the bank from images that "
-                        f"show it, or pass missing='fill' to paint it neutral grey")
-
+    present, absent = _classes_to_texture(layout, bank, blend=blend, sigma=sigma, k=k, depth=depth, interp=interp,
+                                          missing=missing, ignore=ignore)
+    (height, width), labels = layout.shape, layout
     fill = np.asarray(ignore_fill, np.uint8)
     frame = float(height * width)
     bank_frame = float(bank.resolution[0] * bank.resolution[1])
-    grid = bank.grid
     pad = int(math.ceil(3 * sigma)) if blend == "gaussian" else 0
     # Where each pixel comes from: an index into bank.pixels (-1: ignore, or a missing class).
     source_index = np.full((height, width), -1, np.int64)
@@ -159,27 +122,12 @@ def composite(layout: np.ndarray, bank: SegmentBank, rng: np.random.Generator | 
                     patch = np.broadcast_to(fill, (py1 - py0, px1 - px0, 3))
                     _accumulate(num, den, mask, patch, py0, px0, inner, sigma)
                 continue
-            # 1. retrieval: k nearest by size/shape (things) or place in the frame (regions) ...
-            if region:
-                target = np.array([(y0 + y1) / (2.0 * height), (x0 + x1) / (2.0 * width),
-                                   math.log(h / height), math.log(w / width)])
-                d = ((bank.region_features[candidates] - target) ** 2).sum(axis=1)
-            else:
-                target = np.array([math.log(area / frame), math.log(w / h), centroids[j][1] / height])
-                diff = bank.thing_features[candidates] - target
-                d = diff[:, 0] ** 2 + diff[:, 1] ** 2 + (position_weight * diff[:, 2]) ** 2
-            shortlist = candidates[np.argsort(d, kind="stable")[:k]] if len(candidates) > 1 else candidates
-            # ... then the mask IoU at the component's box, with and without a flip.
-            thumb = cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
-            thumbs = bank.seg_grid[shortlist].astype(np.float32) * np.float32(1 / 255)
-            if flip:
-                thumbs = np.stack([thumbs, thumbs[:, :, ::-1]], axis=1)  # (m, 2, G, G)
-            iou = _soft_iou(thumbs.reshape(-1, grid, grid), thumb).reshape(len(shortlist), -1)
-            score = iou + rng.uniform(0.0, iou_jitter, size=iou.shape)
-            best = int(np.argmax(score))
-            s, flipped = int(shortlist[best // iou.shape[1]]), bool(best % iou.shape[1])
+            # 1. retrieval of a segment and whether to flip it
+            s, flipped, iou = _retrieve(bank, candidates, region, (y0, x0, y1, x1), area, centroids[j][1], mask,
+                                        (height, width), rng, k=k, flip=flip, position_weight=position_weight,
+                                        iou_jitter=iou_jitter)
             entry.update(segment=s, source=bank.source_of(s), source_component=int(bank.seg_component[s]),
-                         flip=flipped, iou=round(float(iou.flat[best]), 4))
+                         flip=flipped, iou=iou)
             sources.append(entry)
             # 2. warp (nearest: an index map into the segment's pixels) and paste
             fill_index = bank.fill_index(s)
@@ -222,6 +170,82 @@ def composite(layout: np.ndarray, bank: SegmentBank, rng: np.random.Generator | 
         depth_out[~painted] = 0
         out["depth"] = depth_out.astype(np.float32, copy=False)
     return out
+
+
+
+def _classes_to_texture(layout: np.ndarray, bank: SegmentBank, *, blend: str, sigma: float, k: int, depth: bool,
+                        interp: str, missing: str, ignore: int) -> tuple[list[int], list[int]]:
+    """`composite`'s arguments checked (ValueError, or BankError for what the bank cannot give);
+    returns (the classes in `layout` but `ignore`, those of them the bank has no segment of)."""
+    if blend not in BLENDS:
+        raise ValueError(f"composite: blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    if interp not in INTERPS:
+        raise ValueError(f"composite: interp must be one of {', '.join(INTERPS)}, got {interp!r}")
+    if missing not in MISSING:
+        raise ValueError(f"composite: missing must be one of {', '.join(MISSING)}, got {missing!r}")
+    if k < 1:
+        raise ValueError(f"composite: k must be >= 1, got {k}")
+    if blend == "gaussian" and not sigma > 0:
+        raise ValueError(f"composite: sigma must be > 0 for blend=gaussian, got {sigma}")
+    if depth and not bank.has_depth:
+        raise BankError(f"segment bank {bank.name} holds no depth (its images had none): "
+                        f"composite(depth=True) needs one built from a dataset with depth")
+    if layout.ndim != 2:
+        raise ValueError(f"composite: layout must be (H, W), got shape {layout.shape}")
+    num_classes = len(bank.classes)
+    if layout.dtype.kind not in "iu":
+        raise ValueError(f"composite: layout must hold integer class indices, got dtype {layout.dtype}")
+    if layout.dtype.kind == "i" and layout.size and int(layout.min()) < 0:
+        bad = sorted(int(v) for v in np.unique(layout[layout < 0]))
+    else:
+        bad = []
+    if not bad:
+        counts = np.bincount(layout.ravel().astype(np.intp, copy=False)) if layout.size else np.zeros(0, np.intp)
+        found = np.flatnonzero(counts).tolist()
+        present = [c for c in found if c != ignore]
+        bad = [c for c in present if c >= num_classes]
+    if bad:
+        raise BankError(f"composite: layout labels {bad[:5]} are outside 0..{num_classes - 1} (the classes of "
+                        f"segment bank {bank.name}) and are not ignore_index {ignore}")
+    absent = [c for c in present if len(bank.class_segments(c)) == 0]
+    if absent and missing == "error":
+        names = ", ".join(f"'{bank.classes[c]}' ({c})" for c in absent)
+        raise BankError(f"composite: class {names} is in the layout but segment bank {bank.name} has no segment "
+                        f"of it (built from {len(bank.source_ids)} images); build the bank from images that "
+                        f"show it, or pass missing='fill' to paint it neutral grey")
+    return present, absent
+
+
+def _retrieve(bank: SegmentBank, candidates: np.ndarray, region: bool, box: tuple[int, int, int, int], area: int,
+              centroid_y: float, mask: np.ndarray, shape: tuple[int, int], rng: np.random.Generator, *, k: int,
+              flip: bool, position_weight: float, iou_jitter: float) -> tuple[int, bool, float]:
+    """The bank segment for one layout component (its `box` [y0, x0, y1, x1], `area`, `mask` in the
+    box) in a frame of `shape`: the `k` nearest `candidates` by size/shape (things) or place in the
+    frame (regions), then the best mask IoU at the component's box, with and without a flip, with
+    jitter. Returns (segment, flipped, IoU rounded to 4 places)."""
+    y0, x0, y1, x1 = box
+    h, w = y1 - y0, x1 - x0
+    height, width = shape
+    frame = float(height * width)
+    grid = bank.grid
+    if region:
+        target = np.array([(y0 + y1) / (2.0 * height), (x0 + x1) / (2.0 * width),
+                           math.log(h / height), math.log(w / width)])
+        d = ((bank.region_features[candidates] - target) ** 2).sum(axis=1)
+    else:
+        target = np.array([math.log(area / frame), math.log(w / h), centroid_y / height])
+        diff = bank.thing_features[candidates] - target
+        d = diff[:, 0] ** 2 + diff[:, 1] ** 2 + (position_weight * diff[:, 2]) ** 2
+    shortlist = candidates[np.argsort(d, kind="stable")[:k]] if len(candidates) > 1 else candidates
+    # the mask IoU at the component's box, with and without a flip
+    thumb = cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+    thumbs = bank.seg_grid[shortlist].astype(np.float32) * np.float32(1 / 255)
+    if flip:
+        thumbs = np.stack([thumbs, thumbs[:, :, ::-1]], axis=1)  # (m, 2, G, G)
+    iou = _soft_iou(thumbs.reshape(-1, grid, grid), thumb).reshape(len(shortlist), -1)
+    score = iou + rng.uniform(0.0, iou_jitter, size=iou.shape)
+    best = int(np.argmax(score))
+    return int(shortlist[best // iou.shape[1]]), bool(best % iou.shape[1]), round(float(iou.flat[best]), 4)
 
 
 def _soft_iou(thumbs: np.ndarray, target: np.ndarray) -> np.ndarray:
