@@ -42,3 +42,31 @@ def test_folders_import_only_what_another_folder_declares():
                       for name in names if name not in declared(target[1])]
     assert not found, "undeclared imports across folders (declare the module in PUBLIC_MODULES, or keep it inside):\n" \
         + "\n".join(found)
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """No file circle, type-only imports included (issue 36: demo <-> demo_report and study <->
+    study_report were circles through `TYPE_CHECKING` imports). A package's `__init__` that imports
+    its own modules to register them (the readers) is not a circle of files."""
+    modules = {".".join(p.with_suffix("").relative_to(PACKAGE.parent).parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges[name] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:
+                edges[name] |= {node.module} | {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+        edges[name] -= {n for n in edges[name] if n == name or name.startswith(n + ".") or n.startswith(name + ".")}
+    circles = sorted({tuple(sorted((a, b))) for a in edges for b in edges[a] if a in edges.get(b, ())})
+    longer = []
+    for start in edges:  # longer circles: a path back to the start
+        stack, seen = [start], set()
+        while stack:
+            node = stack.pop()
+            for nxt in edges[node]:
+                if nxt == start:
+                    longer.append(start)
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+    assert not circles and not longer, (circles, sorted(set(longer)))

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from synthdata.experiments.cells import slug  # noqa: E402
+from synthdata.experiments.plan import slug  # noqa: E402
 from synthdata.metrics.intervals import t_interval  # noqa: E402
 
 

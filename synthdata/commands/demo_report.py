@@ -14,8 +14,8 @@ import numpy as np
 from synthdata.core.atomic import write_text_atomic
 
 if TYPE_CHECKING:
-    from synthdata.commands.demo import Budget
-    from synthdata.experiments.study import Plan
+    from synthdata.commands.demo_budgets import Budget
+    from synthdata.experiments.plan import Plan
 
 
 def fmt(value: float | None) -> str:

@@ -1,16 +1,13 @@
-"""A study's cells (variant x seed): where they live (their keys: `study_keys`), and the
-result.json written from a segment run's report or, for refine variants, from the refined
-segmenter's report beside the scores of the segmenter it refined (`segment.json`, or the result
-of the cell that trained it), with the schema of its keys, the code version that made it and
-checksums of itself and its checkpoint (`verify_cell`); atomic JSON markers.
-"""
+"""A study's cells (variant x seed, `plan.Cell`; their keys: `study_keys`): the result.json
+written from a segment run's report or, for refine variants, from the refined segmenter's report
+beside the scores of the segmenter it refined (`segment.json`, or the result of the cell that
+trained it), with the schema of its keys, the code version that made it and checksums of itself
+and its checkpoint (`verify_cell`); atomic JSON markers."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,58 +16,8 @@ from synthdata.core.code_version import code_version
 from synthdata.core.recipe import Recipe
 from synthdata.core.run_dir import remove_inside
 from synthdata.data.shards import sha256_file
+from synthdata.experiments.plan import Cell, cell_id
 from synthdata.experiments.study_keys import RUN_DIR_TOKEN, SCHEMA, cell_fingerprint, in_run_dir
-
-
-@dataclass
-class Cell:
-    variant: str
-    seed: int
-    run_dir: Path
-    overrides: dict[str, Any]
-    production: str | None  # production key, None for real-only cells
-    # refine variants: {"overrides": refine.* keys, "generator": image stage checkpoint, "run": generator key
-    # or None, "segmenter_cell": the cell whose segmenter it refines, None: its own segment job}
-    refine: dict[str, Any] | None = None
-
-    @property
-    def study_run_dir(self) -> Path:
-        """The study's run dir (cells live in RUN_DIR/cells/VARIANT/seed-S)."""
-        return self.run_dir.parents[2]
-
-    @property
-    def result_path(self) -> Path:
-        return self.run_dir / "result.json"
-
-    @property
-    def segment_path(self) -> Path:
-        """Refine cells: the segment job's result (before refinement)."""
-        return self.run_dir / "segment.json"
-
-    @property
-    def segmenter_cell(self) -> Cell | None:
-        """Refine cells: the cell whose segmenter they refine (None: their own segment job's)."""
-        return (self.refine or {}).get("segmenter_cell")
-
-    @property
-    def segmenter_dir(self) -> Path:
-        """Refine cells: the run dir of the segmenter they refine."""
-        return self.segmenter_cell.run_dir if self.segmenter_cell is not None else self.run_dir
-
-    @property
-    def before_path(self) -> Path:
-        """Refine cells: the scores of the segmenter they refine."""
-        return self.segmenter_cell.result_path if self.segmenter_cell is not None else self.segment_path
-
-
-def slug(name: str) -> str:
-    """A variant's folder name under RUN_DIR/cells: its letters, digits and `_.+-`, never `.` or
-    `..` (a variant named `..` wrote its cells beside `cells/`) nor a hidden name."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-.") or "variant"
-
-
-def cell_id(cell: Cell) -> str:
-    return f"cells/{slug(cell.variant)}/seed-{cell.seed}"
 
 
 def done_marker(path: Path, info: dict[str, Any]) -> Callable[[float], None]:

@@ -62,7 +62,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,16 +76,14 @@ from synthdata.core.tracking import check_trackers
 from synthdata.data.readers.base import make_reader, refuse_subset_of_shards
 from synthdata.data.shards import resolve_urls
 from synthdata.experiments.cells import (
-    Cell,
-    cell_id,
     cell_result,
     done_marker,
     drop_training_states,
     segment_result,
-    slug,
 )
 from synthdata.experiments.cluster import make_executor, require_submitit
 from synthdata.experiments.jobs import Job, execute
+from synthdata.experiments.plan import Cell, Plan, cell_id, slug
 from synthdata.experiments.study_keys import (
     SCHEMA,
     cell_fingerprint,
@@ -111,29 +108,6 @@ from synthdata.segmentation.training import synthetic_per_step
 BASELINE_REF = "@baseline"
 # a running job's lock in its folder (a generator run's stages, side by side in one folder: .job-STAGE.lock)
 JOB_LOCK = ".job.lock"
-
-
-@dataclass
-class Plan:
-    recipe: Recipe
-    run_dir: Path
-    variants: dict[str, dict[str, Any]]  # name -> dotted overrides (the baseline first)
-    seeds: list[int]
-    cells: list[Cell]
-    generators: dict[str, dict[str, Any]]  # key -> {"overrides", "stages", "used_by"}
-    productions: dict[str, dict[str, Any]]  # key -> {"generator", "overrides", "shards", "used_by"}
-    jobs: list[Job]
-    resolved: dict[str, Recipe] = field(default_factory=dict)  # variant -> its recipe
-    controls: dict[str, list[str]] = field(default_factory=dict)  # refine variant -> same segmenter, N more steps
-    # variant -> {"stages": trained, "generator": key, "production": key}, keys as `study_keys` computes
-    # them (the folders may hold an older key: `runs`)
-    run_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
-    runs: dict[str, str] = field(default_factory=dict)  # "generators/KEY" -> folder, from study/keys.json
-    subset_ids: list[str] | None = None
-
-    @property
-    def study_dir(self) -> Path:
-        return self.run_dir / "study"
 
 
 # --------------------------------------------------------------------------------------------

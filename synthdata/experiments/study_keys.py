@@ -27,7 +27,7 @@ from synthdata.core.recipe import Recipe
 from synthdata.core.result_keys import result_tree
 
 if TYPE_CHECKING:
-    from synthdata.experiments.cells import Cell
+    from synthdata.experiments.plan import Cell
 
 # 1: run dirs from before keys.json (cells matched any of their historical fingerprints);
 # 2: one key per run and cell, the rules above

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.result_keys import result_tree
-from synthdata.experiments.cells import RESULT_CHECKSUM, Cell, result_checksum
+from synthdata.experiments.cells import RESULT_CHECKSUM, result_checksum
+from synthdata.experiments.plan import Cell
 from synthdata.experiments.study_keys import (
     SCHEMA,
     cell_fingerprint,
@@ -43,7 +44,7 @@ from synthdata.experiments.study_keys import (
 
 if TYPE_CHECKING:
     from synthdata.core.recipe import Recipe
-    from synthdata.experiments.study import Plan
+    from synthdata.experiments.plan import Plan
 
 
 def older_run_folders(plan: "Plan") -> dict[str, str]:

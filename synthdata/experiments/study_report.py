@@ -25,13 +25,14 @@ import numpy as np
 from synthdata.core.atomic import write_json_atomic, write_text_atomic
 from synthdata.core.code_version import version_label
 from synthdata.data.shards import manifest_classes, read_manifest
-from synthdata.experiments.cells import cell_id, verify_cell
+from synthdata.experiments.cells import verify_cell
+from synthdata.experiments.plan import cell_id
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
 from synthdata.metrics.layout_check import check_layouts, read_layout_check
 from synthdata.metrics.report import json_safe, pyplot
 
 if TYPE_CHECKING:
-    from synthdata.experiments.study import Plan
+    from synthdata.experiments.plan import Plan
 
 INTERVAL_RULE = (
     "Verdicts use the {conf}% t-interval over seeds of the paired differences (variant minus baseline, "

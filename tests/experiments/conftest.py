@@ -9,7 +9,7 @@ import json
 import pytest
 
 from synthdata.core.recipe_loading import load_recipe
-from synthdata.experiments.cells import cell_id
+from synthdata.experiments.plan import cell_id
 from synthdata.experiments.study import make_plan
 
 STUDY_TINY = [

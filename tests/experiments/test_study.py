@@ -13,7 +13,8 @@ from synthdata.core.contract import CheckpointError, ConfigError, DatasetError
 from synthdata.core.folder_lock import folder_lock
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.core.result_keys import result_tree
-from synthdata.experiments.cells import cell_id, drop_training_states
+from synthdata.experiments.cells import drop_training_states
+from synthdata.experiments.plan import cell_id
 from synthdata.experiments.study import make_plan, run_study
 from synthdata.experiments.study_keys import KEYS_FILE, SCHEMA, cell_fingerprint, cell_tree, digest
 from synthdata.experiments.study_migration import migrate, older_fingerprints
@@ -414,7 +415,6 @@ def test_an_online_copy_paste_variant_trains_no_generator_and_its_paste_options_
     """seg.online_copy_paste in a variant: a segmenter cell with no generator or production job,
     which may set the pastes' produce.copy_paste_* options; those options are part of its
     fingerprint (another class list is another cell), while the baseline's is unchanged."""
-    from synthdata.experiments.cells import cell_fingerprint
 
     def plan(classes):
         return plan_for(tmp_path, {"online": {"seg.online_copy_paste": 3, "produce.copy_paste_classes": classes}})
