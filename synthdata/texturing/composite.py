@@ -78,12 +78,11 @@ def composite(layout: np.ndarray, bank: SegmentBank, rng: np.random.Generator | 
     "sources": [one dict per component: class, class_index, component, box [y0, x0, y1, x1], area,
     segment (bank index), source (sample id), source_component, flip, iou], "missing": [...]}}`.
     See the module docstring for the method and the choices."""
+    _check_arguments(bank, blend=blend, sigma=sigma, k=k, depth=depth, interp=interp, missing=missing)
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(int(rng))
     layout = np.asarray(layout)
-    ignore = bank.ignore_index if ignore_index is None else int(ignore_index)
-    present, absent = _classes_to_texture(layout, bank, blend=blend, sigma=sigma, k=k, depth=depth, interp=interp,
-                                          missing=missing, ignore=ignore)
+    present, absent, ignore = _classes_to_texture(layout, bank, missing=missing, ignore_index=ignore_index)
     (height, width), labels = layout.shape, layout
     fill = np.asarray(ignore_fill, np.uint8)
     frame = float(height * width)
@@ -172,11 +171,9 @@ def composite(layout: np.ndarray, bank: SegmentBank, rng: np.random.Generator | 
     return out
 
 
-
-def _classes_to_texture(layout: np.ndarray, bank: SegmentBank, *, blend: str, sigma: float, k: int, depth: bool,
-                        interp: str, missing: str, ignore: int) -> tuple[list[int], list[int]]:
-    """`composite`'s arguments checked (ValueError, or BankError for what the bank cannot give);
-    returns (the classes in `layout` but `ignore`, those of them the bank has no segment of)."""
+def _check_arguments(bank: SegmentBank, *, blend: str, sigma: float, k: int, depth: bool, interp: str,
+                     missing: str) -> None:
+    """`composite`'s options checked: ValueError, or BankError for depth from a bank without it."""
     if blend not in BLENDS:
         raise ValueError(f"composite: blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     if interp not in INTERPS:
@@ -190,8 +187,15 @@ def _classes_to_texture(layout: np.ndarray, bank: SegmentBank, *, blend: str, si
     if depth and not bank.has_depth:
         raise BankError(f"segment bank {bank.name} holds no depth (its images had none): "
                         f"composite(depth=True) needs one built from a dataset with depth")
+
+
+def _classes_to_texture(layout: np.ndarray, bank: SegmentBank, *, missing: str,
+                        ignore_index: int | None) -> tuple[list[int], list[int], int]:
+    """The layout's labels checked against the bank (ValueError, BankError); returns (the classes in
+    `layout` but the ignore index, those of them the bank has no segment of, the ignore index)."""
     if layout.ndim != 2:
         raise ValueError(f"composite: layout must be (H, W), got shape {layout.shape}")
+    ignore = bank.ignore_index if ignore_index is None else int(ignore_index)
     num_classes = len(bank.classes)
     if layout.dtype.kind not in "iu":
         raise ValueError(f"composite: layout must hold integer class indices, got dtype {layout.dtype}")
@@ -213,7 +217,7 @@ def _classes_to_texture(layout: np.ndarray, bank: SegmentBank, *, blend: str, si
         raise BankError(f"composite: class {names} is in the layout but segment bank {bank.name} has no segment "
                         f"of it (built from {len(bank.source_ids)} images); build the bank from images that "
                         f"show it, or pass missing='fill' to paint it neutral grey")
-    return present, absent
+    return present, absent, ignore
 
 
 def _retrieve(bank: SegmentBank, candidates: np.ndarray, region: bool, box: tuple[int, int, int, int], area: int,
