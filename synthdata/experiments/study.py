@@ -49,7 +49,7 @@ study was killed waits for a worker still running, never starts a second copy. A
 the code version that made it and checksums of itself and its checkpoint, which the report checks;
 fingerprints hold paths inside RUN_DIR relative to it, so a moved run dir resumes. Every key is
 computed in `study_keys`; `study/keys.json` records their schema, and a run dir of an older one is
-upgraded once (`study_migration`) before the study plans. The recipe's
+upgraded (`study_migration`) before the study runs. The recipe's
 `log_with` (experiment trackers) reaches every job; each cell's segment run is tracked as
 VARIANT/seed-S (with `study.variant` and `study.seed` in its config).
 """
@@ -85,7 +85,6 @@ from synthdata.experiments.cluster import make_executor, require_submitit
 from synthdata.experiments.jobs import Job, execute
 from synthdata.experiments.plan import Cell, Plan, cell_id, slug
 from synthdata.experiments.study_keys import (
-    SCHEMA,
     cell_fingerprint,
     generator_key,
     production_key,
@@ -93,7 +92,7 @@ from synthdata.experiments.study_keys import (
     run_folder,
     segmenter_key,
 )
-from synthdata.experiments.study_migration import migrate
+from synthdata.experiments.study_migration import migrate, older_fingerprints
 from synthdata.experiments.variants import (
     check_variant_keys,
     read_variants,
@@ -363,9 +362,7 @@ def run_study(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     plan = make_plan(recipe, run_dir)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
 
-    def upgraded(plan: Plan) -> Plan:  # a run dir from before this key schema (or a new one): upgraded once
-        if read_keys(run_dir)["schema"] >= SCHEMA:
-            return plan
+    def upgraded(plan: Plan) -> Plan:  # what the run dir holds of an older key schema
         return migrate(plan, lambda runs: make_plan(recipe, run_dir, runs=runs), log=print)
 
     if recipe.study.report_only:  # a report runs nothing: allowed while a study runs (which upgrades the run dir)
@@ -391,8 +388,13 @@ def _run(plan: Plan) -> dict[str, Any]:
             if not path.is_file():
                 continue
             recorded = json.loads(path.read_text())
-            if recorded.get("fingerprint") != cell_fingerprint(cell, plan.resolved[cell.variant]):
-                raise ConfigError(f"{path} was made with another recipe or variant; "
+            if recorded.get("fingerprint") == cell_fingerprint(cell, plan.resolved[cell.variant]):
+                continue
+            if recorded.get("fingerprint") in older_fingerprints(cell, plan.resolved[cell.variant],
+                                                                recorded.get("overrides")):
+                raise ConfigError(f"{path} holds a fingerprint of an older synthdata that was not upgraded (another "
+                                  "study held this run dir?); rerun when no study runs here")
+            raise ConfigError(f"{path} was made with another recipe or variant; "
                                   "use a new run_dir or delete that cell's folder")
     if not recipe.study.report_only:  # cells finished before they dropped their training states
         for cell in plan.cells:

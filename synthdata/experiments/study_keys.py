@@ -1,8 +1,8 @@
 """Every key of a study, computed here: its generator runs, its productions, its cells'
 fingerprints and the segmenters cells share. `SCHEMA` names this set of rules; the run dir
-records the schema it was made under in `study/keys.json`, with the run folders an upgrade kept
-under older keys (`runs`). A run dir from an older schema is upgraded once, explicitly, by
-`study_migration.migrate` before the study plans; nothing here accepts an older form.
+records the schema of its keys in `study/keys.json`, with the run folders an upgrade kept under
+older keys (`runs`). What a run dir holds of an older schema is upgraded, explicitly, by
+`study_migration.migrate` before the study runs; nothing here accepts an older form.
 
 - generator run: the recipe seed, the resolved `data`, `stages`, `train` sections (less the keys no
   result depends on: `core.result_keys`), the stages trained and the subset's ids;
@@ -116,10 +116,11 @@ def read_keys(run_dir: Path) -> dict[str, Any]:
     return {"runs": {}, **keys, "schema": schema}
 
 
-def write_keys(run_dir: Path, runs: dict[str, str], migrated: dict[str, Any] | None = None) -> None:
+def write_keys(run_dir: Path, runs: dict[str, str], upgrades: list[dict[str, Any]] | None = None) -> None:
+    """keys.json: this schema, the run folders kept under older keys, and the upgrades made so far."""
     keys: dict[str, Any] = {"schema": SCHEMA, "runs": dict(sorted(runs.items()))}
-    if migrated:
-        keys["migrated"] = migrated
+    if upgrades:
+        keys["upgrades"] = upgrades
     write_json_atomic(run_dir / KEYS_FILE, keys, allow_nan=False)
 
 

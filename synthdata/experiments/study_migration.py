@@ -9,12 +9,16 @@ keys of older rules, which lookups used to accept on every run:
   before the `ADDED_UNLISTED` keys, or with the shards' absolute path (at the run dir's place now,
   or at the place the cell was made, which its recorded overrides name).
 
-`migrate` finds each planned run folder that exists only under its older key and records it in
-keys.json's `runs` (no folder is moved: a worker of a killed study may still use it), rewrites each
-finished cell's recorded fingerprint of an older form to this schema's (keeping the old one under
-`migrated`; a result whose checksum matched is sealed again, one that did not keeps its mismatch,
-so the report still flags it), and writes keys.json. A cell recorded under none of the forms is left
-as it is: the study then refuses it as made with another recipe, as before.
+`migrate` runs before every study and report that can take the study's lock, and upgrades what
+the plan holds (a study of a few variants or seeds upgrades those; the rest when a plan names
+them): it finds each planned run folder that exists only under its older key and records it in
+keys.json's `runs` (no folder is moved: a worker of a killed study may still use it; a production
+follows its generator's older key, as the older code did, even where neither folder exists yet),
+and rewrites each finished cell's recorded fingerprint of an older form to this schema's (keeping
+the old one under `migrated`; a result whose checksum matched is sealed again, one that did not
+keeps its mismatch, so the report still flags it). A cell recorded under none of the forms is left
+as it is: the study then refuses it as made with another recipe, as before. Results written by this
+schema carry `"schema": 2` and are not looked at again.
 """
 
 from __future__ import annotations
@@ -55,13 +59,18 @@ def older_run_folders(plan: "Plan") -> dict[str, str]:
         if keys["generator"] is None:
             continue
         vr = plan.resolved[name]
+        key = keys["generator"]
         older = generator_key(plan.recipe.seed, result_tree(vr, before_unlisted=True), keys["stages"], plan.subset_ids)
-        pairs = [("generators", keys["generator"], older)]
+        if key != older and not (plan.run_dir / "generators" / key).exists() and (
+                (plan.run_dir / "generators" / older).exists()):
+            runs[f"generators/{key}"] = older
+        mapped = plan.runs.get(f"generators/{key}", runs.get(f"generators/{key}")) == older
         if keys["production"] is not None:
-            pairs.append(("productions", keys["production"], production_key(older, result_tree(vr))))
-        for kind, key, old in pairs:
-            if key != old and not (plan.run_dir / kind / key).exists() and (plan.run_dir / kind / old).exists():
-                runs[f"{kind}/{key}"] = old
+            production, old = keys["production"], production_key(older, result_tree(vr))
+            # the older code keyed a production by its generator's folder: the older key once the generator's was
+            if production != old and not (plan.run_dir / "productions" / production).exists() and (
+                    mapped or (plan.run_dir / "productions" / old).exists()):
+                runs[f"productions/{production}"] = old
     return runs
 
 
@@ -85,15 +94,18 @@ def older_fingerprints(cell: Cell, recipe: "Recipe", made_with: dict[str, Any] |
     return found - {cell_fingerprint(cell, recipe)}
 
 
-def migrate_cell_result(path, cell: Cell, recipe: "Recipe", from_schema: int) -> bool:
+def migrate_cell_result(path, cell: Cell, recipe: "Recipe") -> bool:
     """Rewrite one finished cell's result file to this schema's fingerprint; whether it did."""
     result = json.loads(path.read_text())
+    if result.get("schema", 1) >= SCHEMA:
+        return False
     recorded = result.get("fingerprint")
     current = cell_fingerprint(cell, recipe)
     if recorded == current or recorded not in older_fingerprints(cell, recipe, result.get("overrides")):
         return False
+    from_schema = result.get("schema", 1)
     sealed = result.get(RESULT_CHECKSUM) is not None and result[RESULT_CHECKSUM] == result_checksum(result)
-    result.update(fingerprint=current, migrated={"from_schema": from_schema, "fingerprint": recorded})
+    result.update(fingerprint=current, schema=SCHEMA, migrated={"from_schema": from_schema, "fingerprint": recorded})
     if sealed:
         result[RESULT_CHECKSUM] = result_checksum(result)
     write_json_atomic(path, result, allow_nan=False)
@@ -101,25 +113,23 @@ def migrate_cell_result(path, cell: Cell, recipe: "Recipe", from_schema: int) ->
 
 
 def migrate(plan: "Plan", replan: Callable[[dict[str, str]], "Plan"], log: Callable[[str], None] | None = None) -> "Plan":
-    """Upgrade `plan.run_dir` to this schema (the caller holds the study's lock); returns the plan
-    made again with the run folders found (`replan(runs)`)."""
-    before = read_keys(plan.run_dir)
-    runs = {**before["runs"], **older_run_folders(plan)}
+    """Upgrade what `plan` holds of an older schema (the caller holds the study's lock; nothing to
+    do costs a few hashes); returns the plan, made again (`replan(runs)`) where run folders were found."""
+    keys = read_keys(plan.run_dir)
+    found = {run: folder for run, folder in older_run_folders(plan).items() if keys["runs"].get(run) != folder}
+    runs = {**keys["runs"], **found}
     if runs != plan.runs:
         plan = replan(runs)
-    cells = 0
-    for cell in plan.cells:
-        for path in (cell.result_path, cell.segment_path):
-            if path.is_file():
-                cells += migrate_cell_result(path, cell, plan.resolved[cell.variant], before["schema"])
-    migrated = None
-    if cells or len(runs) > len(before["runs"]):
-        migrated = {"from_schema": before["schema"], "cells": cells, "runs": len(runs) - len(before["runs"]),
-                    "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    cells = sum(migrate_cell_result(path, cell, plan.resolved[cell.variant]) for cell in plan.cells
+                for path in (cell.result_path, cell.segment_path) if path.is_file())
+    upgrades = list(keys.get("upgrades", []))
+    if cells or found:
+        upgrades.append({"to_schema": SCHEMA, "cells": cells, "runs": len(found), "at": time.strftime("%Y-%m-%d %H:%M:%S")})
         if log is not None:
-            log(f"study: {plan.run_dir} upgraded from key schema {before['schema']} to {SCHEMA}: {cells} cell "
-                f"result(s) recorded again, {migrated['runs']} run folder(s) kept under their older keys")
-    write_keys(plan.run_dir, runs, migrated)
+            log(f"study: {plan.run_dir} upgraded to key schema {SCHEMA}: {cells} cell result(s) recorded again, "
+                f"{len(found)} run folder(s) kept under their older keys")
+    if cells or found or keys["schema"] < SCHEMA:
+        write_keys(plan.run_dir, runs, upgrades)
     return plan
 
 

@@ -317,11 +317,58 @@ def test_a_study_from_before_stages_image_harmonise_existed_is_upgraded_once(tmp
     result = json.loads(cell.result_path.read_text())
     assert result["fingerprint"] == cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)
     assert result["migrated"] == {"from_schema": 1, "fingerprint": digest(tree)} and result["miou"] == 0.5
+    assert result["schema"] == SCHEMA
     keys = json.loads((plan.run_dir / KEYS_FILE).read_text())
     assert keys["schema"] == SCHEMA and keys["runs"] == {f"generators/{new_g}": old_g, f"productions/{new_p}": old_p}
-    assert keys["migrated"]["cells"] == 1 and keys["migrated"]["runs"] == 2
+    assert keys["upgrades"][-1]["cells"] == 1 and keys["upgrades"][-1]["runs"] == 2
     again = plan_for(tmp_path, variants)  # from keys.json, with no probing of older keys
     assert set(again.generators) == {old_g} and set(again.productions) == {old_p}
+    assert migrate(again, lambda runs: make_plan(plan.recipe, plan.run_dir, runs=runs)).runs == keys["runs"]
+    assert json.loads((plan.run_dir / KEYS_FILE).read_text()) == keys  # nothing left to upgrade: unchanged
+
+
+def test_a_production_follows_its_generators_older_key_even_when_its_folder_is_gone(tmp_path, plan_for):
+    """The older code keyed a production by the folder its generator was found in; a study whose
+    production folder was deleted after its cells finished must find the cells' shards path again."""
+    variants = {"half": {"seg.synthetic_ratio": 0.5}}
+    plan = plan_for(tmp_path, variants)
+    recipe = plan.resolved["half"]
+    (new_g,) = plan.generators
+    tree = result_tree(recipe, before_unlisted=True)
+    old_g = digest({"seed": recipe.seed, "data": tree["data"], "stages": tree["stages"], "train": tree["train"],
+                    "trained": plan.generators[new_g]["stages"], "subset_ids": None})
+    (plan.run_dir / "generators" / old_g).mkdir(parents=True)  # no production folder at all
+    plan = migrate(plan_for(tmp_path, variants), lambda runs: make_plan(plan.recipe, plan.run_dir, runs=runs))
+    old_p = digest({"generators": old_g, "produce": result_tree(recipe)["produce"]})
+    assert set(plan.generators) == {old_g} and set(plan.productions) == {old_p}
+
+
+def test_an_upgrade_of_some_variants_leaves_the_others_to_the_plan_that_names_them(tmp_path, plan_for):
+    """`study.only` upgrades the cells it plans; a later plan of the whole file upgrades the rest
+    (each result of this schema says so and is not looked at again)."""
+    variants = {"half": {"seg.synthetic_ratio": 0.5}, "quarter": {"seg.synthetic_ratio": 0.25}}
+    whole = plan_for(tmp_path, variants)
+    older = {}
+    for cell in whole.cells:
+        tree = cell_tree(cell, whole.resolved[cell.variant], synthetic=cell.overrides.get("seg.synthetic"))
+        older[cell_id(cell)] = digest(tree)  # the shards' absolute path: schema 1
+        cell.result_path.parent.mkdir(parents=True)
+        cell.result_path.write_text(json.dumps({"variant": cell.variant, "seed": cell.seed, "miou": 0.5,
+                                                "fingerprint": older[cell_id(cell)]}))
+
+    def upgrade(*extra):
+        plan = plan_for(tmp_path, variants, *extra)
+        return migrate(plan, lambda runs: make_plan(plan.recipe, plan.run_dir, runs=runs))
+
+    def fingerprint(cell):
+        return json.loads(cell.result_path.read_text())["fingerprint"]
+
+    part = upgrade("study.only=[half]")
+    assert all(fingerprint(c) == cell_fingerprint(c, part.resolved[c.variant]) for c in part.cells)
+    quarter = [c for c in whole.cells if c.variant == "quarter"]
+    assert all(fingerprint(c) == older[cell_id(c)] for c in quarter)  # not planned: not touched yet
+    upgrade()
+    assert all(fingerprint(c) == cell_fingerprint(c, whole.resolved[c.variant]) for c in whole.cells)
 
 
 def test_a_run_dir_of_a_newer_key_schema_is_refused_with_one_line(tmp_path, plan_for):

@@ -38,7 +38,8 @@ def test_a_moved_study_run_dir_resumes_with_every_cell_done(tmp_path, study_tiny
     tree["study"], tree["seg"]["synthetic"] = None, cell.overrides["seg.synthetic"]
     assert cell.overrides["seg.synthetic"].startswith(str(old))
     result = json.loads(cell.result_path.read_text())
-    result.pop("result_sha256", None)  # (such cells hold no checksum of their result either)
+    result.pop("result_sha256", None)  # (such cells hold no checksum of their result either,
+    result.pop("schema")  # nor the schema of their keys)
     cell.result_path.write_text(json.dumps({**result, "fingerprint": digest(tree)}))
     assert cell_fingerprint(cell, plan.resolved["half"]) != digest(tree)
     (old / KEYS_FILE).unlink(missing_ok=True)  # made before keys.json existed: schema 1
@@ -80,3 +81,31 @@ def test_fingerprints_hold_no_path_of_the_run_dir(tmp_path, monkeypatch, plan_fo
         first = make_plan(first.recipe, first.run_dir.relative_to(tmp_path))
     assert [cell_fingerprint(c, first.resolved[c.variant]) for c in first.cells] == [
         cell_fingerprint(c, second.resolved[c.variant]) for c in second.cells]
+
+
+def test_a_report_while_another_study_holds_an_older_run_dir_says_so_in_one_line(tmp_path, capsys, study_tiny,
+                                                                                 write_variants, finish_cells,
+                                                                                 lock_holder):
+    """A report runs beside a study but cannot upgrade the run dir while that study holds it: a cell
+    of an older schema then gets one line naming it, not 'made with another recipe'."""
+    from synthdata.study import main as study_main
+
+    variants = write_variants(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}})
+    recipe = load_recipe("toy", study_tiny + [f"study.variants={variants}"])
+    plan = make_plan(recipe, tmp_path / "run")
+    finish_cells(plan)
+    cell = next(c for c in plan.cells if c.variant == "half")
+    result = json.loads(cell.result_path.read_text())
+    tree = result_tree(dataclasses.replace(plan.resolved["half"], seed=cell.seed))
+    tree["study"], tree["seg"]["synthetic"] = None, cell.overrides["seg.synthetic"]
+    for key in ("result_sha256", "schema"):
+        result.pop(key)
+    cell.result_path.write_text(json.dumps({**result, "fingerprint": digest(tree)}))
+    (plan.run_dir / KEYS_FILE).unlink(missing_ok=True)
+    argv = ["recipe=toy", *study_tiny, f"study.variants={variants}", f"run_dir={plan.run_dir}", "study.report_only=true"]
+    with lock_holder(plan.run_dir / "study"):
+        assert study_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{cell.result_path} holds a fingerprint of an older synthdata" in err
+    assert study_main(argv) == 0  # once the study is gone, the report upgrades the run dir
+    assert json.loads(cell.result_path.read_text())["migrated"]["fingerprint"] == digest(tree)
