@@ -109,6 +109,54 @@ def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int
     where = f"{getattr(reader, 'name', type(reader).__name__)}/{getattr(reader, 'split', '?')}"
     if len(reader) == 0:
         raise BankError(f"segment bank: the reader {where} has no samples to cut segments from")
+    per_sample, resolution, all_depth, region_stats = _cut_segments(reader, num_classes, ignore, where, progress)
+    region, rule = _region_classes(region_classes, names, region_stats, region_fraction, region_border)
+    source_ids, keep = _kept_segments(per_sample, min_pixels, keep_largest)
+    segs = [row[1] for row in keep]
+    arrays = _pack([d["cls"] for d in segs], [row[0] for row in keep], [d["component"] for d in segs],
+                   [d["box"] for d in segs], [d["area"] for d in segs], [d["centre"] for d in segs],
+                   [shape_thumbnail(d["mask"], grid) for d in segs], [d["pixels"] for d in segs],
+                   [d["mask"].ravel() for d in segs], [d["depth"] for d in segs] if all_depth else None)
+    counts = {n: 0 for n in names}
+    sums = np.zeros((num_classes, 3))
+    for d in segs:
+        counts[names[d["cls"]]] += 1
+        sums[d["cls"]] += d["pixels"].sum(axis=0)
+    pix_per_class = np.zeros(num_classes)
+    for d in segs:
+        pix_per_class[d["cls"]] += len(d["pixels"])
+    mean_colours = {names[c]: [int(round(v)) for v in sums[c] / pix_per_class[c]]
+                    for c in range(num_classes) if pix_per_class[c] > 0}
+    header = {
+        "format": FORMAT, "version": VERSION, "classes": list(names), "ignore_index": ignore,
+        "resolution": [int(resolution[0]), int(resolution[1])],
+        "dataset": str(getattr(reader, "name", "")), "split": str(getattr(reader, "split", "")),
+        "sources": source_ids, "num_sources": len(source_ids),
+        "sources_sha256": hashlib.sha256("\n".join(source_ids).encode()).hexdigest(),
+        "num_segments": len(segs), "counts": counts, "mean_colours": mean_colours,
+        "region_classes": [names[c] for c in range(num_classes) if region[c]], "region_rule": rule,
+        "has_depth": bool(all_depth),
+        "settings": _jsonable({
+            "min_pixels": int(min_pixels), "region_fraction": float(region_fraction),
+            "region_border": float(region_border), "grid": int(grid), "keep_largest": int(keep_largest),
+            "connectivity": CONNECTIVITY,
+            "region_classes_asked": None if region_classes is None else [
+                r if isinstance(r, str) else names[int(r)] for r in region_classes],
+        }),
+        "grid": int(grid),
+    }
+    bank = SegmentBank(header, arrays)
+    if len(bank) == 0:
+        raise BankError(f"segment bank: the {len(source_ids)} samples of {where} hold no labelled component "
+                        f"(every pixel is ignore_index {ignore})")
+    return bank
+
+
+
+def _cut_segments(reader: Any, num_classes: int, ignore: int, where: str,
+                  progress: bool) -> tuple[dict[str, dict[str, Any]], tuple[int, int], bool, RegionStats]:
+    """Every labelled component of every sample of `reader`, per sample id; the samples' one
+    resolution, whether all had depth, and the statistics of the region rule."""
     per_sample: dict[str, dict[str, Any]] = {}
     resolution: tuple[int, int] | None = None
     all_depth = True
@@ -150,7 +198,13 @@ def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int
                 })
         per_sample[sid] = {"segments": segs}
     assert resolution is not None
-    # Region classes.
+    return per_sample, resolution, all_depth, region_stats
+
+
+def _region_classes(region_classes: Sequence[str | int] | None, names: tuple[str, ...], region_stats: RegionStats,
+                    region_fraction: float, region_border: float) -> tuple[np.ndarray, str]:
+    """(which classes are regions, the rule that said so): the listed ones, or the region rule."""
+    num_classes = len(names)
     if region_classes is not None:
         region = np.zeros(num_classes, bool)
         for r in region_classes:
@@ -166,7 +220,14 @@ def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int
     else:
         region = region_stats.regions(region_fraction, region_border)
         rule = region_rule(region_fraction, region_border)
-    # Order: source id, class, component; then the minimum-size filter.
+    return region, rule
+
+
+def _kept_segments(per_sample: dict[str, dict[str, Any]], min_pixels: int,
+                   keep_largest: int) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """(the sorted source ids, the kept (source index, segment) rows): ordered by source id, class,
+    component; segments under `min_pixels` dropped, except a class's `keep_largest` largest where
+    none of it is that large."""
     source_ids = sorted(per_sample)
     rows = []
     for s, sid in enumerate(source_ids):
@@ -182,44 +243,7 @@ def build_bank(reader: Any, classes: ClassInfo | None = None, *, min_pixels: int
     if rescued:
         order = {id(row): k for k, row in enumerate(rows)}
         keep = sorted(keep + rescued, key=lambda row: order[id(row)])
-    segs = [row[1] for row in keep]
-    arrays = _pack([d["cls"] for d in segs], [row[0] for row in keep], [d["component"] for d in segs],
-                   [d["box"] for d in segs], [d["area"] for d in segs], [d["centre"] for d in segs],
-                   [shape_thumbnail(d["mask"], grid) for d in segs], [d["pixels"] for d in segs],
-                   [d["mask"].ravel() for d in segs], [d["depth"] for d in segs] if all_depth else None)
-    counts = {n: 0 for n in names}
-    sums = np.zeros((num_classes, 3))
-    for d in segs:
-        counts[names[d["cls"]]] += 1
-        sums[d["cls"]] += d["pixels"].sum(axis=0)
-    pix_per_class = np.zeros(num_classes)
-    for d in segs:
-        pix_per_class[d["cls"]] += len(d["pixels"])
-    mean_colours = {names[c]: [int(round(v)) for v in sums[c] / pix_per_class[c]]
-                    for c in range(num_classes) if pix_per_class[c] > 0}
-    header = {
-        "format": FORMAT, "version": VERSION, "classes": list(names), "ignore_index": ignore,
-        "resolution": [int(resolution[0]), int(resolution[1])],
-        "dataset": str(getattr(reader, "name", "")), "split": str(getattr(reader, "split", "")),
-        "sources": source_ids, "num_sources": len(source_ids),
-        "sources_sha256": hashlib.sha256("\n".join(source_ids).encode()).hexdigest(),
-        "num_segments": len(segs), "counts": counts, "mean_colours": mean_colours,
-        "region_classes": [names[c] for c in range(num_classes) if region[c]], "region_rule": rule,
-        "has_depth": bool(all_depth),
-        "settings": _jsonable({
-            "min_pixels": int(min_pixels), "region_fraction": float(region_fraction),
-            "region_border": float(region_border), "grid": int(grid), "keep_largest": int(keep_largest),
-            "connectivity": CONNECTIVITY,
-            "region_classes_asked": None if region_classes is None else [
-                r if isinstance(r, str) else names[int(r)] for r in region_classes],
-        }),
-        "grid": int(grid),
-    }
-    bank = SegmentBank(header, arrays)
-    if len(bank) == 0:
-        raise BankError(f"segment bank: the {len(source_ids)} samples of {where} hold no labelled component "
-                        f"(every pixel is ignore_index {ignore})")
-    return bank
+    return source_ids, keep
 
 
 def load_or_build(path: str | os.PathLike, reader: Any, classes: ClassInfo | None = None, *,
