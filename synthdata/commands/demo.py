@@ -33,7 +33,7 @@ from synthdata.data.readers import make_reader
 from synthdata.experiments.study import make_plan, run_study
 from synthdata.metrics.inception import FIDWeightsError, resolve_weights
 
-# The best synthetic variant measured on the toy world so far (docs/benchmarks.md, "Study: composite
+# The best synthetic variant measured on the toy world so far (docs/studies.md, "Study: composite
 # copy-paste on the toy world"; the same entry as recipes/studies/toy-composite.yaml): real layouts
 # with class-aware copy-paste of 3 objects, textured with real pixels from the segment bank (no
 # generator is trained for it), half of every segmenter batch. Six pastes, CamVid-10%'s best, were

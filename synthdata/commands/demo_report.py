@@ -129,7 +129,7 @@ def write_demo_report(run_dir: Path, *, budget_name: str, budget: Budget, varian
         "## Generated data quality (layout GAN, depth and image SPADE stages)",
         "",
         f"The trained generators produced {budget.gan_samples} samples. They do not train the segmenter: GAN "
-        "layouts + SPADE at ratio 0.5 lowered the toy mIoU in every study so far (docs/benchmarks.md).",
+        "layouts + SPADE at ratio 0.5 lowered the toy mIoU in every study so far (docs/studies.md).",
         "",
         f"- Layout statistics: Jensen-Shannon divergence of class pixel frequencies, generated vs real: "
         f"{layouts.get('js_pixel_frequency', float('nan')):.4f} ([report](eval/layouts/report.md)).",

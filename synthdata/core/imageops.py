@@ -4,7 +4,7 @@ Images: area filter when shrinking, bilinear when enlarging. Label maps: nearest
 nearest, so unknown pixels (0 or NaN) never blend into valid depth. Nearest is OpenCV's
 INTER_NEAREST_EXACT (pixel centres aligned, as PIL and scikit-image do it): plain INTER_NEAREST
 takes the source pixel at floor(i * scale), which shifts labels against the area- or
-bilinear-resized image by up to half an output pixel (docs/benchmarks.md, "Label maps were half a
+bilinear-resized image by up to half an output pixel (docs/studies.md, "Label maps were half a
 pixel off their images").
 """
 

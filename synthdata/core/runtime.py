@@ -70,8 +70,8 @@ def device_name(device: torch.device | str) -> str:
 
 
 def machine_description(device: torch.device | str = "cpu") -> dict[str, str]:
-    """What a result depends on beyond code and seed: fp32 rounding differs between CPU kernels
-    (AVX2 vs AVX-512 gave other segmenters for the same seeds, docs/benchmarks.md) and GPUs."""
+    """What a result depends on beyond code and seed: fp32 rounding differs between CPU kernels (AVX2
+    vs AVX-512 gave other segmenters for the same seeds: docs/guide.md, "Studies in detail") and GPUs."""
     device = torch.device(device)
     return {"cpu": cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}

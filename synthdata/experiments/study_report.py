@@ -453,7 +453,7 @@ def mixed_labels_warning(filters: list[str]) -> str:
     """One line for a study whose cells saw label maps resized by different filters (a run dir
     resumed across the fix that aligned them with their images)."""
     return (f"**Warning: the cells' label maps were resized with {len(filters)} filters** ({', '.join(filters)}). "
-            "`nearest` shifted them by about half a pixel against their images (docs/benchmarks.md, "
+            "`nearest` shifted them by about half a pixel against their images (docs/studies.md, "
             "'Label maps were half a pixel off their images'), so such cells are not pairs: delete the "
             "`nearest` cells' folders and rerun them.")
 

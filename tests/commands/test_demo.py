@@ -67,7 +67,7 @@ def test_tiny_demo_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
 
 
 def test_the_demo_variant_is_the_measured_one():
-    # the demo's synthetic arm is the toy-composite study's variant (docs/benchmarks.md)
+    # the demo's synthetic arm is the toy-composite study's variant (docs/studies.md)
     assert read_variants("toy-composite")[demo.BEST_VARIANT] == demo.STUDY_VARIANTS[demo.BEST_VARIANT]
 
 
