@@ -2,7 +2,7 @@
 
 A pinhole camera looks down a street of z-buffered road, sidewalks, facades, poles, trees, cars and
 people; colours depend on class, instance, sun shading and fog, so depth helps image synthesis.
-`python tools/toy_world.py --benchmark` measures triplets/s, `--grid PATH` draws scenes.
+`python tools/bench_toy.py` measures triplets/s, `python tools/toy_world.py PATH` draws scenes.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 from synthdata.core.contract import DatasetError
 from synthdata.core.recipe import DataConfig
 from synthdata.data.readers import make_reader
-from synthdata.data.readers.toy import CAR, FAR_DEPTH, PERSON, ROAD, SKY, TOY_CLASSES, render_scene, scene_seed
+from synthdata.data.readers.toy import CAR, FAR_DEPTH, PERSON, ROAD, SKY, TOY_CLASSES, benchmark, render_scene, scene_seed
 
 
 @pytest.fixture(scope="module")
@@ -102,24 +102,25 @@ def test_fog_makes_far_road_closer_to_the_fog_colour(scenes):
     assert wins >= 0.9 * len(scenes)
 
 
-def test_command_line_benchmark_and_grid(tmp_path, capsys):
-    """tools/toy_world.py: the speed and a picture of the toy world."""
+def test_benchmark_restores_the_process_and_the_tool_draws_a_grid(tmp_path, capsys):
+    """`benchmark` (tools/bench_toy.py) leaves the caller's cores and threads as they were;
+    tools/toy_world.py writes a picture of the scenes."""
     import os
     import runpy
     from pathlib import Path
 
+    import cv2
     import torch
 
-    main = runpy.run_path(str(Path(__file__).resolve().parents[3] / "tools" / "toy_world.py"))["main"]
     affinity = getattr(os, "sched_getaffinity", lambda pid: None)
     cores, threads = affinity(0), torch.get_num_threads()
-    assert main(["--benchmark", "--n", "3", "--height", "32", "--width", "64"]) == 0
-    assert "triplets/s" in capsys.readouterr().out
+    wall, cpu = benchmark(32, 64, 3)
+    assert wall > 0 and cpu > 0
     assert affinity(0) == cores and torch.get_num_threads() == threads  # restored
+    main = runpy.run_path(str(Path(__file__).resolve().parents[3] / "tools" / "toy_world.py"))["main"]
     path = tmp_path / "grid.png"
-    assert main(["--grid", str(path), "--n", "2", "--height", "32", "--width", "64"]) == 0
-    import cv2
-
+    assert main([str(path), "--n", "2", "--height", "32", "--width", "64"]) == 0
+    assert "2 train scenes at 32x64" in capsys.readouterr().out
     assert cv2.imread(str(path)).shape == (2 * 32 + 2, 3 * 64, 3)
 
 
