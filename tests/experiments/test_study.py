@@ -371,10 +371,13 @@ def test_an_upgrade_of_some_variants_leaves_the_others_to_the_plan_that_names_th
     assert all(fingerprint(c) == cell_fingerprint(c, whole.resolved[c.variant]) for c in whole.cells)
 
 
-def test_a_run_dir_of_a_newer_key_schema_is_refused_with_one_line(tmp_path, plan_for):
+def test_a_run_dir_whose_keys_file_is_newer_or_unreadable_is_refused_with_one_line(tmp_path, plan_for):
     (tmp_path / "study-run" / "study").mkdir(parents=True)
     (tmp_path / "study-run" / KEYS_FILE).write_text(json.dumps({"schema": SCHEMA + 1, "runs": {}}))
     with pytest.raises(ConfigError, match=r"keys.json: schema 3 was written by a newer synthdata"):
+        plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}})
+    (tmp_path / "study-run" / KEYS_FILE).write_text("{not json")
+    with pytest.raises(ConfigError, match=r"keys.json: not a study keys file .*use a new run_dir"):
         plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}})
 
 
