@@ -15,7 +15,7 @@ from synthdata.models.augment import diff_augment
 from synthdata.models.blocks import base_grid, nearest_valid_sizes
 from synthdata.models.discriminators import LayoutCritic, MultiscaleDiscriminator, PatchGANDiscriminator
 from synthdata.models.ema import EMA
-from synthdata.models.layout import DCGANGenerator, straight_through_onehot
+from synthdata.models.layout import DCGANGenerator, class_index, straight_through_onehot
 from synthdata.models.pix2pix import UNetGenerator
 from synthdata.models.spade import SPADEGenerator
 from synthdata.models.style import StyleLayoutGenerator
@@ -40,7 +40,7 @@ __all__ = [
     "LAYOUT_GENERATORS", "DCGANGenerator", "LayoutCritic", "MultiscaleDiscriminator",
     "PatchGANDiscriminator", "SPADEGenerator", "StyleLayoutGenerator", "UNetGenerator",
     "base_grid", "build_conditional_discriminator", "build_conditional_generator",
-    "build_layout_critic", "build_layout_generator", "diff_augment", "nearest_valid_sizes",
+    "build_layout_critic", "build_layout_generator", "class_index", "diff_augment", "nearest_valid_sizes",
     "straight_through_onehot",
 ]
 

@@ -12,6 +12,7 @@ from synthdata.models import (
     base_grid,
     build_layout_critic,
     build_layout_generator,
+    class_index,
     straight_through_onehot,
 )
 
@@ -180,3 +181,11 @@ def test_ema_update_is_the_per_tensor_lerp_exactly():
     ema.update(gen)
     for name, p in ema.module.named_parameters():
         assert torch.equal(p, expected[name]), name
+
+
+def test_class_index_is_argmax_over_classes_first_maximum_on_ties():
+    scores = torch.randn(2, 5, 7, 9)
+    assert torch.equal(class_index(scores), scores.argmax(1))
+    ties = torch.randint(0, 2, (2, 5, 7, 9)).float()  # many equal maxima
+    assert torch.equal(class_index(ties), ties.argmax(1))
+    assert torch.equal(class_index(scores.to(torch.bfloat16)), scores.to(torch.bfloat16).argmax(1))
