@@ -99,6 +99,9 @@ class LayoutStageConfig:
     upsample: Literal["nearest", "transposed"] = "nearest"  # transposed: dcgan
     loss: Literal["wgan-gp", "nonsaturating"] = "wgan-gp"
     gp_weight: float = 10.0
+    # lazy penalty (issue 33; Karras et al. 2020's lazy regularisation): the gradient penalty on every
+    # Nth critic step only, weighted N times; 1 is the textbook loop
+    gp_every: Annotated[int, COUNT] = 1
     gumbel_tau: float = 1.0
     # class-presence term (issue 32): weight of the L1 between the share of generated and of real
     # layouts in which each class covers >= 16 pixels (soft: the mean of its 16 most likely pixels)

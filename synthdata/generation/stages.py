@@ -128,10 +128,10 @@ class StageSpec:
         """Generator output in the target space: layout logits (B, C, H, W) or (B, Cout, H, W) in [-1, 1]."""
         raise NotImplementedError
 
-    def d_loss(self, D, D_plain, inp: StageInputs, fake: torch.Tensor,
-               augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Critic loss on real `inp.target` vs detached `fake`. `D` may be DDP-wrapped; `D_plain` is
-        the bare module (used for the gradient penalty's extra forward)."""
+    def d_loss(self, D, D_plain, inp: StageInputs, fake: torch.Tensor, augment: Augment, *,
+               step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Critic loss on real `inp.target` vs detached `fake` at training step `step`. `D` may be
+        DDP-wrapped; `D_plain` is the bare module (used for the gradient penalty's extra forward)."""
         raise NotImplementedError
 
     def g_loss(self, D_plain, inp: StageInputs, fake: torch.Tensor,
@@ -156,6 +156,7 @@ class LayoutSpec(StageSpec):
     upsample: str
     loss: str  # one of LAYOUT_LOSSES
     gp_weight: float
+    gp_every: int
     gumbel_tau: float
     presence_weight: float
 
@@ -181,15 +182,17 @@ class LayoutSpec(StageSpec):
         # a soft softmax map is trivially told apart from a hard one-hot real one
         return straight_through_onehot(fake.float(), tau=self.gumbel_tau, hard=True)
 
-    def d_loss(self, D, D_plain, inp, fake, augment):
+    def d_loss(self, D, D_plain, inp, fake, augment, *, step):
         real_in, fake_in = self.critic_inputs(inp, inp.target, self.fake_for_critic(fake.detach()), augment)
         n = real_in.shape[0]
         out = D(torch.cat([real_in, fake_in], 0))  # one forward: one DDP reduction
         real_s, fake_s = out[:n].float(), out[n:].float()
         if self.loss == "wgan-gp":
             loss = losses.wgan_d_loss(real_s, fake_s)
+            if (step + 1) % self.gp_every:  # a lazy step ("gp" logs 0); the last step before a log line has it
+                return loss, {"d": loss.detach(), "gp": torch.zeros((), device=loss.device)}
             gp = losses.gradient_penalty(D_plain, real_in.float(), fake_in.detach().float())
-            return loss + self.gp_weight * gp, {"d": loss.detach(), "gp": gp.detach()}
+            return loss + self.gp_weight * self.gp_every * gp, {"d": loss.detach(), "gp": gp.detach()}
         loss = losses.nonsaturating_d_loss(real_s, fake_s)
         return loss, {"d": loss.detach()}
 
@@ -205,7 +208,7 @@ class LayoutSpec(StageSpec):
         return loss, logs
 
     def decode(self, out: torch.Tensor) -> torch.Tensor:
-        return out.argmax(1)
+        return models.class_index(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,7 +255,7 @@ class ConditionalSpec(StageSpec):
             real, fake = real * inp.mask, fake * inp.mask
         return torch.cat([inp.cond, real.to(inp.cond.dtype)], 1), torch.cat([inp.cond, fake.to(inp.cond.dtype)], 1)
 
-    def d_loss(self, D, D_plain, inp, fake, augment):
+    def d_loss(self, D, D_plain, inp, fake, augment, *, step):
         real_in, fake_in = self.critic_inputs(inp, inp.target, fake.detach(), augment)
         n = real_in.shape[0]
         real_o, fake_o = _split_scales(D(torch.cat([real_in, fake_in], 0)), n)  # one forward: one DDP reduction
@@ -411,8 +414,8 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
                               f"Valid stages: {', '.join(STAGES)}")
     if record["stage"] == "image":  # records written before harmonisers existed
         record = {"composite_input": False, **record}
-    if record["stage"] == "layout":  # records written before the class-presence term existed
-        record = {"presence_weight": 0.0, **record}
+    if record["stage"] == "layout":  # records written before the class-presence term or the lazy penalty
+        record = {"presence_weight": 0.0, "gp_every": 1, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()
     for key in ("use_depth", "cond_channels", "out_channels"):

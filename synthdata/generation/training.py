@@ -389,7 +389,7 @@ def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[di
             fake = spec.generate(G, inp)
         fakes.append(fake)
         with _maybe_no_sync(accelerator, D, i < accum - 1):
-            loss, d = spec.d_loss(D, D_plain, inp, fake, augment)
+            loss, d = spec.d_loss(D, D_plain, inp, fake, augment, step=step)
             accelerator.backward(loss / accum)
         add(d)
     r.opt_d.step()

@@ -165,3 +165,31 @@ def test_layout_presence_term_adds_to_the_generator_loss_and_old_records_have_no
     torch.testing.assert_close(total, base + 10 * logs_w["presence"])
     record = {k: v for k, v in plain.to_dict().items() if k != "presence_weight"}  # a checkpoint from before
     assert stages.spec_from_dict(record).presence_weight == 0.0
+
+
+def test_lazy_gradient_penalty_runs_every_nth_critic_step_weighted_n_times_and_old_records_have_none():
+    every, lazy = make("layout"), make("layout", "stages.layout.gp_every=4")
+    torch.manual_seed(0)
+    G, D = every.build_generator(), every.build_discriminator()
+    inp = every.inputs(batch(), every.noise(2, torch.Generator().manual_seed(1), "cpu"))
+    fake = every.generate(G, inp).detach()
+
+    def d_loss(spec, step):
+        torch.manual_seed(2)  # the Gumbel draw and the penalty's interpolation
+        return spec.d_loss(D, D, inp, fake, None, step=step)
+
+    for step in range(8):
+        full, logs = d_loss(every, step)
+        loss, logs_lazy = d_loss(lazy, step)
+        torch.testing.assert_close(logs_lazy["d"], logs["d"])
+        if step % 4 == 3:  # the step before a log line that is a multiple of 4 carries the penalty
+            torch.testing.assert_close(logs_lazy["gp"], logs["gp"])
+            torch.testing.assert_close(loss, logs["d"] + 10 * 4 * logs["gp"])
+        else:
+            assert float(logs_lazy["gp"]) == 0.0
+            torch.testing.assert_close(loss, logs["d"])
+        torch.testing.assert_close(full, logs["d"] + 10 * logs["gp"])
+    record = {k: v for k, v in every.to_dict().items() if k != "gp_every"}  # a checkpoint from before
+    assert stages.spec_from_dict(record).gp_every == 1
+    with pytest.raises(ConfigError, match="gp_every"):
+        make("layout", "stages.layout.gp_every=0")
