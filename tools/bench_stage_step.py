@@ -35,6 +35,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from synthdata.core.recipe import Recipe  # noqa: E402
 from synthdata.core.recipe_loading import parse_command_line  # noqa: E402
@@ -42,7 +43,7 @@ from synthdata.core.runtime import benchmark_allocator, cpu_model, make_accelera
 from synthdata.generation import stages  # noqa: E402
 from synthdata.generation.encodings import one_hot  # noqa: E402
 from synthdata.generation.training import StageRun, _train_step, build_networks  # noqa: E402
-from synthdata.models import losses, straight_through_onehot  # noqa: E402
+from synthdata.models import losses  # noqa: E402
 from synthdata.models.augment import diff_augment  # noqa: E402
 
 ARGUMENTS = {"stage": "image", "steps": 5, "rounds": 3, "reference": None, "classes": 12, "diffaugment": "off",
@@ -112,7 +113,8 @@ def generator_alone(run: StageRun, batch: dict[str, torch.Tensor]) -> Callable[[
 
 
 def plain_wgan_gp(run: StageRun, recipe: Recipe, batch: dict[str, torch.Tensor], precision: str) -> Callable[[int], None]:
-    """The textbook loop on the same networks and optimizers' settings (fresh Adam states)."""
+    """The textbook loop on the same networks and optimizers' settings (fresh Adam states), with
+    PyTorch's own straight-through Gumbel-softmax."""
     spec, G, D = run.spec, run.G_plain, run.D_plain
     cfg = recipe.stages.layout
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
@@ -125,7 +127,7 @@ def plain_wgan_gp(run: StageRun, recipe: Recipe, batch: dict[str, torch.Tensor],
         z = torch.randn(real.shape[0], spec.z_dim, device=device)
         opt_d.zero_grad()
         with autocast():
-            fake = straight_through_onehot(G(z).float(), tau=spec.gumbel_tau, hard=True).detach()
+            fake = F.gumbel_softmax(G(z).float(), tau=spec.gumbel_tau, hard=True, dim=1).detach()
             d_loss = D(fake).float().mean() - D(real).float().mean()
         alpha = torch.rand(real.shape[0], 1, 1, 1, device=device)
         x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
@@ -135,7 +137,7 @@ def plain_wgan_gp(run: StageRun, recipe: Recipe, batch: dict[str, torch.Tensor],
         opt_d.step()
         opt_g.zero_grad()
         with autocast():
-            fake = straight_through_onehot(G(z).float(), tau=spec.gumbel_tau, hard=True)
+            fake = F.gumbel_softmax(G(z).float(), tau=spec.gumbel_tau, hard=True, dim=1)
             g_loss = -D(fake).float().mean()
         g_loss.backward()
         opt_g.step()
