@@ -17,7 +17,8 @@ the loader is out of it; the runs take turns, `steps` steps each per round, and 
   same size, batch, classes, widths, discriminator scales and layers, precision (autocast) and
   device, hinge + feature matching, no VGG, no VAE (its Cityscapes settings otherwise);
 - layout stage: `plain loop`, a textbook WGAN-GP step (Gulrajani et al. 2017) on the same
-  networks: critic loss with the gradient penalty, then a fresh generator forward for its loss.
+  networks (PyTorch's `F.gumbel_softmax(hard=True)` for the one-hot): critic loss with the gradient
+  penalty, then a fresh generator forward for its loss.
 `compile=true` adds the stage step with the generator under `torch.compile` (its first step, with
 the compilation, is timed apart). `loop=true` adds the full `train_stage` loop on the recipe's data (loader, logging, one checkpoint
 and one sample grid at its end), as `tools/bench_train.py speed` times it.
