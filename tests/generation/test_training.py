@@ -110,6 +110,13 @@ def test_layout_resume_and_gradient_accumulation(tmp_path):
     assert summary["steps"] == 1 and np.isfinite(summary["losses"]["d"])
 
 
+def test_the_training_loop_gives_the_lazy_penalty_its_step(tmp_path):
+    """gp_every=4: the penalty runs on steps 4, 8, ... (1-based), so the last step's logged "gp" is
+    0 after 3 steps and the penalty after 4 (a loop passing a fixed step would never or always run it)."""
+    assert run(tmp_path, "layout", 3, "stages.layout.gp_every=4")["losses"]["gp"] == 0.0
+    assert run(tmp_path, "layout", 4, "stages.layout.gp_every=4")["losses"]["gp"] > 0.0
+
+
 def test_checkpoint_for_other_classes_is_refused(tmp_path, capsys):
     run(tmp_path, "layout", 1)
     args = ["stage=layout", f"run_dir={tmp_path / 'run'}", "train.steps=2", "data.classes=[sky, road, car]"]
