@@ -140,6 +140,9 @@ class CompositeConfig:
     region_classes: list[str] | None = None  # bank: region (stuff) classes; None: the bank's rule
     missing: Literal["error", "fill"] = "error"  # a layout class with no bank segment: error, or fill with neutral grey
     flip: bool = True  # retrieval may mirror a segment
+    # real layouts (produce.layouts=real|mixed) are textured from other images' segments only: new appearances,
+    # and the fit a new layout gets; false: a real layout mostly gets its own image's segments back
+    leave_one_out: bool = False
 
 
 @dataclass

@@ -231,12 +231,13 @@ class CompositePipeline:
 
     def texture(self, layout: np.ndarray, seed: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
         """One layout (H, W) -> composite {"image" uint8, "depth" float32 (bank depth only), "meta"}."""
-        cfg = self.cfg
+        cfg, meta = self.cfg, meta or {}
+        own = meta.get("layout_id") if cfg.leave_one_out and meta.get("layout_source") == "real" else None
         out = composite(layout, self.bank, derive_seed(seed, TEXTURE_TAG), blend=cfg.blend, sigma=cfg.sigma,
                         k=cfg.k, depth=self.bank_depth, flip=cfg.flip, missing=cfg.missing,
-                        ignore_index=self.classes.ignore_index)
+                        ignore_index=self.classes.ignore_index, exclude_source=own)
         out["meta"]["bank"] = self.bank.path.name if self.bank.path is not None else None
-        pasted = [{"class": self.bank.classes[p["class_index"]], **p} for p in (meta or {}).get("pasted", [])]
+        pasted = [{"class": self.bank.classes[p["class_index"]], **p} for p in meta.get("pasted", [])]
         if pasted and any(p.get("segment") is not None for p in pasted):
             paste_donor_pixels(out, layout, self.bank, pasted)
             out["meta"]["pasted"] = pasted

@@ -372,3 +372,29 @@ def test_the_bank_obeys_the_low_data_subset(tmp_path, capsys):
     other = load_recipe("toy", [*COMPOSITE[:4], f"data.subset={ids}"])
     with pytest.raises(BankError, match="segment_bank.npz was built from other source images"):
         prepare_bank(other, tmp_path, progress=False, log=None)
+
+
+def test_leave_one_out_textures_real_layouts_from_other_images(produced, tmp_path):
+    """`stages.image.composite.leave_one_out`: a real layout's regions come from other images'
+    segments (a class only its own image shows excepted); by default retrieval mostly finds the
+    layout's own segments, which makes the composite nearly its real image."""
+    def own_share(samples, bank):
+        own = other_possible = 0
+        for sample in samples:
+            layout_id = sample["meta"]["layout_id"]
+            for entry in sample["meta"]["sources"]:
+                others = {bank.source_of(s) for s in bank.class_segments(entry["class_index"])} - {layout_id}
+                if entry["source"] == layout_id:
+                    own += 1
+                    other_possible += bool(others)
+        return own, other_possible
+
+    run_dir, out = produced
+    own, _ = own_share(samples_of(out), load_bank(bank_path(run_dir)))
+    assert own > 0  # the default: own segments are found
+    loo = tmp_path / "loo"
+    assert produce(loo, f"produce.out={loo / 'shards'}", "stages.image.composite.leave_one_out=true") == 0
+    samples = samples_of(loo / "shards")
+    assert len(samples) == 12 and all(s["meta"]["layout_source"] == "real" for s in samples)
+    own, other_possible = own_share(samples, load_bank(bank_path(loo)))
+    assert other_possible == 0  # an own segment only where no other image shows the class
