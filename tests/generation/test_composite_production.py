@@ -398,3 +398,11 @@ def test_leave_one_out_textures_real_layouts_from_other_images(produced, tmp_pat
     assert len(samples) == 12 and all(s["meta"]["layout_source"] == "real" for s in samples)
     own, other_possible = own_share(samples, load_bank(bank_path(loo)))
     assert other_possible == 0  # an own segment only where no other image shows the class
+    # tools/composite_sources.py reports the same, as shares of components and of their area
+    import runpy
+
+    tool = runpy.run_path(str(Path(__file__).resolve().parents[2] / "tools" / "composite_sources.py"))
+    default, left_out = tool["own_shares"](str(out), 12), tool["own_shares"](str(loo / "shards"), 12)
+    assert default["samples"] == left_out["samples"] == 12
+    assert default["area"] > 0.3 and left_out["components"] == pytest.approx(own / sum(
+        len(s["meta"]["sources"]) for s in samples))
