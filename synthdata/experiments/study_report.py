@@ -147,7 +147,7 @@ def summarize(plan: "Plan") -> dict[str, Any]:
                 flagged = sum(len((checks[k] or {}).get("warnings", [])) for k in plan.productions
                               if name in plan.productions[k]["used_by"])
                 if flagged:
-                    row["verdict_line"] += f"; its layouts lose or merge {flagged} classes (see 'Produced layouts vs real')"
+                    row["verdict_line"] += f"; its layouts lose, merge or misplace {flagged} classes (see 'Produced layouts vs real')"
                 row["verdict_line"] += _failed_cells_note(name, study.baseline, paired, bad)
         rows.append(row)
     for row in rows:  # refined vs the same segmenter trained as many steps more without refining
@@ -397,7 +397,7 @@ def _layout_check_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
              "than half as many objects (a collapsed layout generator; more objects, which copy-paste adds on purpose, "
              "are never flagged).",
              "", "| production | used by | objects per layout, real / produced | classes per layout, real / produced | "
-             "JS | classes lost or merged |", "| --- | --- | --- | --- | --- | --- |"]
+             "JS | classes lost, merged or misplaced |", "| --- | --- | --- | --- | --- | --- |"]
     for key, check in checks.items():
         used_by = ", ".join(plan.productions[key]["used_by"])
         if "skipped" in check:

@@ -1,8 +1,8 @@
 """Layout statistics: how class frequencies and scene structure of generated layouts compare.
 
-Per-class pixel frequency and presence rate, the Jensen-Shannon divergence between the real and
-generated pixel histograms, classes and connected components per image, a warning per class that
-generated layouts lose or merge, and a bar chart.
+Per-class pixel frequency, presence rate and vertical place, the Jensen-Shannon divergence between
+the real and generated pixel histograms, classes and connected components per image, a warning per
+class that generated layouts lose, merge or misplace, and a bar chart.
 `synthdata evaluate layouts real=SRC fake=SRC [count=N out=DIR]`.
 """
 
@@ -46,12 +46,15 @@ def layout_statistics(
     layouts: Iterable[np.ndarray], *, num_classes: int, ignore_index: int = 255, desc: str = "layouts"
 ) -> dict[str, Any]:
     """Statistics of `(H, W)` label maps: `pixel_frequency` and `presence_rate` `(C,)`,
-    `components_per_class` `(C,)` (mean per image), `classes_per_image`, `components_per_image`,
+    `components_per_class` `(C,)` (mean per image), `vertical_place` `(C,)` (where in the frame a
+    class sits: the mean over the images that hold it of its pixels' mean row, 0 at the top and 1
+    at the bottom; None for a class no image holds), `classes_per_image`, `components_per_image`,
     `num_images`, `labelled_pixels`. Pixels equal to `ignore_index` are left out."""
 
     pixels = np.zeros(num_classes, dtype=np.int64)
     presence = np.zeros(num_classes, dtype=np.int64)
     components = np.zeros(num_classes, dtype=np.int64)
+    place = np.zeros(num_classes, dtype=np.float64)
     images = 0
     for layout in tqdm(layouts, desc=desc, unit="layout", leave=False):
         layout = np.asarray(layout).astype(np.int64, copy=False)
@@ -60,6 +63,10 @@ def layout_statistics(
         pixels += hist
         presence += hist > 0
         components += count_components(layout, num_classes, ignore_index)
+        rows = np.broadcast_to((np.arange(layout.shape[0], dtype=np.float64) + 0.5)[:, None] / layout.shape[0],
+                               layout.shape)
+        row_sums = np.bincount(layout[valid], weights=rows[valid], minlength=num_classes)
+        place += np.divide(row_sums, hist, out=np.zeros(num_classes), where=hist > 0)
         images += 1
     if images == 0:
         raise ValueError(f"{desc}: no layouts to measure")
@@ -70,6 +77,7 @@ def layout_statistics(
         "pixel_frequency": (pixels / total).tolist(),
         "presence_rate": (presence / images).tolist(),
         "components_per_class": (components / images).tolist(),
+        "vertical_place": [float(p / n) if n else None for p, n in zip(place, presence)],
         "classes_per_image": float(presence.sum() / images),
         "components_per_image": float(components.sum() / images),
     }
@@ -101,22 +109,32 @@ def compare_layouts(real: dict[str, Any], fake: dict[str, Any]) -> dict[str, Any
 # A class is flagged when generated layouts hold it, or its objects, less than half as often as
 # real ones; classes in fewer than 10% of real layouts, or with under one object per real layout,
 # are too rare for a few hundred layouts to tell. More objects than real is never flagged
-# (copy-paste adds them on purpose).
-FLAG_RATIO, MIN_PRESENCE, MIN_COMPONENTS = 0.5, 0.1, 1.0
+# (copy-paste adds them on purpose). A class is also flagged when it sits more than a fifth of the
+# frame's height away from its real place: twice the largest shift between two real splits measured
+# (CamVid's val against its 10% train subset: Tree 0.11; docs/studies.md).
+FLAG_RATIO, MIN_PRESENCE, MIN_COMPONENTS, PLACE_SHIFT = 0.5, 0.1, 1.0, 0.2
 
 
 def layout_warnings(real: dict[str, Any], fake: dict[str, Any], names: Iterable[str]) -> list[str]:
     """One line per class that generated layouts lose (present far less often than in real
-    layouts) or merge (far fewer connected components per layout): the marks of a collapsed
-    layout generator that class pixel frequencies can miss."""
+    layouts), merge (far fewer connected components per layout) or misplace (far higher or lower
+    in the frame): the marks of a collapsed layout generator that class pixel frequencies can
+    miss. Statistics from before `vertical_place` existed are checked without it."""
     out = []
+    real_places, fake_places = real.get("vertical_place"), fake.get("vertical_place")
     for c, name in enumerate(names):
         real_presence, fake_presence = real["presence_rate"][c], fake["presence_rate"][c]
         real_objects, fake_objects = real["components_per_class"][c], fake["components_per_class"][c]
+        real_place = real_places[c] if real_places else None
+        fake_place = fake_places[c] if fake_places else None
         if real_presence >= MIN_PRESENCE and fake_presence < FLAG_RATIO * real_presence:
             out.append(f"{name}: in {fake_presence:.0%} of generated layouts, {real_presence:.0%} of real ones")
         elif real_objects >= MIN_COMPONENTS and fake_objects < FLAG_RATIO * real_objects:
             out.append(f"{name}: {fake_objects:.1f} objects per generated layout, {real_objects:.1f} per real one")
+        elif (real_presence >= MIN_PRESENCE and real_place is not None and fake_place is not None
+              and abs(fake_place - real_place) > PLACE_SHIFT):
+            out.append(f"{name}: at {fake_place:.0%} of the frame's height in generated layouts, "
+                       f"{real_place:.0%} in real ones (0% top)")
     return out
 
 

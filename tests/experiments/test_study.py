@@ -206,7 +206,7 @@ def test_tiny_study_end_to_end_resumes_without_redoing_cells(tmp_path, capsys, s
     assert check["produced"]["num_images"] == 8 and "## Produced layouts vs real" in report
     assert f"| {key} | synthetic, decay | {check['summary']['components_per_image_real']:.1f} / " in report
     flagged = len(check["warnings"])
-    assert (f"its layouts lose or merge {flagged} classes" in rows["synthetic"]["verdict_line"]) == (flagged > 0)
+    assert (f"its layouts lose, merge or misplace {flagged} classes" in rows["synthetic"]["verdict_line"]) == (flagged > 0)
     (run_dir / "productions" / key / "shards" / "layout_check.json").unlink()  # a production from before the check
     run_study(load_recipe("toy", study_tiny + [f"study.variants={variants}", "study.report_only=true"]), run_dir)
     assert json.loads((run_dir / "productions" / key / "shards" / "layout_check.json").read_text()) == check

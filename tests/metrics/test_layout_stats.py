@@ -183,3 +183,25 @@ def test_run_source_samples_the_trained_stages(run_dir, tmp_path, capsys):
     assert metrics["num_fake"] == 4 and metrics["js_pixel_frequency"] == pytest.approx(0.0, abs=1e-12)
     assert evaluate_layouts.main([f"real=run:{run_dir}", f"out={out}"]) == 2
     assert "count=N" in capsys.readouterr().err
+
+
+def test_vertical_place_and_the_misplaced_class_warning():
+    """A class drawn far from its real height in the frame is flagged; a small shift, a class the
+    generated side lacks (flagged as lost instead) and statistics without the key are not."""
+    def car_at(row: int) -> np.ndarray:
+        layout = np.zeros((20, 10), np.uint8)
+        layout[row:row + 2, 2:8] = 1  # car rows `row`, `row + 1`: mean place (row + 1) / 20
+        layout[:2] = 2  # sky on top
+        return layout
+
+    stats = ls.layout_statistics([car_at(4), car_at(8)], num_classes=3)
+    assert stats["vertical_place"][1] == pytest.approx(((5 / 20) + (9 / 20)) / 2)
+    assert stats["vertical_place"][2] == pytest.approx(0.05)
+    assert ls.layout_statistics([np.zeros((4, 4), np.uint8)], num_classes=3)["vertical_place"][1:] == [None, None]
+    real = ls.layout_statistics([car_at(4)] * 4, num_classes=3)
+    assert ls.layout_warnings(real, ls.layout_statistics([car_at(7)] * 4, num_classes=3), CLASSES.names) == []
+    low = ls.layout_statistics([car_at(16)] * 4, num_classes=3)
+    assert ls.layout_warnings(real, low, CLASSES.names) == [
+        "car: at 85% of the frame's height in generated layouts, 25% in real ones (0% top)"]
+    old = {k: v for k, v in low.items() if k != "vertical_place"}  # a layout_check.json from before the key
+    assert ls.layout_warnings(real, old, CLASSES.names) == []
