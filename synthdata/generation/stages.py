@@ -8,6 +8,7 @@ matching + L1) on one-hot layouts (+ depth for the image stage). Checkpoints sto
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -157,6 +158,7 @@ class LayoutSpec(StageSpec):
     loss: str  # one of LAYOUT_LOSSES
     gp_weight: float
     gp_every: int
+    gp_fraction: float
     gumbel_tau: float
     presence_weight: float
 
@@ -191,7 +193,8 @@ class LayoutSpec(StageSpec):
             loss = losses.wgan_d_loss(real_s, fake_s)
             if (step + 1) % self.gp_every:  # a lazy step ("gp" logs 0); the last step before a log line has it
                 return loss, {"d": loss.detach(), "gp": torch.zeros((), device=loss.device)}
-            gp = losses.gradient_penalty(D_plain, real_in.float(), fake_in.detach().float())
+            k = math.ceil(self.gp_fraction * n)  # the batch is shuffled: its first k are a random subset
+            gp = losses.gradient_penalty(D_plain, real_in[:k].float(), fake_in[:k].detach().float())
             return loss + self.gp_weight * self.gp_every * gp, {"d": loss.detach(), "gp": gp.detach()}
         loss = losses.nonsaturating_d_loss(real_s, fake_s)
         return loss, {"d": loss.detach()}
@@ -415,7 +418,7 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
     if record["stage"] == "image":  # records written before harmonisers existed
         record = {"composite_input": False, **record}
     if record["stage"] == "layout":  # records written before the class-presence term or the lazy penalty
-        record = {"presence_weight": 0.0, "gp_every": 1, **record}
+        record = {"presence_weight": 0.0, "gp_every": 1, "gp_fraction": 1.0, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()
     for key in ("use_depth", "cond_channels", "out_channels"):

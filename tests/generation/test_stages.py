@@ -193,3 +193,31 @@ def test_lazy_gradient_penalty_runs_every_nth_critic_step_weighted_n_times_and_o
     assert stages.spec_from_dict(record).gp_every == 1
     with pytest.raises(ConfigError, match="gp_every"):
         make("layout", "stages.layout.gp_every=0")
+
+
+def test_gradient_penalty_on_a_fraction_of_the_batch_and_old_records_use_all_of_it():
+    from synthdata.models import losses
+
+    whole, half = make("layout"), make("layout", "stages.layout.gp_fraction=0.5")
+    torch.manual_seed(0)
+    G, D = whole.build_generator(), whole.build_discriminator()
+    inp = whole.inputs(batch(), whole.noise(2, torch.Generator().manual_seed(1), "cpu"))
+    fake = whole.generate(G, inp).detach()
+
+    def d_loss(spec):
+        torch.manual_seed(2)  # the Gumbel draw and the penalty's interpolation
+        return spec.d_loss(D, D, inp, fake, None, step=0)
+
+    loss, logs = d_loss(half)
+    _, logs_whole = d_loss(whole)
+    torch.testing.assert_close(logs["d"], logs_whole["d"])
+    torch.manual_seed(2)
+    fake_in = half.fake_for_critic(fake)  # the same Gumbel draw, then the penalty's on the first sample
+    expected = losses.gradient_penalty(D, inp.target[:1].float(), fake_in[:1].float())
+    torch.testing.assert_close(logs["gp"], expected)
+    torch.testing.assert_close(loss, logs["d"] + 10 * expected)
+    assert not torch.allclose(logs["gp"], logs_whole["gp"])
+    record = {k: v for k, v in whole.to_dict().items() if k != "gp_fraction"}  # a checkpoint from before
+    assert stages.spec_from_dict(record).gp_fraction == 1.0
+    with pytest.raises(ConfigError, match="gp_fraction"):
+        make("layout", "stages.layout.gp_fraction=0")
