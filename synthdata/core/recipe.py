@@ -103,7 +103,7 @@ class LayoutStageConfig:
     # step only, weighted N times; 4: 1.4x faster CPU steps but fewer classes kept (docs/studies.md)
     gp_every: Annotated[int, COUNT] = 1
     # the share of each batch the gradient penalty is computed on (its first ceil(f x batch) samples,
-    # a random subset of a shuffled batch): the same expected penalty every step, from fewer samples
+    # a random subset of a shuffled batch); 0.5: 1.25x fewer CPU seconds, but classes lost (docs/studies.md)
     gp_fraction: Annotated[float, Range(gt=0, le=1)] = 1.0
     gumbel_tau: float = 1.0
     # class-presence term (issue 32): weight of the L1 between the share of generated and of real
