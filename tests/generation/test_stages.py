@@ -167,16 +167,24 @@ def test_layout_presence_term_adds_to_the_generator_loss_and_old_records_have_no
     assert stages.spec_from_dict(record).presence_weight == 0.0
 
 
+def critic_case(spec: stages.StageSpec):
+    """A layout critic, inputs and a fixed fake; `d_loss(spec, step)` reseeds the Gumbel draw and
+    the penalty's interpolation so two specs see the same draws."""
+    torch.manual_seed(0)
+    G, D = spec.build_generator(), spec.build_discriminator()
+    inp = spec.inputs(batch(), spec.noise(2, torch.Generator().manual_seed(1), "cpu"))
+    fake = spec.generate(G, inp).detach()
+
+    def d_loss(other: stages.StageSpec, step: int = 0):
+        torch.manual_seed(2)
+        return other.d_loss(D, D, inp, fake, None, step=step)
+
+    return D, inp, fake, d_loss
+
+
 def test_lazy_gradient_penalty_runs_every_nth_critic_step_weighted_n_times_and_old_records_have_none():
     every, lazy = make("layout"), make("layout", "stages.layout.gp_every=4")
-    torch.manual_seed(0)
-    G, D = every.build_generator(), every.build_discriminator()
-    inp = every.inputs(batch(), every.noise(2, torch.Generator().manual_seed(1), "cpu"))
-    fake = every.generate(G, inp).detach()
-
-    def d_loss(spec, step):
-        torch.manual_seed(2)  # the Gumbel draw and the penalty's interpolation
-        return spec.d_loss(D, D, inp, fake, None, step=step)
+    _, _, _, d_loss = critic_case(every)
 
     for step in range(8):
         full, logs = d_loss(every, step)
@@ -199,14 +207,7 @@ def test_gradient_penalty_on_a_fraction_of_the_batch_and_old_records_use_all_of_
     from synthdata.models import losses
 
     whole, half = make("layout"), make("layout", "stages.layout.gp_fraction=0.5")
-    torch.manual_seed(0)
-    G, D = whole.build_generator(), whole.build_discriminator()
-    inp = whole.inputs(batch(), whole.noise(2, torch.Generator().manual_seed(1), "cpu"))
-    fake = whole.generate(G, inp).detach()
-
-    def d_loss(spec):
-        torch.manual_seed(2)  # the Gumbel draw and the penalty's interpolation
-        return spec.d_loss(D, D, inp, fake, None, step=0)
+    D, inp, fake, d_loss = critic_case(whole)
 
     loss, logs = d_loss(half)
     _, logs_whole = d_loss(whole)
