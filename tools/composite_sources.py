@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from synthdata.core.contract import DatasetError  # noqa: E402
 from synthdata.data.shards import iter_tar, resolve_urls  # noqa: E402
 
 
@@ -23,6 +24,8 @@ def own_shares(shards: str, count: int) -> dict[str, float]:
     urls, _ = resolve_urls(shards)
     samples = components = own = area = own_area = 0
     for url in urls:
+        if samples >= count:
+            break
         for raw in iter_tar(url):
             if samples >= count:
                 break
@@ -35,7 +38,7 @@ def own_shares(shards: str, count: int) -> dict[str, float]:
                 components, own = components + 1, own + mine
                 area, own_area = area + entry["area"], own_area + entry["area"] * mine
     if not samples:
-        raise SystemExit(f"{shards}: no composite samples of real layouts")
+        raise DatasetError(f"{shards}: no composite samples of real layouts")
     return {"samples": samples, "components": own / components, "area": own_area / max(area, 1)}
 
 
@@ -43,8 +46,15 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print(__doc__)
         return 2
-    count = int(next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("count=")), 256))
-    shares = own_shares(argv[0], count)
+    value = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("count=")), "256")
+    if not value.isdigit() or int(value) < 1:
+        print(f"composite_sources: count=N needs a whole number >= 1, got {value!r}", file=sys.stderr)
+        return 2
+    try:
+        shares = own_shares(argv[0], int(value))
+    except DatasetError as e:  # no shards there, or none of real layouts
+        print(f"composite_sources: {e}", file=sys.stderr)
+        return 2
     print(f"{argv[0]}: {shares['samples']} real-layout samples: {shares['components']:.1%} of components, "
           f"{shares['area']:.1%} of their area textured from the layout's own image")
     return 0

@@ -417,7 +417,7 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
                               f"Valid stages: {', '.join(STAGES)}")
     if record["stage"] == "image":  # records written before harmonisers existed
         record = {"composite_input": False, **record}
-    if record["stage"] == "layout":  # records written before the class-presence term or the lazy penalty
+    if record["stage"] == "layout":  # records written before the presence term, the lazy or the partial penalty
         record = {"presence_weight": 0.0, "gp_every": 1, "gp_fraction": 1.0, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()

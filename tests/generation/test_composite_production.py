@@ -406,3 +406,16 @@ def test_leave_one_out_textures_real_layouts_from_other_images(produced, tmp_pat
     assert default["samples"] == left_out["samples"] == 12
     assert default["area"] > 0.3 and left_out["components"] == pytest.approx(own / sum(
         len(s["meta"]["sources"]) for s in samples))
+
+
+def test_composite_sources_tool_names_bad_input_in_one_line(produced, tmp_path, capsys):
+    import runpy
+
+    main = runpy.run_path(str(Path(__file__).resolve().parents[2] / "tools" / "composite_sources.py"))["main"]
+    _, out = produced
+    assert main([str(out), "count=4"]) == 0 and "4 real-layout samples" in capsys.readouterr().out
+    for argv, said in (([str(tmp_path / "nowhere")], "not found"), ([str(out), "count=x"], "count=N"),
+                       ([], "SHARDS")):
+        assert main(argv) == 2
+        err = capsys.readouterr()
+        assert said in err.err + err.out
