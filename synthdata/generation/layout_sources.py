@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from synthdata.core.imageops import resize_labels
+from synthdata.core.imageops import resize_depth, resize_image, resize_labels
 from synthdata.core.seeding import numpy_rng
 from synthdata.texturing.copy_paste import ObjectPool, paste_objects
 
@@ -129,6 +129,7 @@ class RealLayouts:
         self.hflip = hflip
         self.cache_size = cache_size
         self._cache: OrderedDict[int, tuple[np.ndarray, str]] = OrderedDict()
+        self._index: dict[str, int] = {}  # layout id -> sample index, for `photo`
         self.paster = None
         if copy_paste > 0:
             self.paster = ObjectPaster(copy_paste, pool or self.training_pool, classes=paste_classes,
@@ -154,10 +155,27 @@ class RealLayouts:
         if layout.shape != (self.height, self.width):
             layout = resize_labels(layout, self.height, self.width)
         item = (layout.astype(np.int64), str(sample.get("meta", {}).get("id", index)))
+        self._index[item[1]] = index
         self._cache[index] = item
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return item
+
+    def photo(self, meta: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """The real sample behind a layout this source drew (its `meta`), at the production size and
+        mirrored as the layout was: `layout` (as drawn, before pastes), `image` (H, W, 3) and `depth`
+        when the dataset has it. None for a layout of another source."""
+        if meta.get("layout_source") != "real" or meta.get("layout_id") not in self._index:
+            return None
+        index = self._index[meta["layout_id"]]
+        sample = self.dataset[index]
+        out = {"layout": self.layout_at(index)[0],
+               "image": resize_image(np.asarray(sample["image"]), self.height, self.width)}
+        if sample.get("depth") is not None:
+            out["depth"] = resize_depth(np.asarray(sample["depth"], np.float32), self.height, self.width)
+        if meta.get("hflip"):
+            out = {k: v[:, ::-1] for k, v in out.items()}
+        return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
     def one(self, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
         rng = numpy_rng(seed, REAL_TAG)

@@ -25,8 +25,9 @@ from synthdata.core.seeding import derive_seed
 from synthdata.data.readers.base import declared_classes, make_reader
 from synthdata.data.shard_writer import ShardWriter
 from synthdata.generation.image_sources import image_source
-from synthdata.generation.layout_sources import LayoutSource, build_layout_source
+from synthdata.generation.layout_sources import LayoutSource, RealLayouts, build_layout_source
 from synthdata.generation.quality_controls import QualityControls, build_quality_controls
+from synthdata.generation.real_pixels import RealPixels
 from synthdata.generation.shard_plan import (
     check_complete_sizes,
     check_no_extra_shards,
@@ -226,24 +227,40 @@ def resolve_paste_classes(recipe: "Recipe", classes: Any, pipeline: Any, reader:
     """`produce.copy_paste_classes` as class indices (None: any class with objects). `auto`: the
     object classes by the segment bank's region rule (`bank_building.thing_classes`), where the
     image source looks for them (`ImageSource.object_classes`); `log` gets one line naming them."""
-    cfg = recipe.produce
-    if cfg.copy_paste_classes is None:
+    if recipe.produce.copy_paste <= 0 and recipe.produce.copy_paste_classes == "auto":
         return None
-    if cfg.copy_paste_classes != "auto":
-        unknown = [c for c in cfg.copy_paste_classes if c not in classes.names]
+    return resolve_class_list(recipe, "copy_paste_classes", classes, pipeline, reader, log=log)
+
+
+def resolve_class_list(recipe: "Recipe", key: str, classes: Any, pipeline: Any, reader: Any, *,
+                       log=None) -> list[int] | None:
+    """A `produce` key that names classes (a list of names, `auto`, or None) as class indices."""
+    value = getattr(recipe.produce, key)
+    if value is None:
+        return None
+    if value != "auto":
+        unknown = [c for c in value if c not in classes.names]
         if unknown:
-            raise ConfigError(f"produce.copy_paste_classes: unknown {unknown}; classes: {list(classes.names)}")
-        return [classes.names.index(c) for c in cfg.copy_paste_classes]
-    if cfg.copy_paste <= 0:
-        return None
+            raise ConfigError(f"produce.{key}: unknown {unknown}; classes: {list(classes.names)}")
+        return [classes.names.index(c) for c in value]
     found, where = image_source(recipe).object_classes(pipeline, reader, classes.num_classes, classes.ignore_index)
     if not found:
-        raise ConfigError(f"produce.copy_paste_classes=auto: no object classes in {where} (every class is a "
-                          f"region: {region_rule()}); name the classes to paste")
+        raise ConfigError(f"produce.{key}=auto: no object classes in {where} (every class is a "
+                          f"region: {region_rule()}); name the classes")
     if log is not None:
-        log(f"produce: copy-paste classes (auto, {where}: not regions by {region_rule()}): "
-            + ", ".join(classes.names[c] for c in found))
+        log(f"produce: {key.replace('_', '-').replace('-classes', '')} classes (auto, {where}: not regions by "
+            f"{region_rule()}): " + ", ".join(classes.names[c] for c in found))
     return found
+
+
+def real_pixels_pipeline(recipe: "Recipe", pipeline: Any, source: LayoutSource, classes: Any, reader: Any, *,
+                         log=None) -> Any:
+    """`pipeline`, wrapped by `RealPixels` when `produce.real_pixel_classes` is set (its other
+    conditions are checked with the production's settings, `check_production_settings`)."""
+    if recipe.produce.real_pixel_classes is None:
+        return pipeline
+    keep = resolve_class_list(recipe, "real_pixel_classes", classes, pipeline, reader, log=log)
+    return RealPixels(pipeline, source if isinstance(source, RealLayouts) else source.real, keep)
 
 
 def parse_array_job(value: Any) -> tuple[int, int] | None:
@@ -306,6 +323,8 @@ def run(recipe: "Recipe", *, run_dir: Path, max_shards: int | None = None, overl
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    pipeline = real_pixels_pipeline(recipe, pipeline, source, classes, reader,
+                                    log=print if accelerator.is_main_process else None)
 
     def draw(seeds: list[int]) -> torch.Tensor:
         with torch.inference_mode():

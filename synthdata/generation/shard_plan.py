@@ -15,6 +15,7 @@ from synthdata.core.contract import ConfigError
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.result_keys import strip_unrecorded
 from synthdata.data.shards import SIDECAR_SUFFIX, shard_fingerprint
+from synthdata.generation.image_sources import image_source
 from synthdata.generation.stages import check_harmonise
 
 if TYPE_CHECKING:
@@ -86,6 +87,12 @@ def check_production_settings(recipe: "Recipe") -> None:
         raise ConfigError(f"produce.image_format must be one of ['png', 'jpg'], got {cfg.image_format!r}")
     if not cfg.prefix or any(c in cfg.prefix for c in "./\\"):
         raise ConfigError(f"produce.prefix must be a non-empty name without dots or slashes, got {cfg.prefix!r}")
+    if cfg.real_pixel_classes is not None and cfg.layouts == "generated":
+        raise ConfigError("produce.real_pixel_classes keeps the photo's pixels of real layouts: it needs "
+                          "produce.layouts=real or mixed")
+    if cfg.real_pixel_classes is not None and not image_source(recipe).trains_generator:
+        raise ConfigError(f"produce.real_pixel_classes: stages.image.arch={recipe.stages.image.arch} textures every "
+                          "region with real pixels already; leave it unset")
 
 
 def check_no_extra_shards(out_dir: Path, recipe: "Recipe") -> None:

@@ -538,3 +538,41 @@ def test_shards_another_node_wrote_elsewhere_stop_with_one_line(run_dir, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {out}: 1 shards that other processes wrote are not in this folder") and \
         "a filesystem every node shares" in err and "finalize=true" in err, err
+
+
+def test_real_pixel_classes_keep_the_photos_objects_on_real_layouts(run_dir, tmp_path, capsys):
+    """`produce.real_pixel_classes=auto` on real layouts: the boxes (c, d) keep the photo's pixels
+    (the fixture's photos are flat greys 0, 40, 80), the image stage paints the halves a and b."""
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    out = tmp_path / "real-pixels"
+    assert produce(run_dir, f"produce.out={out}", "produce.layouts=real", "produce.real_pixel_classes=auto") == 0
+    assert "real-pixel classes (auto, 3 training layouts" in capsys.readouterr().out
+    checked = 0
+    for sample in wds.WebDataset(str(out / "synth-{000000..000002}.tar"), shardshuffle=False):
+        meta = json.loads(sample["json"])
+        image = np.asarray(Image.open(io.BytesIO(sample["image.png"])))
+        layout = np.asarray(Image.open(io.BytesIO(sample["layout.png"])))
+        grey = 40 * int(meta["layout_id"].removeprefix("s"))
+        boxes = layout >= 2
+        assert boxes.any() and np.all(image[boxes] == grey)
+        assert meta["real_pixel_share"] == round(boxes.mean(), 4)
+        assert not np.all(image[~boxes] == grey)  # painted by the (random) image stage
+        checked += 1
+    assert checked == 10
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["produce.real_pixel_classes=auto"], "produce.layouts=real or mixed"),
+    (["produce.layouts=real", "produce.real_pixel_classes=[zebra]"], "zebra"),
+    (["produce.layouts=real", "produce.real_pixel_classes=auto", "stages.image.arch=composite"], "real pixels already"),
+])
+def test_bad_real_pixel_classes_are_one_line(run_dir, tmp_path, capsys, extra, says):
+    out = tmp_path / "bad"
+    assert produce(run_dir, f"produce.out={out}", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "produce.real_pixel_classes" in err[0] and says in err[0]
+    assert not out.exists()
