@@ -187,6 +187,9 @@ class TrainConfig:
     diffaugment: Literal["auto", "on", "off"] = "auto"  # auto: on under 1000 images
     num_workers: int = 0
     shards: str | None = None  # train from real-data shards instead of the reader
+    # torch.compile the generator for its training passes (inductor; the first step compiles, about a
+    # minute on a CPU): 1.11x steps at ngf 32, 1.01x at 64 on a 2-core CPU (docs/benchmarks.md)
+    compile: bool = False
 
 
 @dataclass

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 KeyPath = tuple[str, ...]
 
-# seg.model.channels_last: a memory layout, which like the thread count changes float rounding only;
+# seg.model.channels_last: a memory layout, and train.compile: fused kernels, which like the thread
+# count change float rounding only;
 # log_with: where losses are logged as well (experiment trackers)
 NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"), ("study", "only"), ("seg", "model", "channels_last"),
-                                    ("log_with",), ("study", "executor"), ("study", "executor_parameters"))
+                                    ("log_with",), ("study", "executor"), ("study", "executor_parameters"),
+                                    ("train", "compile"))
 ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "leave-one-out", ("eval", "flips"): [],
                                       ("stages", "layout", "presence_weight"): 0.0,
                                       ("stages", "layout", "gp_every"): 1, ("stages", "layout", "gp_fraction"): 1.0, ("data", "val_fraction"): None,

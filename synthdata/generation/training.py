@@ -197,6 +197,8 @@ def build_networks(recipe: Recipe, spec: stages.StageSpec, accelerator) -> Stage
     opt_d = torch.optim.Adam(D.parameters(), lr=stage_cfg.lr_d, betas=tuple(stage_cfg.betas))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     G_plain, D_plain = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
+    if recipe.train.compile:  # the training passes only: checkpoints, samples and the average use G_plain
+        G = torch.compile(G)
     ema = EMA(G_plain, recipe.train.ema_decay)  # after prepare: the average lives on the training device
     return StageRun(accelerator, spec, G, D, G_plain, D_plain, opt_g, opt_d, ema)
 

@@ -117,6 +117,30 @@ def test_the_training_loop_gives_the_lazy_penalty_its_step(tmp_path):
     assert run(tmp_path, "layout", 4, "stages.layout.gp_every=4")["losses"]["gp"] > 0.0
 
 
+def test_compiled_generator_trains_the_same_weights_and_saves_plain_checkpoints(tmp_path, monkeypatch):
+    """train.compile=true: the generator's training passes run through torch.compile (here its
+    `eager` backend, which traces but needs no C++ compiler), with the same losses as without, and
+    checkpoints keep the plain module's keys."""
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kwargs):
+        compiled.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    plain = run(tmp_path, "image", 2, run_dir="plain")
+    fused = run(tmp_path, "image", 2, "train.compile=true", run_dir="compiled")
+    assert compiled == ["SPADEGenerator"]
+    for key, value in plain["losses"].items():
+        assert fused["losses"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    a, _ = stage_checkpoint(tmp_path / "plain", "image")
+    b, _ = stage_checkpoint(tmp_path / "compiled", "image")
+    assert list(a["model"]) == list(b["model"]) and list(a["ema"]) == list(b["ema"])
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5)
+
+
 def test_checkpoint_for_other_classes_is_refused(tmp_path, capsys):
     run(tmp_path, "layout", 1)
     args = ["stage=layout", f"run_dir={tmp_path / 'run'}", "train.steps=2", "data.classes=[sky, road, car]"]
