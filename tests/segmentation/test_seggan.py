@@ -122,3 +122,29 @@ def test_depth_conditioned_generator_is_refused(tmp_path: Path, run_dir: Path) -
     path = save_atomic(ckpt, tmp_path / "image" / "latest.pt")
     with pytest.raises(CheckpointError, match="use_depth=false"):
         refine_mod.load_image_stage(path, _classes(run_dir), recipe_name="toy", run_dir=tmp_path, device="cpu")
+
+
+def test_gradient_tool_measures_each_term_against_cross_entropy(run_dir: Path, capsys) -> None:
+    """tools/seggan_gradients.py: cross-entropy is its own yardstick (share 1, cosine +1), a term
+    weighted 0 gives no gradient, the segmenter file is left as it was, and a missing checkpoint
+    argument is one line with exit code 2."""
+    import runpy
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "seggan_gradients.py"
+    main = runpy.run_path(str(tool))["main"]
+    segmenter = run_dir / "checkpoints" / "segmenter" / "latest.pt"
+    before = segmenter.read_bytes()
+    args = ["recipe=toy", *TINY, f"refine.segmenter={segmenter}",
+            f"refine.generator={run_dir / 'checkpoints' / 'image' / 'latest.pt'}", "refine.batch_size=2", "batches=2",
+            "refine.lambda_adv=0"]
+    assert main(args) == 0
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:6]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["cross-entropy"][2:] == ["1.000", "+1.000"]
+    assert float(rows["content"][1]) > 0 and rows["adversarial"][1:3] == ["0", "0.000"]
+    assert segmenter.read_bytes() == before
+    from synthdata.core.entry import run_main
+
+    assert run_main(main, ["recipe=toy", *TINY, f"refine.segmenter={segmenter}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refine.generator" in err[0]
