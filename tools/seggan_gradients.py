@@ -45,7 +45,7 @@ def term_gradients(model, G, D, batch, *, z, ignore_index: int, weights: dict[st
         grads = torch.autograd.grad(weights[name] * terms[name], params, retain_graph=i < len(TERMS) - 1,
                                     allow_unused=True)
         vector = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
-        out[name] = {"value": float(terms[name].detach()), "grad": vector.float()}
+        out[name] = {"value": float(terms[name].detach()), "grad": vector.double()}  # cosines of 1e7 numbers
     return out
 
 
