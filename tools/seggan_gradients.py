@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from synthdata.core.contract import CheckpointError, ConfigError  # noqa: E402
+from synthdata.core.contract import ConfigError  # noqa: E402
 from synthdata.core.entry import run_main  # noqa: E402
 from synthdata.core.recipe_loading import parse_command_line  # noqa: E402
 from synthdata.core.runtime import make_accelerator  # noqa: E402
@@ -29,7 +29,12 @@ from synthdata.core.seeding import derive_seed, torch_generator  # noqa: E402
 from synthdata.data.loader import Source, make_loader  # noqa: E402
 from synthdata.data.readers.base import make_reader  # noqa: E402
 from synthdata.models.segmenters import load_segmenter  # noqa: E402
-from synthdata.segmentation.seggan import REFINE_SEED_KEY, load_image_stage, refinement_losses  # noqa: E402
+from synthdata.segmentation.seggan import (  # noqa: E402
+    REFINE_SEED_KEY,
+    check_generator_size,
+    load_image_stage,
+    refinement_losses,
+)
 
 ARGUMENTS = {"batches": 8}
 TERMS = ("ce", "content", "adv")
@@ -55,18 +60,16 @@ def main(argv: list[str]) -> int:
     if not cfg.segmenter or not cfg.generator:
         raise ConfigError("seggan_gradients: name the segmenter and the image stage: refine.segmenter=CKPT "
                           "refine.generator=CKPT")
-    batches = int(args["batches"])
+    batches = int(args["batches"]) if str(args["batches"]).isdigit() else 0
     if batches < 1:
-        raise ConfigError(f"seggan_gradients: batches must be >= 1, got {batches}")
+        raise ConfigError(f"seggan_gradients: batches must be a whole number >= 1, got {args['batches']!r}")
     accelerator = make_accelerator(mixed_precision="no")
     device = accelerator.device
     reader = make_reader(recipe.data, recipe.data.train_split)
     classes = reader.classes
     G, D, spec = load_image_stage(Path(cfg.generator), classes, recipe_name=recipe.name,
                                   run_dir=Path(cfg.generator).parent, device=device)
-    if (spec.height, spec.width) != (recipe.data.height, recipe.data.width):
-        raise CheckpointError(f"{cfg.generator} makes {spec.height}x{spec.width} images but the recipe's data are "
-                              f"{recipe.data.height}x{recipe.data.width}")
+    check_generator_size(spec, recipe, Path(cfg.generator))
     model, _ = load_segmenter(Path(cfg.segmenter), expected=classes, device=device)
     model.train()  # as refinement runs it (batch statistics); nothing is stepped
     weights = {"ce": 1.0, "content": cfg.lambda_content, "adv": cfg.lambda_adv}

@@ -88,6 +88,13 @@ def load_image_stage(path: Path, classes: ClassInfo, *, recipe_name: str, run_di
     return G.to(device).eval().requires_grad_(False), D.to(device).eval().requires_grad_(False), spec
 
 
+def check_generator_size(spec: stages.StageSpec, recipe: Recipe, path: Path) -> None:
+    """The image stage must make images at the recipe's data size (it reconstructs those images)."""
+    if (spec.height, spec.width) != (recipe.data.height, recipe.data.width):
+        raise CheckpointError(f"{path} makes {spec.height}x{spec.width} images but the recipe's data "
+                              f"are {recipe.data.height}x{recipe.data.width}; refine at the generator's resolution")
+
+
 def refinement_losses(logits: torch.Tensor, images: torch.Tensor, target: torch.Tensor, *,
                       generator: nn.Module, discriminator: nn.Module, z: torch.Tensor | None,
                       ignore_index: int, lambda_content: float, lambda_adv: float) -> dict[str, torch.Tensor]:
@@ -121,9 +128,7 @@ def refine(recipe: Recipe, run_dir: Path, accelerator) -> dict[str, Any]:
     seg_path = _segmenter_path(recipe, run_dir)
     gen_path = Path(cfg.generator) if cfg.generator else run_dir / "checkpoints" / "image" / "latest.pt"
     G, D, g_spec = load_image_stage(gen_path, classes, recipe_name=recipe.name, run_dir=run_dir, device=device)
-    if (g_spec.height, g_spec.width) != (recipe.data.height, recipe.data.width):
-        raise CheckpointError(f"{gen_path} makes {g_spec.height}x{g_spec.width} images but the recipe's data "
-                              f"are {recipe.data.height}x{recipe.data.width}; refine at the generator's resolution")
+    check_generator_size(g_spec, recipe, gen_path)
     model, seg_ckpt = load_segmenter(seg_path, expected=classes, device=device)
     out = run_dir / "refine"
     if accelerator.is_main_process:

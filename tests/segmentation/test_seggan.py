@@ -148,3 +148,6 @@ def test_gradient_tool_measures_each_term_against_cross_entropy(run_dir: Path, c
     assert run_main(main, ["recipe=toy", *TINY, f"refine.segmenter={segmenter}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refine.generator" in err[0]
+    assert run_main(main, args + ["batches=x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batches must be a whole number >= 1, got 'x'" in err[0]
