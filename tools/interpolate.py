@@ -159,6 +159,9 @@ def run(recipe: Recipe, args: dict) -> dict[str, Path]:
     if seeds is None and specs is None:
         seeds = [0, 1]
     pipe = load_pipeline(run_dir, device=args["device"], use_ema=bool(args["use_ema"]))
+    if pipe.generator("layout")[1].class_conditioning:
+        raise ConfigError(f"{run_dir}: its layout generator is class-conditioned "
+                          "(stages.layout.class_conditioning); walks and inversion need an unconditional one")
     out = Path(args["out"]) if args["out"] else run_dir / "interpolation"
     written, notes = {}, []
     if seeds is not None:

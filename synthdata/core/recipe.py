@@ -109,6 +109,10 @@ class LayoutStageConfig:
     # class-presence term (issue 32): weight of the L1 between the share of generated and of real
     # layouts in which each class covers >= 16 pixels (soft: the mean of its 16 most likely pixels)
     presence_weight: float = 0.0
+    # condition the generator (and critic) on the class set a layout is to hold, drawn at sampling
+    # time from the real training layouts' sets; presence_weight then compares each generated layout
+    # with its own set (arch=dcgan only; docs/studies.md)
+    class_conditioning: bool = False
     lr_g: float = 2.0e-4
     lr_d: float = 2.0e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])

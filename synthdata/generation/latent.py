@@ -134,6 +134,9 @@ def invert_layouts(generator: torch.nn.Module, targets: torch.Tensor, *, z_dim: 
     cross-entropy of `generator(z)` (B, C, H, W) to the target; the lowest loss seen wins, as in
     the layout-prediction paper. `chunk` bounds how many starts run at once (memory). Starts
     depend only on (seed, target index). The generator runs in eval mode with frozen weights."""
+    if getattr(generator, "class_conditioning", False):
+        raise ValueError("layout inversion needs an unconditional layout generator; this one is "
+                         "class-conditioned (stages.layout.class_conditioning)")
     if targets.dim() != 3:
         raise ValueError(f"targets must be (B, H, W) class indices, got shape {tuple(targets.shape)}")
     if starts < 1 or steps < 0:

@@ -82,6 +82,8 @@ class Pipeline:
              z: torch.Tensor | None = None) -> torch.Tensor:
         G, spec = self._stage(stage)
         z = self._noise(spec, seeds) if z is None else z.to(self.device, torch.float32)
+        if cond is None:
+            cond = spec.sampling_condition(G, seeds, self.device)
         inp = stages.StageInputs(cond, cond, None, z)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = spec.generate(G, inp)
@@ -95,6 +97,9 @@ class Pipeline:
     @torch.inference_mode()
     def layouts_from_z(self, z: torch.Tensor) -> torch.Tensor:
         """Given layout noise z (B, z_dim) -> layouts (B, H, W) int64 (interpolation, inversion)."""
+        if self._stage("layout")[1].class_conditioning:
+            raise ValueError("layouts from given codes need an unconditional layout generator; this one is "
+                             "class-conditioned (stages.layout.class_conditioning)")
         return self._run("layout", None, [0] * len(z), z)
 
     @torch.inference_mode()

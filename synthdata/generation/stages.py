@@ -18,12 +18,14 @@ import torch
 from synthdata import models
 from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.recipe import LayoutStageConfig, Recipe, SpadeStageConfig
+from synthdata.core.seeding import torch_generator
 from synthdata.generation.encodings import denormalize_depth, normalize_depth, one_hot
 from synthdata.models import losses, straight_through_onehot
 
 STAGES = ("layout", "depth", "image")
 STAGE_IDS = {name: i for i, name in enumerate(STAGES)}  # keys for derived seeds
 LAYOUT_LOSSES = ("wgan-gp", "nonsaturating")
+CLASS_SET_TAG = 0xC1A5  # seed domain of the class sets a class-conditioned layout generator draws
 
 Augment = Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -114,6 +116,13 @@ class StageSpec:
     def fake_for_critic(self, fake: torch.Tensor) -> torch.Tensor:
         return fake
 
+    def observe_real(self, G_plain: torch.nn.Module, inp: StageInputs) -> None:
+        """Called on each training micro-batch before the step (the layout stage remembers class sets)."""
+
+    def sampling_condition(self, G: torch.nn.Module, seeds: list[int], device) -> torch.Tensor | None:
+        """The condition an unconditional draw of `seeds` needs (class sets), or None."""
+        return None
+
     # per stage: networks, inputs, generation, losses, decoding
     def build_generator(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -161,6 +170,7 @@ class LayoutSpec(StageSpec):
     gp_fraction: float
     gumbel_tau: float
     presence_weight: float
+    class_conditioning: bool
 
     def __post_init__(self) -> None:
         if self.loss not in LAYOUT_LOSSES:
@@ -175,10 +185,27 @@ class LayoutSpec(StageSpec):
             self._config(LayoutStageConfig), num_classes=self.num_classes, height=self.height, width=self.width))
 
     def inputs(self, batch: dict[str, Any], z: torch.Tensor | None) -> StageInputs:
-        return StageInputs(None, one_hot(batch["layout"], self.num_classes), None, z)
+        target = one_hot(batch["layout"], self.num_classes)
+        # class-conditioned: the condition is each real layout's class set (B, C), a fake's to hold
+        return StageInputs(models.class_sets(target) if self.class_conditioning else None, target, None, z)
 
     def generate(self, G: torch.nn.Module, inp: StageInputs) -> torch.Tensor:
-        return G(inp.z)
+        return G(inp.z, inp.cond) if self.class_conditioning else G(inp.z)
+
+    def observe_real(self, G_plain: torch.nn.Module, inp: StageInputs) -> None:
+        if self.class_conditioning:
+            G_plain.remember_class_sets(inp.cond)
+
+    def sampling_condition(self, G: torch.nn.Module, seeds: list[int], device) -> torch.Tensor | None:
+        if not self.class_conditioning:
+            return None
+        return G.draw_class_sets([torch_generator(int(s), self.stage_id, CLASS_SET_TAG) for s in seeds]).to(device)
+
+    def _critic_pair(self, inp, real, fake):
+        if not self.class_conditioning:
+            return real, fake
+        planes = inp.cond[:, :, None, None].expand_as(real).to(real.dtype)
+        return torch.cat([real, planes], 1), torch.cat([fake.to(real.dtype), planes], 1)
 
     def fake_for_critic(self, fake: torch.Tensor) -> torch.Tensor:
         # a soft softmax map is trivially told apart from a hard one-hot real one
@@ -205,7 +232,8 @@ class LayoutSpec(StageSpec):
         loss = losses.wgan_g_loss(score) if self.loss == "wgan-gp" else losses.nonsaturating_g_loss(score)
         logs = {"g": loss.detach()}
         if self.presence_weight > 0:
-            presence = losses.class_presence_loss(fake, inp.target)
+            presence = (losses.class_set_loss(fake, inp.cond) if self.class_conditioning
+                        else losses.class_presence_loss(fake, inp.target))
             loss = loss + self.presence_weight * presence
             logs["presence"] = presence.detach()
         return loss, logs
@@ -417,8 +445,9 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
                               f"Valid stages: {', '.join(STAGES)}")
     if record["stage"] == "image":  # records written before harmonisers existed
         record = {"composite_input": False, **record}
-    if record["stage"] == "layout":  # records written before the presence term, the lazy or the partial penalty
-        record = {"presence_weight": 0.0, "gp_every": 1, "gp_fraction": 1.0, **record}
+    if record["stage"] == "layout":  # records written before the presence term, the lazy or the partial
+        # penalty, or class conditioning
+        record = {"presence_weight": 0.0, "gp_every": 1, "gp_fraction": 1.0, "class_conditioning": False, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()
     for key in ("use_depth", "cond_channels", "out_channels"):

@@ -378,6 +378,7 @@ def _train_step(r: StageRun, seed: int, stage_id: int, step: int, micro: list[di
     for i, batch in enumerate(micro):
         z = spec.noise(batch["layout"].shape[0], torch_generator(seed, stage_id, step, rank, 2, i), accelerator.device)
         inputs.append(spec.inputs(batch, z))
+        spec.observe_real(G_plain, inputs[-1])
     logs: dict[str, torch.Tensor] = {}
 
     def add(d: dict[str, torch.Tensor]) -> None:

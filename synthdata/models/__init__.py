@@ -15,7 +15,7 @@ from synthdata.models.augment import diff_augment
 from synthdata.models.blocks import base_grid, nearest_valid_sizes
 from synthdata.models.discriminators import LayoutCritic, MultiscaleDiscriminator, PatchGANDiscriminator
 from synthdata.models.ema import EMA
-from synthdata.models.layout import DCGANGenerator, class_index, straight_through_onehot
+from synthdata.models.layout import DCGANGenerator, class_index, class_sets, straight_through_onehot
 from synthdata.models.pix2pix import UNetGenerator
 from synthdata.models.spade import SPADEGenerator
 from synthdata.models.style import StyleLayoutGenerator
@@ -40,17 +40,20 @@ __all__ = [
     "LAYOUT_GENERATORS", "DCGANGenerator", "LayoutCritic", "MultiscaleDiscriminator",
     "PatchGANDiscriminator", "SPADEGenerator", "StyleLayoutGenerator", "UNetGenerator",
     "base_grid", "build_conditional_discriminator", "build_conditional_generator",
-    "build_layout_critic", "build_layout_generator", "class_index", "diff_augment", "nearest_valid_sizes",
+    "build_layout_critic", "build_layout_generator", "class_index", "class_sets", "diff_augment", "nearest_valid_sizes",
     "straight_through_onehot",
 ]
 
 
 def _dcgan(cfg: LayoutStageConfig, num_classes: int, height: int, width: int) -> nn.Module:
     return DCGANGenerator(num_classes=num_classes, height=height, width=width,
-                          z_dim=cfg.z_dim, ngf=cfg.ngf, upsample=cfg.upsample)
+                          z_dim=cfg.z_dim, ngf=cfg.ngf, upsample=cfg.upsample,
+                          class_conditioning=cfg.class_conditioning)
 
 
 def _style(cfg: LayoutStageConfig, num_classes: int, height: int, width: int) -> nn.Module:
+    if cfg.class_conditioning:
+        raise ValueError("class_conditioning is built for arch=dcgan only")
     return StyleLayoutGenerator(num_classes=num_classes, height=height, width=width,
                                 z_dim=cfg.z_dim, ngf=cfg.ngf)
 
@@ -80,7 +83,9 @@ def _patchgan(cfg: SpadeStageConfig, in_channels: int) -> nn.Module:
 
 def _layout_critic(cfg: LayoutStageConfig, num_classes: int, height: int, width: int) -> nn.Module:
     # WGAN-GP forbids batch norm in the critic; the non-saturating loss can live with layer norm too.
-    return LayoutCritic(num_classes=num_classes, height=height, width=width, ndf=cfg.ndf)
+    # class-conditioned: the critic sees the class set as C constant planes beside the layout
+    return LayoutCritic(num_classes=num_classes, height=height, width=width, ndf=cfg.ndf,
+                        condition_channels=num_classes if cfg.class_conditioning else 0)
 
 
 LAYOUT_GENERATORS: dict[str, Callable[..., nn.Module]] = {"dcgan": _dcgan, "style": _style}
@@ -96,12 +101,13 @@ def _lookup(registry: dict[str, Callable[..., nn.Module]], arch: str, what: str)
 
 
 def build_layout_generator(cfg: LayoutStageConfig, *, num_classes: int, height: int, width: int) -> nn.Module:
-    """Layout generator: forward z (B, cfg.z_dim) -> logits (B, num_classes, height, width)."""
+    """Layout generator: forward z (B, cfg.z_dim) (, class sets (B, num_classes) when
+    cfg.class_conditioning) -> logits (B, num_classes, height, width)."""
     return _lookup(LAYOUT_GENERATORS, cfg.arch, "layout generator")(cfg, num_classes, height, width)
 
 
 def build_layout_critic(cfg: LayoutStageConfig, *, num_classes: int, height: int, width: int) -> nn.Module:
-    """Layout critic: forward (B, num_classes, height, width) -> (B,) scores."""
+    """Layout critic: forward (B, num_classes (x2 when cfg.class_conditioning), height, width) -> (B,) scores."""
     return _lookup(LAYOUT_CRITICS, cfg.arch, "layout critic")(cfg, num_classes, height, width)
 
 

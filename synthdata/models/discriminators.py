@@ -86,12 +86,14 @@ class LayoutCritic(nn.Module):
     Stride-2 4x4 convs take the map down to the base grid of `base_grid` (DCGAN discriminator),
     a 3x3 conv makes a patch score map (PatchGAN) whose mean is the score. Layer norm instead of
     batch norm: the WGAN-GP penalty is per sample and batch norm couples samples.
+    `condition_channels` more input channels follow the layout's (a class-conditioned critic).
     """
 
-    def __init__(self, *, num_classes: int, height: int, width: int, ndf: int = 64, norm: str = "layer"):
+    def __init__(self, *, num_classes: int, height: int, width: int, ndf: int = 64, norm: str = "layer",
+                 condition_channels: int = 0):
         super().__init__()
         _, _, k = base_grid(height, width)
-        layers: list[nn.Module] = [nn.Conv2d(num_classes, ndf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(num_classes + condition_channels, ndf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
         channels = ndf
         for i in range(k):
             out = ndf * 2 ** min(i + 1, 3)

@@ -57,13 +57,28 @@ def straight_through_onehot(
     return (onehot + (soft - soft.detach())).to(logits.dtype)
 
 
+def class_sets(layouts_onehot: torch.Tensor, min_pixels: int = 16) -> torch.Tensor:
+    """(B, C, H, W) one-hot layouts -> (B, C) float 0/1: the classes covering >= `min_pixels` pixels
+    (the class set a class-conditioned layout generator is asked to draw)."""
+    k = min(int(min_pixels), layouts_onehot.shape[2] * layouts_onehot.shape[3])
+    return (layouts_onehot.float().flatten(2).sum(2) >= k).float()
+
+
 class DCGANGenerator(nn.Module):
     """z (B, z_dim) -> class logits (B, C, H, W).
 
     A linear layer makes a (base_h, base_w) grid with `ngf * 2**min(k, 3)` channels, then k
     upsampling blocks (`nearest` + conv, or transposed conv) each halve the channels (down to
     `ngf`) with batch norm + ReLU as in DCGAN; a 3x3 conv gives the logits.
+
+    `class_conditioning=True`: forward(z, sets) also takes the class set (B, C) 0/1 the layout is
+    to hold, concatenated to z (a conditional GAN: Mirza & Osindero 2014). The module keeps the
+    last `SET_MEMORY` class sets of real training layouts it was shown (`remember_class_sets`), in
+    buffers that checkpoints and the weight average carry, so sampling draws sets as the real
+    layouts hold them, co-occurrences included (`draw_class_sets`).
     """
+
+    SET_MEMORY = 4096
 
     def __init__(
         self,
@@ -74,12 +89,18 @@ class DCGANGenerator(nn.Module):
         z_dim: int = 128,
         ngf: int = 64,
         upsample: str = "nearest",
+        class_conditioning: bool = False,
     ):
         super().__init__()
         self.z_dim = z_dim
+        self.class_conditioning = class_conditioning
         self.base_h, self.base_w, k = base_grid(height, width)
         channels = [ngf * 2 ** min(k - i, 3) for i in range(k + 1)]
-        self.head = nn.Linear(z_dim, channels[0] * self.base_h * self.base_w)
+        cond = num_classes if class_conditioning else 0
+        if class_conditioning:  # real class sets seen in training (a ring), and how many were written
+            self.register_buffer("set_memory", torch.zeros(self.SET_MEMORY, num_classes, dtype=torch.uint8))
+            self.register_buffer("sets_seen", torch.zeros((), dtype=torch.long))
+        self.head = nn.Linear(z_dim + cond, channels[0] * self.base_h * self.base_w)
         self.head_norm = nn.Sequential(nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
         blocks = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
@@ -88,6 +109,27 @@ class DCGANGenerator(nn.Module):
         self.to_logits = nn.Conv2d(channels[-1], num_classes, 3, padding=1)
         init_weights(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, sets: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_conditioning:
+            if sets is None:
+                raise ValueError("this layout generator is conditioned on class sets: pass sets (B, C)")
+            z = torch.cat([z, sets.to(z.dtype)], 1)
         x = self.head(z).view(z.shape[0], -1, self.base_h, self.base_w)
         return self.to_logits(self.blocks(self.head_norm(x)))
+
+    @torch.no_grad()
+    def remember_class_sets(self, sets: torch.Tensor) -> None:
+        """Write real class sets (B, C) 0/1 into the ring of the last `SET_MEMORY` ones."""
+        n = int(self.sets_seen)
+        rows = (n + torch.arange(sets.shape[0], device=self.set_memory.device)) % self.SET_MEMORY
+        self.set_memory[rows] = sets.to(self.set_memory.device, torch.uint8)
+        self.sets_seen += sets.shape[0]
+
+    def draw_class_sets(self, generators: list[torch.Generator]) -> torch.Tensor:
+        """One remembered real class set per generator, uniformly -> (B, C) float on the module's device."""
+        known = min(int(self.sets_seen), self.SET_MEMORY)
+        if known == 0:
+            raise ValueError("this class-conditioned layout generator remembers no real class sets "
+                             "(it was never trained)")
+        rows = torch.cat([torch.randint(known, (1,), generator=g) for g in generators])
+        return self.set_memory[rows.to(self.set_memory.device)].float()

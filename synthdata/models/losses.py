@@ -117,3 +117,14 @@ def class_presence_loss(logits: torch.Tensor, real_onehot: torch.Tensor, min_pix
     fake = probs.topk(k, dim=2).values.mean(2).mean(0)
     real = (real_onehot.float().flatten(2).sum(2) >= k).float().mean(0)
     return (fake - real).abs().sum()
+
+
+def class_set_loss(logits: torch.Tensor, sets: torch.Tensor, min_pixels: int = 16) -> torch.Tensor:
+    """The presence term per layout, for a class-conditioned generator: the L1, summed over classes
+    and averaged over the batch, between each generated layout's soft presence (as in
+    `class_presence_loss`) and the class set (B, C) 0/1 it was asked for, so a class in the set is
+    pulled in and one outside it pushed out. logits (B, C, H, W) -> scalar (float32)."""
+    probs = torch.softmax(logits.float(), dim=1).flatten(2)
+    k = min(int(min_pixels), probs.shape[2])
+    fake = probs.topk(k, dim=2).values.mean(2)
+    return (fake - sets.float()).abs().sum(1).mean()

@@ -11,6 +11,7 @@ import torch
 
 from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.recipe_loading import available_recipes, load_recipe
+from synthdata import models
 from synthdata.generation import stages
 
 TINY = ["data.height=32", "data.width=64", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=8",
@@ -165,6 +166,48 @@ def test_layout_presence_term_adds_to_the_generator_loss_and_old_records_have_no
     torch.testing.assert_close(total, base + 10 * logs_w["presence"])
     record = {k: v for k, v in plain.to_dict().items() if k != "presence_weight"}  # a checkpoint from before
     assert stages.spec_from_dict(record).presence_weight == 0.0
+
+
+def test_class_conditioned_layout_stage_asks_each_fake_for_its_real_class_set():
+    spec = make("layout", "stages.layout.class_conditioning=true", "stages.layout.presence_weight=10")
+    torch.manual_seed(0)
+    G, D = spec.build_generator(), spec.build_discriminator()
+    b = batch()
+    b["layout"][1][b["layout"][1] == 2] = 0  # the second layout lacks class 2
+    inp = spec.inputs(b, spec.noise(2, torch.Generator().manual_seed(1), "cpu"))
+    torch.testing.assert_close(inp.cond, torch.tensor([[1.0, 1, 1], [1, 1, 0]]))
+    with pytest.raises(ValueError, match="class sets"):
+        G(inp.z)
+    fake = spec.generate(G, inp)
+    _, logs = spec.g_loss(D, inp, fake, None)
+    torch.testing.assert_close(logs["presence"], models.losses.class_set_loss(fake, inp.cond))
+    real_in, fake_in = spec.critic_inputs(inp, inp.target, fake, None)
+    assert real_in.shape[1] == fake_in.shape[1] == 2 * C  # layout + the set as constant planes
+    torch.testing.assert_close(real_in[:, C:], fake_in[:, C:])
+    assert spec.d_loss(D, D, inp, fake, None, step=0)[1]["gp"] > 0
+    # sampling draws remembered real sets, by seed
+    with pytest.raises(ValueError, match="never trained"):
+        spec.sampling_condition(G, [0], "cpu")
+    spec.observe_real(G, inp)
+    draws = spec.sampling_condition(G, list(range(20)), "cpu")
+    assert {tuple(r) for r in draws.tolist()} == {(1.0, 1.0, 1.0), (1.0, 1.0, 0.0)}
+    torch.testing.assert_close(draws, spec.sampling_condition(G, list(range(20)), "cpu"))
+    assert int(G.sets_seen) == 2 and int(G.state_dict()["sets_seen"]) == 2
+    record = {k: v for k, v in make("layout").to_dict().items() if k != "class_conditioning"}  # from before
+    assert stages.spec_from_dict(record).class_conditioning is False
+    assert "set_memory" not in make("layout").build_generator().state_dict()
+    with pytest.raises(ConfigError, match="dcgan only"):
+        make("layout", "stages.layout.class_conditioning=true", "stages.layout.arch=style").build_generator()
+
+
+def test_remembered_class_sets_wrap_around_the_ring():
+    G = make("layout", "stages.layout.class_conditioning=true").build_generator()
+    G.SET_MEMORY = 3  # an instance override: the ring's size is the buffer's
+    G.set_memory = G.set_memory[:3].clone()
+    G.remember_class_sets(torch.tensor([[1.0, 0, 0], [0, 1, 0]]))
+    G.remember_class_sets(torch.tensor([[0.0, 0, 1], [1, 1, 1]]))
+    assert int(G.sets_seen) == 4
+    assert G.set_memory.tolist() == [[1, 1, 1], [0, 1, 0], [0, 0, 1]]
 
 
 def critic_case(spec: stages.StageSpec):

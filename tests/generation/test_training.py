@@ -117,6 +117,23 @@ def test_the_training_loop_gives_the_lazy_penalty_its_step(tmp_path):
     assert run(tmp_path, "layout", 4, "stages.layout.gp_every=4")["losses"]["gp"] > 0.0
 
 
+def test_class_conditioned_layout_gan_trains_remembers_real_sets_and_samples_by_seed(tmp_path):
+    from synthdata.generation.sampler import load_pipeline
+
+    run(tmp_path, "layout", 2, "stages.layout.class_conditioning=true", "stages.layout.presence_weight=10")
+    ckpt, _ = stage_checkpoint(tmp_path / "run", "layout")
+    assert ckpt["arch"]["class_conditioning"] is True
+    assert int(ckpt["model"]["sets_seen"]) == int(ckpt["ema"]["sets_seen"]) == 4  # 2 steps x batch 2
+    seen = {tuple(r) for r in ckpt["ema"]["set_memory"][:4].tolist()}
+    pipe = load_pipeline(tmp_path / "run", device="cpu")
+    a, b = pipe.layouts_from_seeds([0, 1, 2]), pipe.layouts_from_seeds([2, 1, 0])
+    assert a.shape == (3, 32, 64) and torch.equal(a, b.flip(0))
+    G, spec = pipe.generator("layout")
+    assert {tuple(int(v) for v in r) for r in spec.sampling_condition(G, list(range(8)), "cpu").tolist()} <= seen
+    with pytest.raises(ValueError, match="class-conditioned"):
+        pipe.layouts_from_z(torch.zeros(2, 16))
+
+
 def test_compiled_generator_trains_the_same_weights_and_saves_plain_checkpoints(tmp_path, monkeypatch):
     """train.compile=true: the generator's training passes run through torch.compile (here its
     `eager` backend, which traces but needs no C++ compiler), with the same losses as without, and

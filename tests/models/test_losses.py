@@ -16,6 +16,7 @@ from synthdata.models import (
 )
 from synthdata.models.losses import (
     class_presence_loss,
+    class_set_loss,
     feature_matching_loss,
     gradient_penalty,
     hinge_d_loss,
@@ -156,3 +157,22 @@ def test_class_presence_loss_pulls_a_dropped_class_back():
     half = real.clone()
     half[2:, 2], half[2:, 0, 2:7, 2:7] = 0, 1
     assert class_presence_loss(perfect, half).item() == pytest.approx(0.5, abs=1e-3)
+
+
+def test_class_set_loss_holds_each_layout_to_its_own_set():
+    """Per layout, not per batch: a generator drawing class 2 in the wrong half of the batch matches
+    the batch's presence rate (the batch term is 0) but pays 1 per layout here, in both directions."""
+    logits = torch.full((4, 3, 16, 16), -5.0)  # not saturated: the softmax still passes gradients
+    logits[:, 0, :8], logits[:, 1, 8:] = 5, 5
+    logits[:2, :, 2:7, 2:7] = -5
+    logits[:2, 2, 2:7, 2:7] = 5  # class 2 drawn in layouts 0 and 1
+    logits.requires_grad_(True)
+    asked = torch.tensor([[1.0, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0]])
+    assert class_set_loss(logits, asked).item() == pytest.approx(0.0, abs=1e-2)
+    swapped = asked.flip(0)
+    real = (swapped[:, :, None, None] * torch.ones(4, 3, 16, 16))  # every asked class present
+    assert class_presence_loss(logits, real).item() == pytest.approx(0.0, abs=1e-2)
+    loss = class_set_loss(logits, swapped)
+    assert loss.item() == pytest.approx(1.0, abs=1e-2)
+    loss.backward()
+    assert logits.grad[2:, 2].min() < 0 and logits.grad[:2, 2].max() > 0  # pulled in, pushed out
