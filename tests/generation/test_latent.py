@@ -41,17 +41,18 @@ def calibrate(G: torch.nn.Module, z_dim: int, logit_scale: float = 50.0) -> None
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = None  # plain average over the passes
         G.train()
+        sets = (torch.ones(64, G.to_logits.out_channels),) if G.class_conditioning else ()
         for _ in range(4):
-            G(torch.randn(64, z_dim))
+            G(torch.randn(64, z_dim), *sets)
         G.eval()
         G.to_logits.weight.mul_(logit_scale)
 
 
-def write_run(run: Path, use_depth: bool = True) -> Path:
+def write_run(run: Path, use_depth: bool = True, overrides: tuple[str, ...] = ()) -> Path:
     """A run dir with the stages as train.py saves them (toy classes, so real toy layouts can be
     inverted); without depth: layout and image stages only."""
     extra = [] if use_depth else ["data.has_depth=false", "stages.image.use_depth=false"]
-    recipe = load_recipe("toy", TINY + extra)
+    recipe = load_recipe("toy", TINY + extra + list(overrides))
     classes = toy_classes()
     for name in stages.STAGES if use_depth else ("layout", "image"):
         torch.manual_seed(stages.STAGE_IDS[name])
@@ -191,3 +192,12 @@ def test_tool_on_a_run_without_depth_leaves_depth_out(tool, tmp_path):
 def test_tool_rejects_bad_arguments(tool, run_dir, tmp_path, capsys, arg, message):
     assert tool.main([f"run_dir={run_dir}", arg, f"out={tmp_path}", "starts=1", "invert_steps=0"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_walks_and_inversion_refuse_a_class_conditioned_layout_generator(tool, tmp_path, capsys):
+    run = write_run(tmp_path / "run", overrides=("stages.layout.class_conditioning=true",))
+    assert tool.main([f"run_dir={run}", "seeds=0,1", f"out={tmp_path}"]) == 2
+    assert "class-conditioned" in capsys.readouterr().err
+    G, spec = load_pipeline(run, device="cpu").generator("layout")
+    with pytest.raises(ValueError, match="class-conditioned"):
+        invert_layouts(G, torch.zeros(1, 32, 64, dtype=torch.long), z_dim=spec.z_dim, starts=1, steps=0)
