@@ -112,9 +112,8 @@ def class_presence_loss(logits: torch.Tensor, real_onehot: torch.Tensor, min_pix
     gradient towards its likeliest places. A collapsed layout GAN loses thin classes that a critic
     at a small budget does not miss (issue 32); this term is blind to shape, only to absence.
     logits (B, C, H, W), real_onehot (B, C, H, W) -> scalar (float32)."""
-    probs = torch.softmax(logits.float(), dim=1).flatten(2)
-    k = min(int(min_pixels), probs.shape[2])
-    fake = probs.topk(k, dim=2).values.mean(2).mean(0)
+    fake = soft_presence(logits, min_pixels).mean(0)
+    k = min(int(min_pixels), real_onehot.shape[2] * real_onehot.shape[3])
     real = (real_onehot.float().flatten(2).sum(2) >= k).float().mean(0)
     return (fake - real).abs().sum()
 
@@ -124,7 +123,10 @@ def class_set_loss(logits: torch.Tensor, sets: torch.Tensor, min_pixels: int = 1
     and averaged over the batch, between each generated layout's soft presence (as in
     `class_presence_loss`) and the class set (B, C) 0/1 it was asked for, so a class in the set is
     pulled in and one outside it pushed out. logits (B, C, H, W) -> scalar (float32)."""
+    return (soft_presence(logits, min_pixels) - sets.float()).abs().sum(1).mean()
+
+
+def soft_presence(logits: torch.Tensor, min_pixels: int = 16) -> torch.Tensor:
+    """(B, C, H, W) logits -> (B, C): the mean probability of each class's `min_pixels` likeliest pixels."""
     probs = torch.softmax(logits.float(), dim=1).flatten(2)
-    k = min(int(min_pixels), probs.shape[2])
-    fake = probs.topk(k, dim=2).values.mean(2)
-    return (fake - sets.float()).abs().sum(1).mean()
+    return probs.topk(min(int(min_pixels), probs.shape[2]), dim=2).values.mean(2)
