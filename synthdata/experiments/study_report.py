@@ -29,6 +29,7 @@ from synthdata.experiments.cells import verify_cell
 from synthdata.experiments.plan import cell_id
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
 from synthdata.metrics.layout_check import check_layouts, read_layout_check
+from synthdata.metrics.layout_stats import NEAR_COPIES
 from synthdata.metrics.report import json_safe, pyplot
 
 if TYPE_CHECKING:
@@ -144,10 +145,13 @@ def summarize(plan: "Plan") -> dict[str, Any]:
                 row["verdict"] = verdict(use) if use is not None else "no interval"
                 row["verdict_line"] = f"{name}: {_points(use)} mIoU: {row['verdict']}" + (
                     "" if use is row["t_interval"] else " (one seed: per-image bootstrap interval)")
-                flagged = sum(len((checks[k] or {}).get("warnings", [])) for k in plan.productions
-                              if name in plan.productions[k]["used_by"])
+                warnings = [w for k in plan.productions if name in plan.productions[k]["used_by"]
+                            for w in (checks[k] or {}).get("warnings", [])]
+                flagged = sum(not w.startswith(NEAR_COPIES) for w in warnings)
                 if flagged:
                     row["verdict_line"] += f"; its layouts lose, merge or misplace {flagged} classes (see 'Produced layouts vs real')"
+                if len(warnings) > flagged:
+                    row["verdict_line"] += "; its layouts are near copies of each other"
                 row["verdict_line"] += _failed_cells_note(name, study.baseline, paired, bad)
         rows.append(row)
     for row in rows:  # refined vs the same segmenter trained as many steps more without refining
@@ -395,9 +399,10 @@ def _layout_check_lines(plan: "Plan", summary: dict[str, Any]) -> list[str]:
              "(connected components) and classes per layout, the Jensen-Shannon divergence of class pixel "
              "frequencies, and each class that produced layouts hold less than half as often as real ones, or in less "
              "than half as many objects (a collapsed layout generator; more objects, which copy-paste adds on purpose, "
-             "are never flagged).",
+             "are never flagged); and whether produced layouts are near copies of each other (two differ in less than "
+             "half as many pixels as two real ones).",
              "", "| production | used by | objects per layout, real / produced | classes per layout, real / produced | "
-             "JS | classes lost, merged or misplaced |", "| --- | --- | --- | --- | --- | --- |"]
+             "JS | flags: near copies, classes lost, merged or misplaced |", "| --- | --- | --- | --- | --- | --- |"]
     for key, check in checks.items():
         used_by = ", ".join(plan.productions[key]["used_by"])
         if "skipped" in check:

@@ -1,8 +1,9 @@
 """Layout statistics: how class frequencies and scene structure of generated layouts compare.
 
 Per-class pixel frequency, presence rate and vertical place, the Jensen-Shannon divergence between
-the real and generated pixel histograms, classes and connected components per image, a warning per
-class that generated layouts lose, merge or misplace, and a bar chart.
+the real and generated pixel histograms, classes and connected components per image, how much two
+layouts differ (spread), a warning per class that generated layouts lose, merge or misplace and one
+when they are near copies of each other, and a bar chart.
 `synthdata evaluate layouts real=SRC fake=SRC [count=N out=DIR]`.
 """
 
@@ -42,6 +43,24 @@ def count_components(layout: np.ndarray, num_classes: int, ignore_index: int = 2
     return counts
 
 
+SPREAD_LAYOUTS, SPREAD_GRID = 64, 64  # layouts kept (a seeded uniform sample), pixels along their short side
+
+
+def pairwise_difference(layouts: list[np.ndarray], num_classes: int) -> float | None:
+    """Mean over pairs of `(H, W)` label maps of the share of pixels (labelled in both) where the two
+    differ: near 0 when a generator draws one layout again and again. None for fewer than 2."""
+    if len(layouts) < 2:
+        return None
+    stack = np.stack(layouts).reshape(len(layouts), -1)
+    # float32 counts are exact below 2**24 pixels per layout
+    valid = ((stack >= 0) & (stack < num_classes)).astype(np.float32)
+    onehot = (stack[:, :, None] == np.arange(num_classes)).reshape(len(layouts), -1).astype(np.float32)
+    same, both = onehot @ onehot.T, valid @ valid.T  # pixels that agree, pixels labelled in both
+    upper = np.triu_indices(len(layouts), 1)
+    share = 1.0 - np.divide(same[upper], both[upper], out=np.ones(len(upper[0])), where=both[upper] > 0)
+    return float(share.mean())
+
+
 def layout_statistics(
     layouts: Iterable[np.ndarray], *, num_classes: int, ignore_index: int = 255, desc: str = "layouts"
 ) -> dict[str, Any]:
@@ -49,15 +68,27 @@ def layout_statistics(
     `components_per_class` `(C,)` (mean per image), `vertical_place` `(C,)` (where in the frame a
     class sits: the mean over the images that hold it of its pixels' mean row, 0 at the top and 1
     at the bottom; None for a class no image holds), `classes_per_image`, `components_per_image`,
-    `num_images`, `labelled_pixels`. Pixels equal to `ignore_index` are left out."""
+    `num_images`, `labelled_pixels`, `pairwise_difference` (see `pairwise_difference`, over a
+    seeded uniform sample of `SPREAD_LAYOUTS` layouts on a grid of about `SPREAD_GRID` pixels along
+    the short side). Pixels equal to `ignore_index` are left out."""
 
     pixels = np.zeros(num_classes, dtype=np.int64)
     presence = np.zeros(num_classes, dtype=np.int64)
     components = np.zeros(num_classes, dtype=np.int64)
     place = np.zeros(num_classes, dtype=np.float64)
     images = 0
+    kept: list[np.ndarray] = []
+    rng = np.random.default_rng(0)
     for layout in tqdm(layouts, desc=desc, unit="layout", leave=False):
         layout = np.asarray(layout).astype(np.int64, copy=False)
+        step = max(1, min(layout.shape) // SPREAD_GRID)
+        slot = images if images < SPREAD_LAYOUTS else int(rng.integers(images + 1))  # reservoir sampling
+        if slot < SPREAD_LAYOUTS:
+            small = layout[::step, ::step].copy()
+            if slot == len(kept):
+                kept.append(small)
+            else:
+                kept[slot] = small
         valid = (layout >= 0) & (layout < num_classes)
         hist = np.bincount(layout[valid], minlength=num_classes)
         pixels += hist
@@ -80,6 +111,7 @@ def layout_statistics(
         "vertical_place": [float(p / n) if n else None for p, n in zip(place, presence)],
         "classes_per_image": float(presence.sum() / images),
         "components_per_image": float(components.sum() / images),
+        "pairwise_difference": pairwise_difference(kept, num_classes) if len({k.shape for k in kept}) == 1 else None,
     }
 
 
@@ -101,6 +133,8 @@ def compare_layouts(real: dict[str, Any], fake: dict[str, Any]) -> dict[str, Any
         "classes_per_image_fake": fake["classes_per_image"],
         "components_per_image_real": real["components_per_image"],
         "components_per_image_fake": fake["components_per_image"],
+        "pairwise_difference_real": real.get("pairwise_difference"),
+        "pairwise_difference_fake": fake.get("pairwise_difference"),
         "num_real": real["num_images"],
         "num_fake": fake["num_images"],
     }
@@ -113,14 +147,25 @@ def compare_layouts(real: dict[str, Any], fake: dict[str, Any]) -> dict[str, Any
 # frame's height away from its real place: twice the largest shift between two real splits measured
 # (CamVid's val against its 10% train subset: Tree 0.11; docs/studies.md).
 FLAG_RATIO, MIN_PRESENCE, MIN_COMPONENTS, PLACE_SHIFT = 0.5, 0.1, 1.0, 0.2
+# Generated layouts are flagged as near copies of each other when two of them differ in less than
+# half as many pixels as two real ones (the same ratio as above), unless real ones differ in under 5%.
+MIN_SPREAD = 0.05
+NEAR_COPIES = "generated layouts are near copies of each other"
 
 
 def layout_warnings(real: dict[str, Any], fake: dict[str, Any], names: Iterable[str]) -> list[str]:
     """One line per class that generated layouts lose (present far less often than in real
     layouts), merge (far fewer connected components per layout) or misplace (far higher or lower
     in the frame): the marks of a collapsed layout generator that class pixel frequencies can
-    miss. Statistics from before `vertical_place` existed are checked without it."""
+    miss; and one line, first, when generated layouts are near copies of each other (a collapsed
+    generator whose few layouts can still hold every class). Statistics from before
+    `vertical_place` or `pairwise_difference` existed are checked without them."""
     out = []
+    real_spread, fake_spread = real.get("pairwise_difference"), fake.get("pairwise_difference")
+    if real_spread is not None and fake_spread is not None and real_spread >= MIN_SPREAD \
+            and fake_spread < FLAG_RATIO * real_spread:
+        out.append(f"{NEAR_COPIES}: two differ in {fake_spread:.0%} of "
+                   f"their pixels, two real ones in {real_spread:.0%}")
     real_places, fake_places = real.get("vertical_place"), fake.get("vertical_place")
     for c, name in enumerate(names):
         real_presence, fake_presence = real["presence_rate"][c], fake["presence_rate"][c]

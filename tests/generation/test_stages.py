@@ -9,9 +9,9 @@ import io
 import pytest
 import torch
 
+from synthdata import models
 from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.recipe_loading import available_recipes, load_recipe
-from synthdata import models
 from synthdata.generation import stages
 
 TINY = ["data.height=32", "data.width=64", "stages.layout.ngf=8", "stages.layout.ndf=8", "stages.layout.z_dim=8",

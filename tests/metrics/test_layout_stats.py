@@ -81,7 +81,9 @@ def test_cli_compares_shards_and_draws_a_chart(tmp_path, capsys):
     assert metrics["js_pixel_frequency"] > 0.3
     assert metrics["classes_per_image_fake"] == 1.0
     assert metrics["fake"]["presence_rate"] == [1.0, 0.0, 0.0]
-    assert metrics["warnings"] == ["road: 1.0 objects per generated layout, 274.7 per real one",
+    assert metrics["warnings"] == ["generated layouts are near copies of each other: two differ in 0% of "
+                                   "their pixels, two real ones in 67%",
+                                   "road: 1.0 objects per generated layout, 274.7 per real one",
                                    "car: in 0% of generated layouts, 100% of real ones",
                                    "sky: in 0% of generated layouts, 100% of real ones"]
     assert (out / "layout_stats.png").stat().st_size > 1000
@@ -205,3 +207,45 @@ def test_vertical_place_and_the_misplaced_class_warning():
         "car: at 85% of the frame's height in generated layouts, 25% in real ones (0% top)"]
     old = {k: v for k, v in low.items() if k != "vertical_place"}  # a layout_check.json from before the key
     assert ls.layout_warnings(real, old, CLASSES.names) == []
+
+
+def test_pairwise_difference_counts_pixels_labelled_in_both():
+    a, b = np.zeros((4, 4), np.int64), np.zeros((4, 4), np.int64)
+    b[:2] = 1  # differs in half the pixels
+    assert ls.pairwise_difference([a, b], 3) == pytest.approx(0.5)
+    assert ls.pairwise_difference([a, a, a], 3) == 0.0
+    c = b.copy()
+    c[:2] = 255  # unlabelled where b differs from a: only the agreeing half counts
+    assert ls.pairwise_difference([a, c], 3) == 0.0
+    assert ls.pairwise_difference([a, b, c], 3) == pytest.approx((0.5 + 0.0 + 0.0) / 3)
+    assert ls.pairwise_difference([a], 3) is None
+
+
+def test_near_copies_are_flagged_first_and_varied_layouts_are_not():
+    """A collapsed generator drawing one layout, which holds every class, passes the class flags;
+    the spread flag catches it. Real layouts all alike, and statistics from before the key, never flag."""
+    def car_at(row: int) -> np.ndarray:
+        layout = np.zeros((40, 40), np.uint8)
+        layout[:4] = 2
+        layout[row:row + 12, 4:36] = 1
+        return layout
+
+    varied = [car_at(r) for r in range(4, 28, 2)]
+    real = ls.layout_statistics(varied, num_classes=3)
+    copies = ls.layout_statistics([car_at(14)] * 12, num_classes=3)
+    warnings = ls.layout_warnings(real, copies, CLASSES.names)
+    assert warnings[0].startswith(ls.NEAR_COPIES) and "differ in 0% of their pixels" in warnings[0]
+    assert not any(w.startswith(ls.NEAR_COPIES) for w in ls.layout_warnings(real, real, CLASSES.names))
+    alike = ls.layout_statistics([car_at(14)] * 12, num_classes=3)
+    assert ls.layout_warnings(alike, copies, CLASSES.names) == []
+    old = {k: v for k, v in copies.items() if k != "pairwise_difference"}  # a layout_check.json from before
+    assert not any(w.startswith(ls.NEAR_COPIES) for w in ls.layout_warnings(real, old, CLASSES.names))
+    assert ls.compare_layouts(real, copies)["pairwise_difference_fake"] == 0.0
+
+
+def test_spread_uses_a_seeded_sample_of_long_streams():
+    rng = np.random.default_rng(1)
+    layouts = [rng.integers(0, 3, (16, 16)) for _ in range(200)]
+    first = ls.layout_statistics(iter(layouts), num_classes=3)["pairwise_difference"]
+    assert first == ls.layout_statistics(iter(layouts), num_classes=3)["pairwise_difference"]
+    assert first == pytest.approx(2 / 3, abs=0.02)  # independent uniform labels differ in 2 of 3 pixels
