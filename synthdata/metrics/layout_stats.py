@@ -51,14 +51,17 @@ def pairwise_difference(layouts: list[np.ndarray], num_classes: int) -> float | 
     differ: near 0 when a generator draws one layout again and again. None for fewer than 2."""
     if len(layouts) < 2:
         return None
+    # elementwise, not a matrix product: BLAS threads left spinning after one would count as busy
+    # cores when the next command picks its thread count (core/runtime.py)
     stack = np.stack(layouts).reshape(len(layouts), -1)
-    # float32 counts are exact below 2**24 pixels per layout
-    valid = ((stack >= 0) & (stack < num_classes)).astype(np.float32)
-    onehot = (stack[:, :, None] == np.arange(num_classes)).reshape(len(layouts), -1).astype(np.float32)
-    same, both = onehot @ onehot.T, valid @ valid.T  # pixels that agree, pixels labelled in both
-    upper = np.triu_indices(len(layouts), 1)
-    share = 1.0 - np.divide(same[upper], both[upper], out=np.ones(len(upper[0])), where=both[upper] > 0)
-    return float(share.mean())
+    valid = (stack >= 0) & (stack < num_classes)
+    shares = []
+    for i in range(len(stack) - 1):
+        both = valid[i + 1:] & valid[i]
+        differ = (stack[i + 1:] != stack[i]) & both
+        counted = both.sum(1)
+        shares.append(np.divide(differ.sum(1), counted, out=np.zeros(len(counted)), where=counted > 0))
+    return float(np.concatenate(shares).mean())
 
 
 def layout_statistics(
