@@ -120,8 +120,8 @@ class DCGANGenerator(nn.Module):
     @torch.no_grad()
     def remember_class_sets(self, sets: torch.Tensor) -> None:
         """Write real class sets (B, C) 0/1 into the ring of the last `SET_MEMORY` ones."""
-        n = int(self.sets_seen)
-        rows = (n + torch.arange(sets.shape[0], device=self.set_memory.device)) % self.SET_MEMORY
+        # the rows are computed on the buffers' device: no host sync in the training step
+        rows = (self.sets_seen + torch.arange(sets.shape[0], device=self.set_memory.device)) % self.SET_MEMORY
         self.set_memory[rows] = sets.to(self.set_memory.device, torch.uint8)
         self.sets_seen += sets.shape[0]
 

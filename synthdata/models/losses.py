@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from synthdata.models.layout import class_sets
+
 Pred = torch.Tensor | Sequence[Sequence[torch.Tensor]]
 
 
@@ -113,9 +115,7 @@ def class_presence_loss(logits: torch.Tensor, real_onehot: torch.Tensor, min_pix
     at a small budget does not miss (issue 32); this term is blind to shape, only to absence.
     logits (B, C, H, W), real_onehot (B, C, H, W) -> scalar (float32)."""
     fake = soft_presence(logits, min_pixels).mean(0)
-    k = min(int(min_pixels), real_onehot.shape[2] * real_onehot.shape[3])
-    real = (real_onehot.float().flatten(2).sum(2) >= k).float().mean(0)
-    return (fake - real).abs().sum()
+    return (fake - class_sets(real_onehot, min_pixels).mean(0)).abs().sum()
 
 
 def class_set_loss(logits: torch.Tensor, sets: torch.Tensor, min_pixels: int = 16) -> torch.Tensor:
