@@ -134,6 +134,20 @@ def test_class_conditioned_layout_gan_trains_remembers_real_sets_and_samples_by_
         pipe.layouts_from_z(torch.zeros(2, 16))
 
 
+def test_class_conditioned_layout_resume_repeats_the_uninterrupted_run(tmp_path):
+    keys = ("stages.layout.class_conditioning=true", "stages.layout.presence_weight=10")
+    run(tmp_path, "layout", 2, *keys, run_dir="split")
+    resumed = run(tmp_path, "layout", 4, *keys, run_dir="split")
+    straight = run(tmp_path, "layout", 4, *keys, run_dir="straight")
+    for key, value in straight["losses"].items():
+        assert resumed["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    a, _ = stage_checkpoint(tmp_path / "split", "layout")
+    b, _ = stage_checkpoint(tmp_path / "straight", "layout")
+    assert int(a["ema"]["sets_seen"]) == int(b["ema"]["sets_seen"]) == 8
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k])
+
+
 def test_compiled_generator_trains_the_same_weights_and_saves_plain_checkpoints(tmp_path, monkeypatch):
     """train.compile=true: the generator's training passes run through torch.compile (here its
     `eager` backend, which traces but needs no C++ compiler), with the same losses as without, and
