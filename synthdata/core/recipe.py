@@ -106,13 +106,16 @@ class LayoutStageConfig:
     # a random subset of a shuffled batch); 0.5: 1.25x fewer CPU seconds, but classes lost (docs/studies.md)
     gp_fraction: Annotated[float, Range(gt=0, le=1)] = 1.0
     gumbel_tau: float = 1.0
-    # class-presence term (issue 32): weight of the L1 between the share of generated and of real
-    # layouts in which each class covers >= 16 pixels (soft: the mean of its 16 most likely pixels)
+    # class-presence term (issue 32): weight of the distance (presence_loss) between the share of generated
+    # and of real layouts in which each class covers >= 16 pixels (soft: the mean of its 16 likeliest pixels)
     presence_weight: float = 0.0
     # condition the generator (and critic) on the class set a layout is to hold, drawn at sampling
     # time from the real training layouts' sets; presence_weight then compares each generated layout
     # with its own set (arch=dcgan only; docs/studies.md)
     class_conditioning: bool = False
+    # how the presence term compares presence with its target: l1, or bce (binary cross-entropy less
+    # its floor, whose gradient does not vanish for a class the generator gives ~0 probability)
+    presence_loss: Literal["l1", "bce"] = "l1"
     lr_g: float = 2.0e-4
     lr_d: float = 2.0e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])

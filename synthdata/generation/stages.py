@@ -170,6 +170,7 @@ class LayoutSpec(StageSpec):
     gp_fraction: float
     gumbel_tau: float
     presence_weight: float
+    presence_loss: str
     class_conditioning: bool
 
     def __post_init__(self) -> None:
@@ -232,8 +233,8 @@ class LayoutSpec(StageSpec):
         loss = losses.wgan_g_loss(score) if self.loss == "wgan-gp" else losses.nonsaturating_g_loss(score)
         logs = {"g": loss.detach()}
         if self.presence_weight > 0:
-            presence = (losses.class_set_loss(fake, inp.cond) if self.class_conditioning
-                        else losses.class_presence_loss(fake, inp.target))
+            presence = (losses.class_set_loss(fake, inp.cond, form=self.presence_loss) if self.class_conditioning
+                        else losses.class_presence_loss(fake, inp.target, form=self.presence_loss))
             loss = loss + self.presence_weight * presence
             logs["presence"] = presence.detach()
         return loss, logs
@@ -446,8 +447,9 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
     if record["stage"] == "image":  # records written before harmonisers existed
         record = {"composite_input": False, **record}
     if record["stage"] == "layout":  # records written before the presence term, the lazy or the partial
-        # penalty, or class conditioning
-        record = {"presence_weight": 0.0, "gp_every": 1, "gp_fraction": 1.0, "class_conditioning": False, **record}
+        # penalty, class conditioning or the presence loss's form
+        record = {"presence_weight": 0.0, "presence_loss": "l1", "gp_every": 1, "gp_fraction": 1.0,
+                  "class_conditioning": False, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()
     for key in ("use_depth", "cond_channels", "out_channels"):

@@ -107,23 +107,43 @@ def l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None 
     return (diff * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def class_presence_loss(logits: torch.Tensor, real_onehot: torch.Tensor, min_pixels: int = 16) -> torch.Tensor:
-    """L1, summed over classes, between the share of generated and of real layouts in which each
-    class covers at least `min_pixels` pixels. Generated presence is soft: the mean probability of
-    the class's `min_pixels` most likely pixels, so a class the generator has dropped gets a
-    gradient towards its likeliest places. A collapsed layout GAN loses thin classes that a critic
-    at a small budget does not miss (issue 32); this term is blind to shape, only to absence.
-    logits (B, C, H, W), real_onehot (B, C, H, W) -> scalar (float32)."""
+PRESENCE_FORMS = ("l1", "bce")
+
+
+def presence_divergence(presence: torch.Tensor, target: torch.Tensor, form: str = "l1") -> torch.Tensor:
+    """Elementwise distance between presence probabilities and their targets (same shape, in [0, 1]).
+    l1: |p - t|. bce: the binary cross-entropy less its floor (the Bernoulli KL divergence, 0 at
+    p = t), whose gradient in the logit does not vanish as p -> 0: L1's shrinks with p (1 - p), so a
+    class the generator has all but dropped is hardly pulled back by it."""
+    if form == "l1":
+        return (presence - target).abs()
+    if form != "bce":
+        raise ValueError(f"unknown presence form {form!r}; valid: {', '.join(PRESENCE_FORMS)}")
+    eps = 1e-6
+    p, t = presence.clamp(eps, 1 - eps), target.float()
+    floor = torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t)  # minus the targets' entropy; no gradient in p
+    return floor - t * p.log() - (1 - t) * (1 - p).log()
+
+
+def class_presence_loss(logits: torch.Tensor, real_onehot: torch.Tensor, min_pixels: int = 16,
+                        form: str = "l1") -> torch.Tensor:
+    """The distance (`presence_divergence`), summed over classes, between the share of generated and of
+    real layouts in which each class covers at least `min_pixels` pixels. Generated presence is soft:
+    the mean probability of the class's `min_pixels` most likely pixels, so a class the generator has
+    dropped gets a gradient towards its likeliest places. A collapsed layout GAN loses thin classes
+    that a critic at a small budget does not miss (issue 32); this term is blind to shape, only to
+    absence. logits (B, C, H, W), real_onehot (B, C, H, W) -> scalar (float32)."""
     fake = soft_presence(logits, min_pixels).mean(0)
-    return (fake - class_sets(real_onehot, min_pixels).mean(0)).abs().sum()
+    return presence_divergence(fake, class_sets(real_onehot, min_pixels).mean(0), form).sum()
 
 
-def class_set_loss(logits: torch.Tensor, sets: torch.Tensor, min_pixels: int = 16) -> torch.Tensor:
-    """The presence term per layout, for a class-conditioned generator: the L1, summed over classes
-    and averaged over the batch, between each generated layout's soft presence (as in
-    `class_presence_loss`) and the class set (B, C) 0/1 it was asked for, so a class in the set is
-    pulled in and one outside it pushed out. logits (B, C, H, W) -> scalar (float32)."""
-    return (soft_presence(logits, min_pixels) - sets.float()).abs().sum(1).mean()
+def class_set_loss(logits: torch.Tensor, sets: torch.Tensor, min_pixels: int = 16, form: str = "l1") -> torch.Tensor:
+    """The presence term per layout, for a class-conditioned generator: the distance
+    (`presence_divergence`), summed over classes and averaged over the batch, between each generated
+    layout's soft presence (as in `class_presence_loss`) and the class set (B, C) 0/1 it was asked
+    for, so a class in the set is pulled in and one outside it pushed out. logits (B, C, H, W) ->
+    scalar (float32)."""
+    return presence_divergence(soft_presence(logits, min_pixels), sets.float(), form).sum(1).mean()
 
 
 def soft_presence(logits: torch.Tensor, min_pixels: int = 16) -> torch.Tensor:

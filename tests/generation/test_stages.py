@@ -166,6 +166,7 @@ def test_layout_presence_term_adds_to_the_generator_loss_and_old_records_have_no
     torch.testing.assert_close(total, base + 10 * logs_w["presence"])
     record = {k: v for k, v in plain.to_dict().items() if k != "presence_weight"}  # a checkpoint from before
     assert stages.spec_from_dict(record).presence_weight == 0.0
+    assert stages.spec_from_dict(record).presence_loss == "l1"
 
 
 def test_class_conditioned_layout_stage_asks_each_fake_for_its_real_class_set():
@@ -181,6 +182,10 @@ def test_class_conditioned_layout_stage_asks_each_fake_for_its_real_class_set():
     fake = spec.generate(G, inp)
     _, logs = spec.g_loss(D, inp, fake, None)
     torch.testing.assert_close(logs["presence"], models.losses.class_set_loss(fake, inp.cond))
+    bce = make("layout", "stages.layout.class_conditioning=true", "stages.layout.presence_weight=10",
+               "stages.layout.presence_loss=bce")
+    torch.testing.assert_close(bce.g_loss(D, inp, fake, None)[1]["presence"],
+                               models.losses.class_set_loss(fake, inp.cond, form="bce"))
     real_in, fake_in = spec.critic_inputs(inp, inp.target, fake, None)
     assert real_in.shape[1] == fake_in.shape[1] == 2 * C  # layout + the set as constant planes
     torch.testing.assert_close(real_in[:, C:], fake_in[:, C:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from synthdata.models import (
 from synthdata.models.losses import (
     class_presence_loss,
     class_set_loss,
+    presence_divergence,
     feature_matching_loss,
     gradient_penalty,
     hinge_d_loss,
@@ -176,3 +178,27 @@ def test_class_set_loss_holds_each_layout_to_its_own_set():
     assert loss.item() == pytest.approx(1.0, abs=1e-2)
     loss.backward()
     assert logits.grad[2:, 2].min() < 0 and logits.grad[:2, 2].max() > 0  # pulled in, pushed out
+
+
+def test_bce_presence_pulls_an_almost_dropped_class_much_harder_than_l1():
+    """A class asked for but given ~0.05 probability: L1's logit gradient shrinks with p (1 - p),
+    the binary cross-entropy's does not; both are 0 at a match and pull the same way."""
+    logits = torch.zeros(2, 3, 8, 8)
+    logits[:, 0] = 3.0  # class 0 everywhere; classes 1 and 2 at ~0.05
+    asked = torch.tensor([[1.0, 0, 1], [1, 0, 1]])
+    grads = {}
+    for form in ("l1", "bce"):
+        x = logits.clone().requires_grad_(True)
+        class_set_loss(x, asked, form=form).backward()
+        assert x.grad[:, 2].min() < 0 and x.grad[:, 1].max() > 0  # pulled in, pushed out
+        grads[form] = x.grad[:, 2].abs().sum()
+    assert grads["bce"] > 10 * grads["l1"]
+    p = torch.tensor([0.0, 0.3, 1.0])
+    assert presence_divergence(p, p, "bce").abs().max() < 1e-4  # no floor: 0 at a match, 0/1 included
+    assert presence_divergence(torch.tensor([0.5]), torch.tensor([1.0]), "bce").item() == pytest.approx(math.log(2))
+    assert torch.isfinite(presence_divergence(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]), "bce")).all()
+    real = torch.zeros(2, 3, 8, 8)
+    real[:, 0] = 1
+    assert class_presence_loss(logits, real, form="bce") > class_presence_loss(logits * 5, real, form="bce")
+    with pytest.raises(ValueError, match="unknown presence form"):
+        presence_divergence(p, p, "l2")
