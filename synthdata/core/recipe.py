@@ -361,7 +361,7 @@ class StudyConfig:
     # replication's new seeds alone ([5, 6, 7], the finished cells of other seeds left out of the report)
     seeds: int | list[int] = 3
     workers: int = 2  # cells (and generator runs) in parallel processes
-    threads: int = 1  # OMP/torch threads of each worker process (workers=1 runs in this process, with its threads)
+    threads: int = 1  # OMP/torch threads of each worker process (workers=1 runs in this process, with its threads, chosen once)
     baseline: str = "real only"  # name of the baseline row (every variant is compared to it)
     confidence: float = 0.95
     bootstrap: Annotated[int, COUNT] = 10000  # resamples of the per-image paired bootstrap

@@ -9,6 +9,8 @@ import ctypes
 import os
 import platform
 import time
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -123,6 +125,26 @@ def configure_threads() -> int:
     if threads is not None and not torch.cuda.is_available():
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+@contextmanager
+def threads_held(environ: MutableMapping[str, str] | None = None) -> Iterator[int]:
+    """Choose this process's threads once (`configure_threads`) and keep them for every command run
+    in this process inside the block (an in-process study, the demo): each command's own
+    `configure_threads` would sample the machine's load again, and threads another library left
+    spinning after the last command (OpenBLAS's, after a matrix product) made the next one choose
+    one thread, and so round its floats otherwise (docs/benchmarks.md). Holds them as the user
+    would, through `OMP_NUM_THREADS` (removed again after the block); a user's setting is kept."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OMP_NUM_THREADS"):
+        yield torch.get_num_threads()
+        return
+    threads = configure_threads()
+    environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield threads
+    finally:
+        environ.pop("OMP_NUM_THREADS", None)
 
 
 # glibc mallopt parameters (malloc.h)

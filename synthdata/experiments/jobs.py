@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 import synthdata
 from synthdata.core.folder_lock import describe_holder, try_lock
+from synthdata.core.runtime import threads_held
 from synthdata.experiments.cluster import JobCommands, SubmittedJob
 
 
@@ -111,7 +112,8 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log_dir: Path, log: 
 
     if workers == 1 and executor is None:  # one at a time: in this process, as the demo chains commands
         try:
-            return _execute_in_process(done, pending, summary, log, locks)
+            with threads_held():  # chosen once for the whole run, not again by each job
+                return _execute_in_process(done, pending, summary, log, locks)
         finally:
             locks.release_all()
 

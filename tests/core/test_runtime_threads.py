@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from synthdata.core import runtime
 from synthdata.core.runtime import cpu_threads
 
 
@@ -53,3 +55,26 @@ def test_busy_elsewhere_counts_a_busy_process():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_threads_held_are_chosen_once_for_every_command_inside(monkeypatch):
+    """Inside `threads_held` a command's own `configure_threads` keeps the count chosen on entry,
+    however busy the machine looks when it starts; after it, the choice is the load's again."""
+    loads = iter([0.0, 5.0, 5.0, 5.0])
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: next(loads))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        with runtime.threads_held() as held:
+            assert held == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+            assert runtime.configure_threads() == 2  # the machine now looks busy: still 2
+            assert runtime.configure_threads() == 2
+        assert "OMP_NUM_THREADS" not in os.environ
+        assert runtime.configure_threads() == 1  # outside: the load decides again
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        with runtime.threads_held() as held:  # the user's setting stays theirs
+            assert os.environ["OMP_NUM_THREADS"] == "1"
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from synthdata.experiments.jobs import execute
 
@@ -135,3 +136,31 @@ def test_a_rerun_after_a_killed_study_waits_for_its_orphaned_worker(tmp_path, pl
     assert [e[0] for e in events] == ["start", "end", "start", "end"]  # one after the other, never side by side
     assert events[0][1] == events[1][1] == str(orphan) and events[2][1] != str(orphan)
     assert float(events[2][2]) >= float(events[1][2])
+
+
+def test_jobs_run_in_this_process_keep_the_threads_chosen_when_the_run_began(tmp_path, monkeypatch, plan_for):
+    """One worker runs jobs in this process (the demo): threads are chosen once, so a job that
+    starts while something else keeps a core busy trains with the same threads as the first."""
+    from synthdata.core import runtime
+
+    (tmp_path / "threads_job.py").write_text(
+        "import os\nfrom synthdata.core.runtime import configure_threads\n"
+        "def main(argv):\n    open(argv[0], 'a').write(f'{configure_threads()} {os.environ[\"OMP_NUM_THREADS\"]}\\n')\n"
+        "    return 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    loads = iter([0.0] + [1.0] * 10)  # idle when the run begins, one core busy after
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: next(loads))
+    plan = plan_for(tmp_path, {"half": {"seg.synthetic_ratio": 0.5}})
+    out = tmp_path / "threads.out"
+    jobs = [dataclasses.replace(j, commands=[[sys.executable, "-m", "threads_job", str(out)]], deps=[], on_done=None)
+            for j in plan.jobs if j.id.startswith("cells/real-only/")][:2]
+    before = torch.get_num_threads()
+    try:
+        summary = execute(jobs, workers=1, threads=1, log_dir=tmp_path / "logs", log=lambda line: None)
+    finally:
+        torch.set_num_threads(before)
+    assert summary["failed"] == {} and len(summary["ran"]) == 2
+    assert out.read_text().split("\n")[:2] == ["2 2", "2 2"]
+    assert "OMP_NUM_THREADS" not in os.environ
