@@ -455,11 +455,14 @@ def test_default_study_plans_every_source_with_auto_classes(tmp_path):
     classes chosen by `auto`; only the two GAN variants train generators."""
     plan = make_plan(load_recipe("toy", ["study.variants=default"]), tmp_path / "run")
     assert list(plan.variants) == ["real only", "real pixels x3 composite 0.5", "real pixels x6 composite 0.5",
-                                   "real pixels x6 online", "hybrid x6 composite 0.5", "gan spade 0.1"]
+                                   "real pixels x6 online", "hybrid classes x6 composite 0.5", "gan spade 0.1"]
     layout_jobs = [j for j in plan.jobs if j.id.startswith("generators/") and j.id.endswith("/layout")]
     assert len(layout_jobs) == 2  # generator runs are keyed by all their stages: the image stages differ
     assert all(plan.resolved[v].produce.copy_paste_classes == "auto" for v in list(plan.variants)[1:5])
     assert plan.resolved["real pixels x6 online"].seg.online_copy_paste == 6
+    hybrid = plan.resolved["hybrid classes x6 composite 0.5"].stages.layout
+    assert hybrid.class_conditioning and hybrid.presence_weight == 10  # the hybrid that stopped hurting
+    assert not plan.resolved["gan spade 0.1"].stages.layout.class_conditioning
     assert len(plan.productions) == 4  # x3, x6, hybrid, GAN: the online variant produces nothing
 
 
