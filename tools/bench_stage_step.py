@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         sync(device)
         print(f"torch.compile: first step {time.perf_counter() - started:.0f} s (compilation included)", flush=True)
         runs["stage step, compiled G"] = step
-    if stage == "layout":
+    if stage == "layout" and recipe.stages.layout.class_conditioning:
+        print("plain loop: left out (the textbook WGAN-GP loop is unconditional; the generator here is "
+              "class-conditioned)")
+    elif stage == "layout":
         runs["plain loop"] = plain_wgan_gp(run, recipe, batch, precision)
     elif args["reference"]:
         runs["reference"] = spade_reference(str(args["reference"]), recipe, classes, batch, precision)
