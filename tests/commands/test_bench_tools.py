@@ -83,6 +83,18 @@ def test_bench_stage_step_times_the_step_beside_its_networks(monkeypatch, capsys
             assert re.search(rf"\| {name} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", out), out
 
 
+def test_bench_stage_step_times_a_class_conditioned_layout_stage(monkeypatch, capsys):
+    """The step of a class-conditioned layout GAN (the unconditional textbook loop is left out, said)."""
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "bench_stage_step.py", [*TINY, "stage=layout", "steps=1", "rounds=1", "classes=4",
+                                                      "stages.layout.class_conditioning=true",
+                                                      "stages.layout.presence_weight=10"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\| stage step \| [\d.]+ \|", out) and "plain loop: left out" in out, out
+    assert "| plain loop |" not in out
+
+
 def test_bench_stage_step_names_a_missing_reference_checkout(monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         run_tool(monkeypatch, "bench_stage_step.py", [*TINY, "steps=1", "rounds=1", f"reference={tmp_path}"])
