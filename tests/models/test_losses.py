@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
 
@@ -18,7 +19,6 @@ from synthdata.models import (
 from synthdata.models.losses import (
     class_presence_loss,
     class_set_loss,
-    presence_divergence,
     feature_matching_loss,
     gradient_penalty,
     hinge_d_loss,
@@ -26,6 +26,7 @@ from synthdata.models.losses import (
     l1_loss,
     nonsaturating_d_loss,
     nonsaturating_g_loss,
+    presence_divergence,
     wgan_d_loss,
     wgan_g_loss,
 )
