@@ -133,7 +133,7 @@ def threads_held(environ: MutableMapping[str, str] | None = None) -> Iterator[in
     in this process inside the block (an in-process study, the demo): each command's own
     `configure_threads` would sample the machine's load again, and threads another library left
     spinning after the last command (OpenBLAS's, after a matrix product) made the next one choose
-    one thread, and so round its floats otherwise (docs/benchmarks.md). Holds them as the user
+    one thread, and so round its floats otherwise (docs/benchmarks.md, "Threads beside a busy process"). Holds them as the user
     would, through `OMP_NUM_THREADS` (removed again after the block); a user's setting is kept."""
     environ = os.environ if environ is None else environ
     if environ.get("OMP_NUM_THREADS"):
