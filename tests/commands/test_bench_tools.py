@@ -115,3 +115,38 @@ def test_compare_cells_pairs_seeds_across_two_studies(monkeypatch, capsys, tmp_p
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "| 2 | 55.0 | 49.0 | +6.0 |" in out and "A - B paired by seed (3): +4.3 [" in out and "Welch: +4.3 [" in out
+
+
+def _cells(root, variant, per_seed):
+    import json
+
+    for seed, (miou, ious) in enumerate(per_seed):
+        cell = root / "cells" / variant.replace(" ", "-") / f"seed-{seed}"
+        cell.mkdir(parents=True)
+        result = {"miou": miou}
+        if ious is not None:
+            result |= {"classes": ["road", "pole"], "per_class_iou": ious}
+        (cell / "result.json").write_text(json.dumps(result))
+
+
+def test_compare_cells_per_class_pairs_each_class_and_skips_undefined_ious(monkeypatch, capsys, tmp_path):
+    _cells(tmp_path / "a", "gan", [(0.5, [0.90, 0.10]), (0.6, [0.92, float("nan")]), (0.55, [0.94, 0.20])])
+    _cells(tmp_path / "b", "real only", [(0.4, [0.80, 0.00]), (0.5, [0.90, 0.30]), (0.45, [0.90, 0.10])])
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "compare_cells.py", [str(tmp_path / "a"), "gan", str(tmp_path / "b"), "real only",
+                                                   "per_class=true"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    # road: differences +10, +2, +4 over three seeds; pole: +10 and +10 over the two defined seeds
+    assert "| road | 92.0 | 86.7 | +5.3 [" in out
+    assert "| pole | 15.0 | 5.0 | +10.0 [+10.0, +10.0] |" in out
+
+
+def test_compare_cells_per_class_names_cells_without_per_class_iou(monkeypatch, capsys, tmp_path):
+    _cells(tmp_path / "a", "gan", [(0.5, None), (0.6, None)])
+    _cells(tmp_path / "b", "real only", [(0.4, None), (0.5, None)])
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "compare_cells.py", [str(tmp_path / "a"), "gan", str(tmp_path / "b"), "real only",
+                                                   "per_class=true"])
+    assert exit_.value.code == 2
+    assert "has no per-class IoU" in capsys.readouterr().err
