@@ -197,6 +197,9 @@ class TrainConfig:
     # torch.compile the generator for its training passes (inductor; the first step compiles, about a
     # minute on a CPU): 1.11x steps at ngf 32, 1.01x at 64 on a 2-core CPU (docs/benchmarks.md)
     compile: bool = False
+    # start from this generator run dir's checkpoint of the stage when it has the same settings but
+    # fewer train.steps, and train on (generation/continuation.py: the same result as from scratch)
+    init_from: str | None = None
 
 
 @dataclass

@@ -20,11 +20,11 @@ if TYPE_CHECKING:
 KeyPath = tuple[str, ...]
 
 # seg.model.channels_last: a memory layout, and train.compile: fused kernels, which like the thread
-# count change float rounding only;
+# count change float rounding only; train.init_from: a shorter run continued gives the same result;
 # log_with: where losses are logged as well (experiment trackers)
 NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"), ("study", "only"), ("seg", "model", "channels_last"),
                                     ("log_with",), ("study", "executor"), ("study", "executor_parameters"),
-                                    ("train", "compile"))
+                                    ("train", "compile"), ("train", "init_from"))
 ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "leave-one-out", ("eval", "flips"): [],
                                       ("stages", "layout", "presence_weight"): 0.0,
                                       ("stages", "layout", "class_conditioning"): False,

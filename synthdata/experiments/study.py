@@ -214,7 +214,10 @@ def make_plan(recipe: Recipe, run_dir: Path, runs: dict[str, str] | None = None)
             key = generator_key(recipe.seed, tree, stages, subset_ids)
             gkey = run_folder(runs, "generators", key)
             gen = generators.setdefault(gkey, {"stages": stages, "used_by": [], "overrides": {
-                k: v for k, v in overrides.items() if k.startswith(("train.", "stages."))}})
+                k: v for k, v in overrides.items() if k.startswith(("train.", "stages."))},
+                "steps": vr.train.steps, "ladder": None if vr.train.minutes is not None else generator_key(
+                    recipe.seed, {**tree, "train": {k: v for k, v in tree["train"].items() if k != "steps"}},
+                    stages, subset_ids)})
             gen["used_by"].append(name)
         run_keys[name] = {"stages": stages, "generator": key, "production": None}
         if produces:
@@ -303,15 +306,31 @@ def _stage_done(gdir: Path, stage: str, gen: dict[str, Any]) -> Callable[[float]
     return done
 
 
+def shorter_run(plan: Plan, gkey: str) -> str | None:
+    """The study's generator run that `gkey`'s continues (`train.init_from`): the same settings but
+    fewer `train.steps`, the most such steps that are a multiple of `train.checkpoint_every`; None
+    when there is none (or the budget is in minutes)."""
+    gen = plan.generators[gkey]
+    every = plan.resolved[gen["used_by"][0]].train.checkpoint_every
+    shorter = [(other["steps"], key) for key, other in plan.generators.items()
+               if gen["ladder"] is not None and other["ladder"] == gen["ladder"] and other["stages"] == gen["stages"]
+               and other["steps"] < gen["steps"] and other["steps"] % every == 0]
+    return max(shorter)[1] if shorter else None
+
+
 def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Job]:
     jobs: list[Job] = []
     run_dir = plan.run_dir
     for gkey, gen in plan.generators.items():
         gdir = run_dir / "generators" / gkey
+        donor = shorter_run(plan, gkey)  # a budget ladder: continue the longest shorter run
+        extra = {"train.init_from": str(run_dir / "generators" / donor)} if donor else {}
         for stage in gen["stages"]:  # stages train on real data only: side by side when workers allow
-            command = _command("synthdata.train", recipe_path, {**gen["overrides"], "stage": stage, "run_dir": str(gdir)})
-            jobs.append(Job(f"generators/{gkey}/{stage}", [command], done_file=_stage_marker(gdir, stage),
-                            on_done=_stage_done(gdir, stage, gen), lock=gdir / f".job-{stage}.lock"))
+            command = _command("synthdata.train", recipe_path,
+                               {**gen["overrides"], **extra, "stage": stage, "run_dir": str(gdir)})
+            jobs.append(Job(f"generators/{gkey}/{stage}", [command], deps=[f"generators/{donor}/{stage}"] if donor else [],
+                            done_file=_stage_marker(gdir, stage), on_done=_stage_done(gdir, stage, gen),
+                            lock=gdir / f".job-{stage}.lock"))
     for pkey, prod in plan.productions.items():
         gdir = run_dir / "generators" / prod["generator"]
         pdir = run_dir / "productions" / pkey

@@ -37,6 +37,7 @@ from synthdata.data.readers import make_reader
 from synthdata.data.readers.base import refuse_subset_of_shards
 from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
+from synthdata.generation.continuation import continue_from_donor
 from synthdata.generation.encodings import depth_range
 from synthdata.generation.image_sources import image_source
 from synthdata.generation.sampler import save_rows, stage_checkpoint
@@ -220,6 +221,7 @@ def train_stage(recipe: Recipe, *, stage: str, run_dir: str | Path, accelerator=
     if accelerator is None:
         accelerator = make_accelerator(mixed_precision=recipe.train.mixed_precision, log_with=recipe.log_with,
                                        log_dir=run_dir / "logs")
+    continue_from_donor(recipe, stage, run_dir, accelerator)  # train.init_from
     r = prepare_stage(recipe, stage, run_dir, accelerator)
     cfg, folder = recipe.train, checkpoint_dir(run_dir, stage)
     main_proc = accelerator.is_main_process

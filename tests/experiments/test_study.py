@@ -60,6 +60,31 @@ def test_shared_runs_are_keyed_by_what_decides_them(tmp_path, plan_for):
 
 
 
+def test_a_budget_ladder_continues_the_longest_shorter_run(tmp_path, plan_for):
+    """Variants that differ only in train.steps train one after another, each continuing the longest
+    shorter run whose steps are a multiple of train.checkpoint_every (train.init_from)."""
+    real = {"seg.synthetic_ratio": 0.5, "produce.layouts": "real"}
+    plan = plan_for(tmp_path, {"2 steps": {**real, "train.steps": 2}, "3 steps": {**real, "train.steps": 3},
+                               "4 steps": {**real, "train.steps": 4}, "6 steps": {**real, "train.steps": 6},
+                               "6 steps, other width": {**real, "train.steps": 6, "stages.image.ngf": 4},
+                               "minutes": {**real, "train.minutes": 1}})
+    gens = {name: key for key, g in plan.generators.items() for name in g["used_by"]}
+    jobs = {j.id: j for j in plan.jobs}
+
+    def donor(name: str) -> str | None:
+        job = jobs[f"generators/{gens[name]}/image"]
+        given = [a.split("=", 1)[1].strip('"') for a in job.commands[0] if a.startswith("train.init_from=")]
+        found = [n for n in gens if given == [str(plan.run_dir / "generators" / gens[n])]]
+        assert job.deps == [f"generators/{gens[n]}/image" for n in found]
+        return found[0] if found else None
+
+    assert donor("2 steps") is None
+    assert donor("3 steps") == "2 steps" and donor("4 steps") == "2 steps"  # 3 is not a multiple of 2
+    assert donor("6 steps") == "4 steps"
+    assert donor("6 steps, other width") is None and donor("minutes") is None
+    assert jobs[f"generators/{gens['6 steps']}/depth"].deps == [f"generators/{gens['4 steps']}/depth"]
+
+
 def test_a_harmonised_variant_trains_its_own_image_stage(tmp_path, plan_for):
     composite = {"seg.synthetic_ratio": 0.5, "produce.layouts": "real", "stages.image.arch": "composite"}
     plan = plan_for(tmp_path, {"composite": composite,

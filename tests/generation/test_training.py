@@ -104,6 +104,41 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert again["steps"] == 0  # already at train.steps: nothing to do
 
 
+def test_init_from_continues_a_shorter_run_to_the_run_from_scratch(tmp_path):
+    run(tmp_path, "depth", 2, run_dir="short")
+    continued = run(tmp_path, "depth", 4, f"train.init_from={tmp_path / 'short'}", run_dir="long")
+    straight = run(tmp_path, "depth", 4, run_dir="straight")
+    assert continued["steps"] == 2 and continued["step"] == 4
+    for key, value in straight["losses"].items():
+        assert continued["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    a, _ = stage_checkpoint(tmp_path / "long", "depth")
+    b, _ = stage_checkpoint(tmp_path / "straight", "depth")
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k])
+    assert stage_checkpoint(tmp_path / "short", "depth")[0]["step"] == 2  # the donor is left as it was
+    assert not list((tmp_path / "long" / "checkpoints").glob(".*"))  # no partial copy left
+    # a run with its own checkpoint resumes from it and does not read the donor again
+    again = run(tmp_path, "depth", 4, f"train.init_from={tmp_path / 'missing'}", run_dir="long")
+    assert again["steps"] == 0
+
+
+@pytest.mark.parametrize("donor, extra, message", [
+    (("train.steps=2",), ("stages.depth.lr_g=0.001",), "stages.depth.lr_g: 0.0002 there, 0.001 here"),
+    (("train.steps=4",), (), "at step 4, past train.steps=3"),
+    (("train.steps=3", "train.checkpoint_every=2"), ("train.steps=4",), "step 3 is not a multiple"),
+    (("train.steps=2",), ("train.minutes=1",), "continue a run by train.steps"),
+    (None, (), "no checkpoint of stage 'depth' there"),
+])
+def test_init_from_refuses_a_donor_that_would_change_the_result(tmp_path, donor, extra, message):
+    if donor is not None:
+        recipe = load_recipe("toy", TINY + list(donor))
+        train_stage(recipe, stage="depth", run_dir=tmp_path / "donor")
+    with pytest.raises(ConfigError, match=message) as error:
+        run(tmp_path, "depth", 3, f"train.init_from={tmp_path / 'donor'}", *extra, run_dir="run")
+    assert str(tmp_path / "donor") in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints" / "depth" / "state").exists()
+
+
 def test_layout_resume_and_gradient_accumulation(tmp_path):
     run(tmp_path, "layout", 2, "train.gradient_accumulation=2", "stages.layout.loss=nonsaturating")
     summary = run(tmp_path, "layout", 3, "train.gradient_accumulation=2", "stages.layout.loss=nonsaturating")
