@@ -5,6 +5,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.usefixtures("glibc_allocator")  # the tools run in the test process
@@ -150,3 +151,15 @@ def test_compare_cells_per_class_names_cells_without_per_class_iou(monkeypatch, 
                                                    "per_class=true"])
     assert exit_.value.code == 2
     assert "has no per-class IoU" in capsys.readouterr().err
+
+
+def test_image_copies_tells_a_copy_of_its_own_photo_from_another_photos_image():
+    tool = runpy.run_path(str(TOOLS / "image_copies.py"), run_name="image_copies")
+    rng = np.random.default_rng(0)
+    photos = {name: rng.integers(0, 256, (8, 12, 3), dtype=np.uint8) for name in ("a", "b", "c")}
+    near_a = np.clip(photos["a"][:, ::-1].astype(int) + 2, 0, 255).astype(np.uint8)  # a, mirrored, a little brighter
+    s = tool["copies"](photos, [("a", True, near_a), ("a", False, photos["b"])])
+    assert s["samples"] == 2 and s["own_closest_share"] == 0.5  # the second is b's photo given a's layout
+    assert s["photo_to_closest_photo"] > 50  # random photos: about 85 apart
+    one = tool["copies"](photos, [("a", True, near_a)])
+    assert 0 < one["own"] <= 2 and one["closest_other"] > 50 and one["own_closest_share"] == 1
