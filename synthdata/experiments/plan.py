@@ -87,4 +87,16 @@ class Plan:
         return self.run_dir / "study"
 
 
-__all__ = ["Cell", "Plan", "cell_id", "slug"]
+def shorter_run(plan: Plan, gkey: str) -> str | None:
+    """The study's generator run that `gkey`'s continues (`train.init_from`): the same settings but
+    fewer `train.steps`, the most such steps that are a multiple of `train.checkpoint_every`; None
+    when there is none (or the budget is in minutes)."""
+    gen = plan.generators[gkey]
+    every = plan.resolved[gen["used_by"][0]].train.checkpoint_every
+    shorter = [(other["steps"], key) for key, other in plan.generators.items()
+               if gen.get("ladder") is not None and other.get("ladder") == gen["ladder"] and other["stages"] == gen["stages"]
+               and other["steps"] < gen["steps"] and other["steps"] % every == 0]
+    return max(shorter)[1] if shorter else None
+
+
+__all__ = ["Cell", "Plan", "cell_id", "shorter_run", "slug"]

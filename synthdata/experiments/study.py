@@ -83,7 +83,7 @@ from synthdata.experiments.cells import (
 )
 from synthdata.experiments.cluster import make_executor, require_submitit
 from synthdata.experiments.jobs import Job, execute
-from synthdata.experiments.plan import Cell, Plan, cell_id, slug
+from synthdata.experiments.plan import Cell, Plan, cell_id, shorter_run, slug
 from synthdata.experiments.study_keys import (
     cell_fingerprint,
     generator_key,
@@ -304,18 +304,6 @@ def _stage_done(gdir: Path, stage: str, gen: dict[str, Any]) -> Callable[[float]
             total = sum(json.loads(m.read_text())["seconds"] for m in markers)
             done_marker(gdir / "done.json", {"stages": gen["stages"], "used_by": gen["used_by"]})(total)
     return done
-
-
-def shorter_run(plan: Plan, gkey: str) -> str | None:
-    """The study's generator run that `gkey`'s continues (`train.init_from`): the same settings but
-    fewer `train.steps`, the most such steps that are a multiple of `train.checkpoint_every`; None
-    when there is none (or the budget is in minutes)."""
-    gen = plan.generators[gkey]
-    every = plan.resolved[gen["used_by"][0]].train.checkpoint_every
-    shorter = [(other["steps"], key) for key, other in plan.generators.items()
-               if gen["ladder"] is not None and other["ladder"] == gen["ladder"] and other["stages"] == gen["stages"]
-               and other["steps"] < gen["steps"] and other["steps"] % every == 0]
-    return max(shorter)[1] if shorter else None
 
 
 def _jobs(plan: Plan, recipe_path: Path, resolved: dict[str, Recipe]) -> list[Job]:

@@ -26,7 +26,7 @@ from synthdata.core.atomic import write_json_atomic, write_text_atomic
 from synthdata.core.code_version import version_label
 from synthdata.data.shards import manifest_classes, read_manifest
 from synthdata.experiments.cells import verify_cell
-from synthdata.experiments.plan import cell_id
+from synthdata.experiments.plan import cell_id, shorter_run
 from synthdata.metrics.intervals import Interval, paired_bootstrap, t_interval
 from synthdata.metrics.layout_check import check_layouts, read_layout_check
 from synthdata.metrics.layout_stats import NEAR_COPIES
@@ -87,6 +87,11 @@ def summarize(plan: "Plan") -> dict[str, Any]:
         for key in runs:
             marker = plan.run_dir / kind / key / "done.json"
             seconds[f"{kind}/{key}"] = json.loads(marker.read_text())["seconds"] if marker.is_file() else None
+    own = dict(seconds)
+    for key in plan.generators:  # a run continued from a shorter one (a budget ladder) cost both
+        donor = key
+        while own[f"generators/{key}"] is not None and (donor := shorter_run(plan, donor)):
+            seconds[f"generators/{key}"] += own[f"generators/{donor}"] or 0.0
     checks = {key: _layout_check(plan, p) for key, p in plan.productions.items()}
     cell_checks = _cell_checks(plan, results)
     bad = {(f["variant"], f["seed"]) for f in cell_checks["failed"].values()}

@@ -85,6 +85,18 @@ def test_a_budget_ladder_continues_the_longest_shorter_run(tmp_path, plan_for):
     assert jobs[f"generators/{gens['6 steps']}/depth"].deps == [f"generators/{gens['4 steps']}/depth"]
 
 
+def test_a_continued_generator_run_reports_the_seconds_of_its_ladder(tmp_path, plan_for, finish_cells):
+    from synthdata.experiments.study_report import summarize
+
+    real = {"seg.synthetic_ratio": 0.5, "produce.layouts": "real"}
+    plan = plan_for(tmp_path, {"2 steps": {**real, "train.steps": 2}, "4 steps": {**real, "train.steps": 4},
+                               "6 steps": {**real, "train.steps": 6}})
+    finish_cells(plan)  # every job 1 s: a run of two stages 2 s
+    gens = {name: key for key, g in plan.generators.items() for name in g["used_by"]}
+    seconds = summarize(plan)["run_seconds"]
+    assert [seconds[f"generators/{gens[n]}"] for n in ("2 steps", "4 steps", "6 steps")] == [2.0, 4.0, 6.0]
+
+
 def test_a_harmonised_variant_trains_its_own_image_stage(tmp_path, plan_for):
     composite = {"seg.synthetic_ratio": 0.5, "produce.layouts": "real", "stages.image.arch": "composite"}
     plan = plan_for(tmp_path, {"composite": composite,
