@@ -89,17 +89,22 @@ def test_stage_steps_change_weights_and_keep_losses_finite(tmp_path, stage, monk
     assert (tmp_path / "run" / "recipe.yaml").is_file()
 
 
+def assert_same_depth_run(tmp_path: Path, summary: dict, run_dir: str, reference: dict, reference_dir: str) -> None:
+    """The two depth runs' last losses and generator weights agree."""
+    for key, value in reference["losses"].items():
+        assert summary["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    a, _ = stage_checkpoint(tmp_path / run_dir, "depth")
+    b, _ = stage_checkpoint(tmp_path / reference_dir, "depth")
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k])
+
+
 def test_resume_repeats_the_uninterrupted_run(tmp_path):
     run(tmp_path, "depth", 2, run_dir="split")
     resumed = run(tmp_path, "depth", 4, run_dir="split")
     straight = run(tmp_path, "depth", 4, run_dir="straight")
     assert resumed["steps"] == 2 and resumed["step"] == 4
-    for key, value in straight["losses"].items():
-        assert resumed["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    a, _ = stage_checkpoint(tmp_path / "split", "depth")
-    b, _ = stage_checkpoint(tmp_path / "straight", "depth")
-    for k in b["model"]:
-        torch.testing.assert_close(a["model"][k], b["model"][k])
+    assert_same_depth_run(tmp_path, resumed, "split", straight, "straight")
     again = run(tmp_path, "depth", 4, run_dir="split")
     assert again["steps"] == 0  # already at train.steps: nothing to do
 
@@ -109,12 +114,7 @@ def test_init_from_continues_a_shorter_run_to_the_run_from_scratch(tmp_path):
     continued = run(tmp_path, "depth", 4, f"train.init_from={tmp_path / 'short'}", run_dir="long")
     straight = run(tmp_path, "depth", 4, run_dir="straight")
     assert continued["steps"] == 2 and continued["step"] == 4
-    for key, value in straight["losses"].items():
-        assert continued["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    a, _ = stage_checkpoint(tmp_path / "long", "depth")
-    b, _ = stage_checkpoint(tmp_path / "straight", "depth")
-    for k in b["model"]:
-        torch.testing.assert_close(a["model"][k], b["model"][k])
+    assert_same_depth_run(tmp_path, continued, "long", straight, "straight")
     assert stage_checkpoint(tmp_path / "short", "depth")[0]["step"] == 2  # the donor is left as it was
     assert not list((tmp_path / "long" / "checkpoints").glob(".*"))  # no partial copy left
     # a run with its own checkpoint resumes from it and does not read the donor again
