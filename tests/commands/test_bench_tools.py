@@ -163,3 +163,41 @@ def test_image_copies_tells_a_copy_of_its_own_photo_from_another_photos_image():
     assert s["photo_to_closest_photo"] > 50  # random photos: about 85 apart
     one = tool["copies"](photos, [("a", True, near_a)])
     assert 0 < one["own"] <= 2 and one["closest_other"] > 50 and one["own_closest_share"] == 1
+
+
+def test_image_copies_reads_productions_and_draws_their_sheet(monkeypatch, capsys, tmp_path):
+    """Two 'productions' of the toy training layouts: one their photos as they are (mirrored where the
+    sample says so), one a brighter copy; one line each, and the sheet of photos over both."""
+    import io
+    import json
+    import tarfile
+
+    from synthdata.core.recipe_loading import load_recipe
+    from synthdata.data.readers import make_reader
+    from synthdata.data.shards import encode_sample
+
+    recipe = load_recipe("toy", [a for a in TINY if a != "recipe=toy"])
+    reader = make_reader(recipe.data, recipe.data.train_split)
+    for name, shift in (("same", 0), ("brighter", 10)):
+        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
+            for i in range(len(reader)):
+                real, mirrored = reader[i], i % 2 == 1
+                image = real["image"][:, ::-1] if mirrored else real["image"]
+                sample = {"image": np.clip(image.astype(int) + shift, 0, 255).astype(np.uint8),
+                          "layout": real["layout"], "meta": {"layout_source": "real", "hflip": mirrored,
+                                                             "layout_id": reader.item_id(i)}}
+                for member, data in encode_sample(sample, key=f"s{i:03d}").items():
+                    if member != "__key__":
+                        data = data if isinstance(data, bytes) else json.dumps(data).encode()
+                        info = tarfile.TarInfo(f"s{i:03d}.{member}")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+    sheet = tmp_path / "sheet.png"
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "image_copies.py", [*TINY, f"shards=[{tmp_path / 'same.tar'},{tmp_path / 'brighter.tar'}]",
+                                                  f"sheet={sheet}"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "same.tar: 8 samples; to their own layout's photo 0.0" in out and "own photo the closest in 100%" in out
+    assert re.search(r"brighter.tar: 8 samples; to their own layout's photo ([5-9]|10)\.\d", out), out
+    assert sheet.is_file()
