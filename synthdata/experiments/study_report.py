@@ -521,7 +521,9 @@ def write_study_report(plan: "Plan") -> Path:
         for kind, runs in (("generators", plan.generators), ("productions", plan.productions)):
             for key, run in runs.items():
                 s = summary["run_seconds"].get(f"{kind}/{key}")
-                lines.append(f"| {kind}/{key} | {', '.join(run['used_by'])} | {'-' if s is None else f'{s:.0f}'} |")
+                donor = shorter_run(plan, key) if kind == "generators" else None
+                continued = f" (with generators/{donor}, which it continued)" if donor and s is not None else ""
+                lines.append(f"| {kind}/{key} | {', '.join(run['used_by'])} | {'-' if s is None else f'{s:.0f}'}{continued} |")
         lines.append("")
     lines += _layout_check_lines(plan, summary)
     if summary["missing"]:

@@ -95,6 +95,11 @@ def test_a_continued_generator_run_reports_the_seconds_of_its_ladder(tmp_path, p
     gens = {name: key for key, g in plan.generators.items() for name in g["used_by"]}
     seconds = summarize(plan)["run_seconds"]
     assert [seconds[f"generators/{gens[n]}"] for n in ("2 steps", "4 steps", "6 steps")] == [2.0, 4.0, 6.0]
+    recipe = dataclasses.replace(plan.recipe, study=dataclasses.replace(plan.recipe.study, report_only=True))
+    run_study(recipe, plan.run_dir)
+    report = (plan.run_dir / "study" / "report.md").read_text()
+    assert f"| generators/{gens['6 steps']} | 6 steps | 6 (with generators/{gens['4 steps']}, which it continued) |" in report
+    assert f"| generators/{gens['2 steps']} | 2 steps | 2 |" in report
 
 
 def test_a_harmonised_variant_trains_its_own_image_stage(tmp_path, plan_for):
