@@ -85,7 +85,10 @@ def continue_from_donor(recipe: Recipe, stage: str, run_dir: Path, accelerator) 
     if not recipe.train.init_from:
         return None
     folder = run_dir / "checkpoints" / stage
-    if _has_checkpoint(folder):
+    accelerator.wait_for_everyone()  # every process reads the folder before the main one may copy into it
+    own = _has_checkpoint(folder)
+    accelerator.wait_for_everyone()
+    if own:
         return None
     donor = Path(recipe.train.init_from)
     step = donor_step(recipe, stage, donor)

@@ -312,13 +312,18 @@ def test_two_process_launch(tmp_path, launch_two_processes):
 
     if "toy" not in readers:
         pytest.skip("the toy world reader is not available")
-    proc = launch_two_processes(
-        "synthdata/train.py", "recipe=toy", "stage=layout", f"run_dir={tmp_path}", "train.steps=2",
-        *[t for t in TINY if not t.startswith(("data.reader", "data.split_sizes"))],
-        "data.split_sizes={train: 8, val: 4, test: 4}", accelerate=True)
+    keys = [*[t for t in TINY if not t.startswith(("data.reader", "data.split_sizes"))],
+            "data.split_sizes={train: 8, val: 4, test: 4}"]
+    proc = launch_two_processes("synthdata/train.py", "recipe=toy", "stage=layout", f"run_dir={tmp_path}",
+                                "train.steps=2", *keys, accelerate=True)
     assert "2 process(es)" in proc.stdout
     ckpt, _ = stage_checkpoint(tmp_path, "layout")
     assert ckpt["step"] == 2
+    # both processes continue the run in another run dir (train.init_from: the main one copies)
+    proc = launch_two_processes("synthdata/train.py", "recipe=toy", "stage=layout", f"run_dir={tmp_path / 'longer'}",
+                                "train.steps=4", f"train.init_from={tmp_path}", *keys, accelerate=True)
+    assert proc.stdout.count("layout: starting from step 2 of") == 1
+    assert stage_checkpoint(tmp_path / "longer", "layout")[0]["step"] == 4
 
 
 def test_command_without_run_dir_trains_under_runs_slash_recipe_name(tmp_path, monkeypatch):
