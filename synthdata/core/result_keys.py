@@ -50,6 +50,19 @@ def strip_unrecorded(tree: dict[str, Any], *, before_unlisted: bool = False) -> 
     return tree
 
 
+# the sections of a result tree a generator run's weights depend on (with the recipe seed)
+GENERATOR_SECTIONS = ("data", "stages", "train")
+
+
+def generator_settings(tree: dict[str, Any], *, steps: bool = True) -> dict[str, Any]:
+    """The generator sections of result tree `tree`; `steps=False`: less `train.steps` (runs that
+    differ only there form a budget ladder, `generation.continuation`)."""
+    out = {section: tree[section] for section in GENERATOR_SECTIONS}
+    if not steps:
+        out["train"] = {k: v for k, v in out["train"].items() if k != "steps"}
+    return out
+
+
 def result_tree(recipe: "Recipe", *, before_unlisted: bool = False) -> dict[str, Any]:
     """The recipe as a tree of what results depend on (`recipe_to_dict` less the keys above)."""
     return strip_unrecorded(recipe_to_dict(recipe), before_unlisted=before_unlisted)

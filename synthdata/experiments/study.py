@@ -216,8 +216,7 @@ def make_plan(recipe: Recipe, run_dir: Path, runs: dict[str, str] | None = None)
             gen = generators.setdefault(gkey, {"stages": stages, "used_by": [], "overrides": {
                 k: v for k, v in overrides.items() if k.startswith(("train.", "stages."))},
                 "steps": vr.train.steps, "ladder": None if vr.train.minutes is not None else generator_key(
-                    recipe.seed, {**tree, "train": {k: v for k, v in tree["train"].items() if k != "steps"}},
-                    stages, subset_ids)})
+                    recipe.seed, tree, stages, subset_ids, steps=False)})
             gen["used_by"].append(name)
         run_keys[name] = {"stages": stages, "generator": key, "production": None}
         if produces:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe import Recipe
-from synthdata.core.result_keys import result_tree
+from synthdata.core.result_keys import generator_settings, result_tree
 
 if TYPE_CHECKING:
     from synthdata.experiments.plan import Cell
@@ -44,10 +44,11 @@ def digest(tree: Any) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def generator_key(seed: int, tree: dict[str, Any], stages: list[str], subset_ids: list[str] | None) -> str:
-    """A generator run's key from the variant's result tree (`result_tree`)."""
-    return digest({"seed": seed, "data": tree["data"], "stages": tree["stages"], "train": tree["train"],
-                   "trained": stages, "subset_ids": subset_ids})
+def generator_key(seed: int, tree: dict[str, Any], stages: list[str], subset_ids: list[str] | None, *,
+                  steps: bool = True) -> str:
+    """A generator run's key from the variant's result tree (`result_tree`); `steps=False`: its
+    budget ladder's key (the same for runs that differ only in `train.steps`)."""
+    return digest({"seed": seed, **generator_settings(tree, steps=steps), "trained": stages, "subset_ids": subset_ids})
 
 
 def production_key(generator: str | None, tree: dict[str, Any]) -> str:

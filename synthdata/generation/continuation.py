@@ -21,19 +21,15 @@ from typing import Any
 from synthdata.core.contract import ConfigError
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import load_recipe
-from synthdata.core.result_keys import result_tree
+from synthdata.core.result_keys import generator_settings, result_tree
 
-# what a generator run's result depends on (the fields of a study's generator key)
-RUN_SECTIONS = ("data", "stages", "train")
 # the donor's record of a budget in minutes (a continued run counts steps), its locks and partial copies
 _NOT_COPIED = ("budget.json", ".*")
 
 
 def _run_tree(recipe: Recipe) -> dict[str, Any]:
     tree = result_tree(recipe)
-    out = {"seed": tree["seed"], **{s: tree[s] for s in RUN_SECTIONS}}
-    out["train"] = {k: v for k, v in out["train"].items() if k != "steps"}
-    return out
+    return {"seed": tree["seed"], **generator_settings(tree, steps=False)}
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:

@@ -103,22 +103,8 @@ def test_bench_stage_step_names_a_missing_reference_checkout(monkeypatch, capsys
     assert "no NVlabs/SPADE checkout there" in capsys.readouterr().err
 
 
-def test_compare_cells_pairs_seeds_across_two_studies(monkeypatch, capsys, tmp_path):
-    import json
-
-    for run, variant, scores in (("a", "x6 0.5", [0.50, 0.52, 0.55]), ("b", "real only", [0.45, 0.50, 0.49])):
-        for seed, miou in enumerate(scores):
-            cell = tmp_path / run / "cells" / variant.replace(" ", "-") / f"seed-{seed}"
-            cell.mkdir(parents=True)
-            (cell / "result.json").write_text(json.dumps({"miou": miou}))
-    with pytest.raises(SystemExit) as exit_:
-        run_tool(monkeypatch, "compare_cells.py", [str(tmp_path / "a"), "x6 0.5", str(tmp_path / "b"), "real only"])
-    assert exit_.value.code == 0
-    out = capsys.readouterr().out
-    assert "| 2 | 55.0 | 49.0 | +6.0 |" in out and "A - B paired by seed (3): +4.3 [" in out and "Welch: +4.3 [" in out
-
-
 def _cells(root, variant, per_seed):
+    """Finished cells of `variant` under `root`: (mIoU, per-class IoUs of classes road and pole or None) per seed."""
     import json
 
     for seed, (miou, ious) in enumerate(per_seed):
@@ -128,6 +114,16 @@ def _cells(root, variant, per_seed):
         if ious is not None:
             result |= {"classes": ["road", "pole"], "per_class_iou": ious}
         (cell / "result.json").write_text(json.dumps(result))
+
+
+def test_compare_cells_pairs_seeds_across_two_studies(monkeypatch, capsys, tmp_path):
+    _cells(tmp_path / "a", "x6 0.5", [(0.50, None), (0.52, None), (0.55, None)])
+    _cells(tmp_path / "b", "real only", [(0.45, None), (0.50, None), (0.49, None)])
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "compare_cells.py", [str(tmp_path / "a"), "x6 0.5", str(tmp_path / "b"), "real only"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "| 2 | 55.0 | 49.0 | +6.0 |" in out and "A - B paired by seed (3): +4.3 [" in out and "Welch: +4.3 [" in out
 
 
 def test_compare_cells_per_class_pairs_each_class_and_skips_undefined_ious(monkeypatch, capsys, tmp_path):
