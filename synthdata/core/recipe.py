@@ -97,7 +97,9 @@ class LayoutStageConfig:
     ngf: Annotated[int, COUNT] = 64
     ndf: Annotated[int, COUNT] = 64
     upsample: Literal["nearest", "transposed"] = "nearest"  # transposed: dcgan
-    loss: Literal["wgan-gp", "nonsaturating"] = "wgan-gp"
+    # hinge: SN-GAN (Miyato et al. 2018), a spectral-normalised critic without norm layers and no
+    # gradient penalty (no double backward: a cheaper critic step; docs/studies.md)
+    loss: Literal["wgan-gp", "nonsaturating", "hinge"] = "wgan-gp"
     gp_weight: float = 10.0
     # lazy gradient penalty (Karras et al. 2020's lazy regularisation): the penalty on every Nth critic
     # step only, weighted N times; 4: 1.4x faster CPU steps but fewer classes kept (docs/studies.md)

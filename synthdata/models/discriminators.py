@@ -87,19 +87,22 @@ class LayoutCritic(nn.Module):
     a 3x3 conv makes a patch score map (PatchGAN) whose mean is the score. Layer norm instead of
     batch norm: the WGAN-GP penalty is per sample and batch norm couples samples.
     `condition_channels` more input channels follow the layout's (a class-conditioned critic).
+    `spectral=True` spectral-normalises every conv (SN-GAN's critic, with `norm="none"`).
     """
 
     def __init__(self, *, num_classes: int, height: int, width: int, ndf: int = 64, norm: str = "layer",
-                 condition_channels: int = 0):
+                 condition_channels: int = 0, spectral: bool = False):
         super().__init__()
         _, _, k = base_grid(height, width)
-        layers: list[nn.Module] = [nn.Conv2d(num_classes + condition_channels, ndf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [maybe_spectral(nn.Conv2d(num_classes + condition_channels, ndf, 3, padding=1), spectral),
+                                   nn.LeakyReLU(0.2, inplace=True)]
         channels = ndf
         for i in range(k):
             out = ndf * 2 ** min(i + 1, 3)
-            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), make_norm(norm, out), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [maybe_spectral(nn.Conv2d(channels, out, 4, stride=2, padding=1), spectral), make_norm(norm, out),
+                       nn.LeakyReLU(0.2, inplace=True)]
             channels = out
-        layers.append(nn.Conv2d(channels, 1, 3, padding=1))
+        layers.append(maybe_spectral(nn.Conv2d(channels, 1, 3, padding=1), spectral))
         self.net = nn.Sequential(*layers)
         init_weights(self)
 

@@ -183,6 +183,21 @@ def test_class_conditioned_layout_resume_repeats_the_uninterrupted_run(tmp_path)
         torch.testing.assert_close(a["model"][k], b["model"][k])
 
 
+def test_hinge_layout_stage_has_no_penalty_and_resumes_to_the_uninterrupted_run(tmp_path):
+    """SN-GAN's critic keeps its power-iteration vectors in the checkpoint, so a resumed run equals
+    the uninterrupted one; the hinge loss logs no penalty."""
+    run(tmp_path, "layout", 2, "stages.layout.loss=hinge", run_dir="split")
+    resumed = run(tmp_path, "layout", 4, "stages.layout.loss=hinge", run_dir="split")
+    straight = run(tmp_path, "layout", 4, "stages.layout.loss=hinge", run_dir="straight")
+    assert "gp" not in straight["losses"] and all(np.isfinite(v) for v in straight["losses"].values())
+    for key, value in straight["losses"].items():
+        assert resumed["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    a, _ = stage_checkpoint(tmp_path / "split", "layout")
+    b, _ = stage_checkpoint(tmp_path / "straight", "layout")
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k])
+
+
 def test_compiled_generator_trains_the_same_weights_and_saves_plain_checkpoints(tmp_path, monkeypatch):
     """train.compile=true: the generator's training passes run through torch.compile (here its
     `eager` backend, which traces but needs no C++ compiler), with the same losses as without, and

@@ -36,6 +36,18 @@ def test_layout_generator_and_critic_shapes(arch, upsample, height, width):
     assert torch.isfinite(scores).all()
 
 
+def test_hinge_loss_builds_the_sn_gan_critic():
+    """loss=hinge: every conv of the critic spectral-normalised, no norm layers; the WGAN-GP critic
+    keeps its layer norm and plain convs."""
+    convs = lambda critic: [m for m in critic.modules() if isinstance(m, torch.nn.Conv2d)]  # noqa: E731
+    norms = lambda critic: [m for m in critic.modules() if isinstance(m, torch.nn.GroupNorm)]  # noqa: E731
+    sn = build_layout_critic(LayoutStageConfig(ndf=4, loss="hinge"), num_classes=C, height=32, width=64)
+    gp = build_layout_critic(LayoutStageConfig(ndf=4), num_classes=C, height=32, width=64)
+    assert convs(sn) and all(hasattr(m, "parametrizations") for m in convs(sn)) and not norms(sn)
+    assert not any(hasattr(m, "parametrizations") for m in convs(gp)) and norms(gp)
+    assert sn(torch.rand(2, C, 32, 64)).shape == (2,)
+
+
 @pytest.mark.parametrize("arch", ["dcgan", "style"])
 def test_every_parameter_gets_a_gradient(arch):
     # DDP (find_unused_parameters=False) fails on parameters that forward never uses.
