@@ -9,7 +9,7 @@ the loader is out of it; the runs take turns, `steps` steps each per round, and 
 - `stage step`: our training step (`synthdata.generation.training._train_step`: the critic update,
   the generator update, the weight average, the logged losses), as `synthdata/train.py` runs it;
 - `networks alone`: the same forward and backward passes of the same networks (for the layout
-  stage with the gradient penalty's double backward) with trivial losses and no optimizer, weight
+  stage with `loss=wgan-gp`, the gradient penalty's double backward) with trivial losses and no optimizer, weight
   average or logging: the floor a step cannot go below;
 - `generator alone`: the generator's forward and backward only (the rest of the floor is the critic's);
 - image stage, with `reference=PATH` (a checkout of https://github.com/NVlabs/SPADE, imported from
@@ -18,7 +18,8 @@ the loader is out of it; the runs take turns, `steps` steps each per round, and 
   device, hinge + feature matching, no VGG, no VAE (its Cityscapes settings otherwise);
 - layout stage: `plain loop`, a textbook WGAN-GP step (Gulrajani et al. 2017) on the same
   networks (PyTorch's `F.gumbel_softmax(hard=True)` for the one-hot): critic loss with the gradient
-  penalty, then a fresh generator forward for its loss.
+  penalty, then a fresh generator forward for its loss; its critic is always the WGAN-GP one
+  (layer norm; with `stages.layout.loss=hinge` a copy of the recipe's critic without spectral norm).
 `compile=true` adds the stage step with the generator under `torch.compile` (its first step, with
 the compilation, is timed apart). `loop=true` adds the full `train_stage` loop on the recipe's data (loader, logging, one checkpoint
 and one sample grid at its end), as `tools/bench_train.py speed` times it.
@@ -45,7 +46,7 @@ from synthdata.core.runtime import benchmark_allocator, cpu_model, make_accelera
 from synthdata.generation import stages  # noqa: E402
 from synthdata.generation.encodings import one_hot  # noqa: E402
 from synthdata.generation.training import StageRun, _train_step, build_networks  # noqa: E402
-from synthdata.models import losses  # noqa: E402
+from synthdata.models import build_layout_critic, losses  # noqa: E402
 from synthdata.models.augment import diff_augment  # noqa: E402
 
 ARGUMENTS = {"stage": "image", "steps": 5, "rounds": 3, "reference": None, "classes": 12, "diffaugment": "off",
@@ -88,7 +89,7 @@ def networks_alone(run: StageRun, batch: dict[str, torch.Tensor]) -> Callable[[i
         fake = spec.generate(G, inp)
         real_in, fake_in = spec.critic_inputs(inp, inp.target, spec.fake_for_critic(fake.detach()), None)
         loss = scores(D(torch.cat([real_in, fake_in], 0)))
-        if layout:
+        if layout and spec.loss == "wgan-gp":
             loss = loss + losses.gradient_penalty(D_plain, real_in.float(), fake_in.float())
         run.accelerator.backward(loss)
         D_plain.requires_grad_(False)
@@ -119,6 +120,10 @@ def plain_wgan_gp(run: StageRun, recipe: Recipe, batch: dict[str, torch.Tensor],
     PyTorch's own straight-through Gumbel-softmax."""
     spec, G, D = run.spec, run.G_plain, run.D_plain
     cfg = recipe.stages.layout
+    if cfg.loss != "wgan-gp":  # the textbook loop's own critic, whatever ours is
+        wgan = dataclasses.replace(cfg, loss="wgan-gp")
+        D = build_layout_critic(wgan, num_classes=spec.num_classes, height=spec.height, width=spec.width)
+        D = D.to(run.accelerator.device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     real = one_hot(batch["layout"], spec.num_classes)

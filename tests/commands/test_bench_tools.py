@@ -73,10 +73,11 @@ def test_bench_toy_prints_a_row_per_size(monkeypatch, capsys):
     assert "allocator: " in out and re.search(r"\| 32x64 \| \d+ \| \d+ \|", out) and "| 64x128 |" in out, out
 
 
-@pytest.mark.parametrize("stage,third", [("image", None), ("layout", "plain loop")])
-def test_bench_stage_step_times_the_step_beside_its_networks(monkeypatch, capsys, stage, third):
+@pytest.mark.parametrize("stage,third,extra", [("image", None, []), ("layout", "plain loop", []),
+                                               ("layout", "plain loop", ["stages.layout.loss=hinge"])])
+def test_bench_stage_step_times_the_step_beside_its_networks(monkeypatch, capsys, stage, third, extra):
     with pytest.raises(SystemExit) as exit_:
-        run_tool(monkeypatch, "bench_stage_step.py", [*TINY, f"stage={stage}", "steps=1", "rounds=1", "classes=4"])
+        run_tool(monkeypatch, "bench_stage_step.py", [*TINY, f"stage={stage}", "steps=1", "rounds=1", "classes=4", *extra])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for name in ("stage step", "networks alone", "generator alone", third):
