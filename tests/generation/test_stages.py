@@ -115,7 +115,7 @@ def test_bad_records_name_the_key():
     with pytest.raises(CheckpointError, match="key 'cond_channels' is 5"):
         stages.spec_from_dict(dict(legacy_record("image"), cond_channels=5))
     with pytest.raises(CheckpointError, match="stages.layout.loss"):
-        stages.spec_from_dict(dict(legacy_record("layout"), loss="hinge"))
+        stages.spec_from_dict(dict(legacy_record("layout"), loss="lsgan"))
     with pytest.raises(CheckpointError, match="max_depth"):
         stages.spec_from_dict(dict(legacy_record("depth"), max_depth=None))
     for bad in ({}, None, [1, 2]):
