@@ -24,7 +24,12 @@ from synthdata.models import losses, straight_through_onehot
 
 STAGES = ("layout", "depth", "image")
 STAGE_IDS = {name: i for i, name in enumerate(STAGES)}  # keys for derived seeds
-LAYOUT_LOSSES = ("wgan-gp", "nonsaturating", "hinge")
+# stages.layout.loss -> (critic loss, generator loss); wgan-gp adds its gradient penalty in d_loss
+LAYOUT_LOSSES = {
+    "wgan-gp": (losses.wgan_d_loss, losses.wgan_g_loss),
+    "nonsaturating": (losses.nonsaturating_d_loss, losses.nonsaturating_g_loss),
+    "hinge": (losses.hinge_d_loss, losses.hinge_g_loss),
+}
 CLASS_SET_TAG = 0xC1A5  # seed domain of the class sets a class-conditioned layout generator draws
 
 Augment = Callable[[torch.Tensor], torch.Tensor] | None
@@ -217,22 +222,19 @@ class LayoutSpec(StageSpec):
         n = real_in.shape[0]
         out = D(torch.cat([real_in, fake_in], 0))  # one forward: one DDP reduction
         real_s, fake_s = out[:n].float(), out[n:].float()
+        loss = LAYOUT_LOSSES[self.loss][0](real_s, fake_s)
         if self.loss == "wgan-gp":
-            loss = losses.wgan_d_loss(real_s, fake_s)
             if (step + 1) % self.gp_every:  # a lazy step ("gp" logs 0); the last step before a log line has it
                 return loss, {"d": loss.detach(), "gp": torch.zeros((), device=loss.device)}
             k = math.ceil(self.gp_fraction * n)  # the batch is shuffled: its first k are a random subset
             gp = losses.gradient_penalty(D_plain, real_in[:k].float(), fake_in[:k].detach().float())
             return loss + self.gp_weight * self.gp_every * gp, {"d": loss.detach(), "gp": gp.detach()}
-        d_loss = losses.hinge_d_loss if self.loss == "hinge" else losses.nonsaturating_d_loss
-        loss = d_loss(real_s, fake_s)
         return loss, {"d": loss.detach()}
 
     def g_loss(self, D_plain, inp, fake, augment):
         _, fake_in = self.critic_inputs(inp, inp.target, self.fake_for_critic(fake), augment)
         score = D_plain(fake_in).float()
-        g_loss = {"wgan-gp": losses.wgan_g_loss, "hinge": losses.hinge_g_loss}.get(self.loss, losses.nonsaturating_g_loss)
-        loss = g_loss(score)
+        loss = LAYOUT_LOSSES[self.loss][1](score)
         logs = {"g": loss.detach()}
         if self.presence_weight > 0:
             presence = (losses.class_set_loss(fake, inp.cond, form=self.presence_loss) if self.class_conditioning
