@@ -161,7 +161,8 @@ class CompositeConfig:
 class ImageStageConfig(SpadeStageConfig):
     """The image stage: a trained conditional generator, or composite texturing from real pixels."""
 
-    arch: Literal["spade", "pix2pix", "composite"] = "spade"
+    # flat: each class its mean training colour, no network (a baseline for a generator's paint)
+    arch: Literal["spade", "pix2pix", "composite", "flat"] = "spade"
     composite: CompositeConfig = field(default_factory=CompositeConfig)
     # arch=composite only: a conditional generator of this arch (the stage's ngf, ndf, losses)
     # trained to turn composites into real images (SIMS-style harmonisation); none: composites as is

@@ -7,6 +7,9 @@
   image network to train unless `stages.image.harmonise` names a harmoniser. Depth comes from the
   bank's segments, so no depth stage trains; pasted objects are bank segments with their own
   pixels.
+- `FlatImages` (`stages.image.arch=flat`): each class painted its mean training colour
+  (`synthdata.texturing.flat`), nothing to train: a baseline for what a generator's paint is worth
+  beyond the labels. Pasted objects are cut from the training layouts, as for a GAN.
 
 Training, production and studies ask the source what it needs (stages to train, what the image
 stage's training means, the pipeline, the pool of objects to paste, where `copy_paste_classes=auto`
@@ -25,6 +28,7 @@ from synthdata.core.imageops import resize_labels
 from synthdata.generation.sampler import load_pipeline
 from synthdata.texturing.bank_building import thing_classes
 from synthdata.texturing.copy_paste import ObjectPool
+from synthdata.texturing.flat import describe_colours, flat_pipeline
 from synthdata.texturing.pipeline import build_for_training, composite_pipeline, harmoniser_inputs
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ class GanImages:
 
     name = "gan"
     trains_generator = True  # a mask-to-image generator SegGAN refinement can use
+    real_pixels_everywhere = False  # true: every region is textured with real pixels already
 
     def stages(self, recipe: "Recipe") -> list[str]:
         """The stages after the layout stage that must be trained."""
@@ -72,6 +77,7 @@ class CompositeImages(GanImages):
 
     name = "composite"
     trains_generator = False
+    real_pixels_everywhere = True
 
     def stages(self, recipe: "Recipe") -> list[str]:
         return ["image"]  # builds the bank (and trains the harmoniser, if any)
@@ -104,9 +110,38 @@ class CompositeImages(GanImages):
         return sorted({int(c) for c in bank.seg_class if not bank.region[int(c)]}), "the segment bank"
 
 
+class FlatImages(GanImages):
+    """Each class painted its mean colour over the training photos (`stages.image.arch=flat`)."""
+
+    name = "flat"
+    trains_generator = False
+
+    def stages(self, recipe: "Recipe") -> list[str]:
+        return ["image"]  # says what it will paint; nothing to train
+
+    def prepare_image_training(self, recipe: "Recipe", run_dir: Path,
+                               accelerator: Any) -> tuple[dict[str, Any] | None, Composites | None]:
+        colours = describe_colours(recipe)
+        if accelerator is None or accelerator.is_main_process:
+            print("image: stages.image.arch=flat: no weights to train; each class is painted its mean colour over "
+                  "the training split: " + ", ".join(f"{name} {tuple(c['rgb'])}" for name, c in colours.items()))
+        return {"stage": "image", "steps": 0, "step": 0, "colours": colours}, None
+
+    def pipeline(self, recipe: "Recipe", run_dir: Path, *, accelerator: Any, autocast: bool):
+        try:  # trained stages give generated layouts when there are any
+            base = super().pipeline(recipe, run_dir, accelerator=accelerator, autocast=autocast)
+        except CheckpointError:
+            if recipe.produce.layouts != "real":
+                raise
+            base = None
+        return flat_pipeline(recipe, base=base, accelerator=accelerator,
+                             progress=accelerator.is_local_main_process)
+
+
 def image_source(recipe: "Recipe") -> GanImages:
     """The image source `recipe.stages.image.arch` names."""
-    return CompositeImages() if recipe.stages.image.arch == "composite" else GanImages()
+    arch = recipe.stages.image.arch
+    return CompositeImages() if arch == "composite" else FlatImages() if arch == "flat" else GanImages()
 
 
-__all__ = ["CompositeImages", "GanImages", "image_source"]
+__all__ = ["CompositeImages", "FlatImages", "GanImages", "image_source"]

@@ -90,7 +90,7 @@ def check_production_settings(recipe: "Recipe") -> None:
     if cfg.real_pixel_classes is not None and cfg.layouts == "generated":
         raise ConfigError("produce.real_pixel_classes keeps the photo's pixels of real layouts: it needs "
                           "produce.layouts=real or mixed")
-    if cfg.real_pixel_classes is not None and not image_source(recipe).trains_generator:
+    if cfg.real_pixel_classes is not None and image_source(recipe).real_pixels_everywhere:
         raise ConfigError(f"produce.real_pixel_classes: stages.image.arch={recipe.stages.image.arch} textures every "
                           "region with real pixels already; leave it unset")
 

@@ -429,6 +429,8 @@ def stage_spec(stage: str, recipe: Recipe, *, num_classes: int, use_depth: bool,
     if stage == "image":
         check_harmonise(cfg)
         values["composite_input"] = False
+        if cfg.arch == "flat":
+            raise ConfigError("stages.image.arch=flat paints class colours: it has no network to build")
         if cfg.arch == "composite":  # the only network of composite texturing is its harmoniser
             if cfg.harmonise == "none":
                 raise ConfigError("stages.image.arch=composite has no network to build unless "

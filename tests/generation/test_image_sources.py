@@ -8,7 +8,7 @@ import pytest
 
 from synthdata.core.recipe_loading import load_recipe
 from synthdata.experiments.variants import stages_needed
-from synthdata.generation.image_sources import CompositeImages, GanImages, image_source
+from synthdata.generation.image_sources import CompositeImages, FlatImages, GanImages, image_source
 
 PACKAGE = Path(__file__).resolve().parents[2] / "synthdata"
 
@@ -18,14 +18,16 @@ PACKAGE = Path(__file__).resolve().parents[2] / "synthdata"
     ("spade", True, False, ["image"]),
     ("pix2pix", False, True, ["image"]),
     ("composite", True, True, ["image"]),  # depth from the bank's segments: no depth stage
+    ("flat", True, True, ["image"]),  # class colours: no depth, nothing to train
 ])
 def test_each_arch_names_its_source_and_stages(arch, has_depth, use_depth, want):
     recipe = load_recipe("toy", {"stages.image.arch": arch, "data.has_depth": has_depth,
                                  "stages.image.use_depth": use_depth})
     source = image_source(recipe)
-    assert type(source) is (CompositeImages if arch == "composite" else GanImages)
+    assert type(source) is {"composite": CompositeImages, "flat": FlatImages}.get(arch, GanImages)
     assert source.stages(recipe) == want
-    assert source.trains_generator is (arch != "composite")
+    assert source.trains_generator is (arch in ("spade", "pix2pix"))
+    assert source.real_pixels_everywhere is (arch == "composite")
     assert stages_needed(recipe) == ["layout"] + want
     real = load_recipe("toy", {"stages.image.arch": arch, "data.has_depth": has_depth,
                                "stages.image.use_depth": use_depth, "produce.layouts": "real"})

@@ -565,6 +565,33 @@ def test_real_pixel_classes_keep_the_photos_objects_on_real_layouts(run_dir, tmp
     assert checked == 10
 
 
+def test_flat_pastes_lie_on_the_layouts_the_image_stage_paints(run_dir, tmp_path):
+    """A painted-pastes study's control: with the same seeds `stages.image.arch=flat` gets the same
+    layouts (the same objects pasted at the same places) as the trained image stage, so the two
+    productions differ only in what fills the pasted masks."""
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    common = ["produce.layouts=real", "produce.copy_paste=2", "produce.real_pixel_classes=[a, b, c, d]"]
+    for arch in ("spade", "flat"):
+        assert produce(run_dir, f"produce.out={tmp_path / arch}", f"stages.image.arch={arch}", *common) == 0
+    urls = {arch: [str(p) for p in sorted((tmp_path / arch).glob("*.tar"))] for arch in ("spade", "flat")}
+    gan, flat = (list(wds.WebDataset(urls[a], shardshuffle=False)) for a in ("spade", "flat"))
+    assert len(gan) == len(flat) == 10
+    pasted = 0
+    for g, f in zip(gan, flat):
+        assert g["__key__"] == f["__key__"] and g["layout.png"] == f["layout.png"]
+        image_g, image_f = (np.asarray(Image.open(io.BytesIO(s["image.png"]))).astype(int) for s in (g, f))
+        own = json.loads(f["json"])["real_pixel_share"]
+        assert own == json.loads(g["json"])["real_pixel_share"]
+        same = np.all(image_g == image_f, axis=-1)
+        assert same.mean() >= own - 1e-4  # the photo's pixels are the same in both (share rounded)
+        pasted += own < 1
+    assert pasted > 0
+
+
 @pytest.mark.parametrize("extra, says", [
     (["produce.real_pixel_classes=auto"], "produce.layouts=real or mixed"),
     (["produce.layouts=real", "produce.real_pixel_classes=[zebra]"], "zebra"),
