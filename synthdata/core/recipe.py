@@ -240,9 +240,10 @@ class ProduceConfig:
     copy_paste_scale: list[float] = field(default_factory=lambda: [0.8, 1.25])  # [0.1, 2.0]: large jitter
     copy_paste_flip: bool = True  # mirror half of the pasted objects
     copy_paste_position: Literal["uniform", "class", "donor"] = "uniform"  # class: vertical place of that class in real layouts
-    # real layouts with a GAN image stage: these classes keep the photo's pixels, the stage paints the
-    # rest (None: it paints everything; auto: the object classes, as for copy_paste_classes)
-    real_pixel_classes: list[str] | Literal["auto"] | None = None
+    # real layouts with a GAN (or flat) image stage: these classes keep the photo's pixels, the stage paints
+    # the rest (None: it paints everything; auto: the object classes, as for copy_paste_classes; all:
+    # every class, so only pasted objects and unlabelled pixels are painted)
+    real_pixel_classes: list[str] | Literal["auto", "all"] | None = None
 
 
 @dataclass

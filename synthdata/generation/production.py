@@ -234,10 +234,12 @@ def resolve_paste_classes(recipe: "Recipe", classes: Any, pipeline: Any, reader:
 
 def resolve_class_list(recipe: "Recipe", key: str, classes: Any, pipeline: Any, reader: Any, *,
                        log=None) -> list[int] | None:
-    """A `produce` key that names classes (a list of names, `auto`, or None) as class indices."""
+    """A `produce` key that names classes (a list of names, `auto`, `all`, or None) as class indices."""
     value = getattr(recipe.produce, key)
     if value is None:
         return None
+    if value == "all":
+        return list(range(classes.num_classes))
     if value != "auto":
         unknown = [c for c in value if c not in classes.names]
         if unknown:

@@ -590,6 +590,10 @@ def test_flat_pastes_lie_on_the_layouts_the_image_stage_paints(run_dir, tmp_path
         assert same.mean() >= own - 1e-4  # the photo's pixels are the same in both (share rounded)
         pasted += own < 1
     assert pasted > 0
+    # `all` names every class
+    every = [c.replace("[a, b, c, d]", "all") for c in common]
+    assert produce(run_dir, f"produce.out={tmp_path / 'all'}", "stages.image.arch=flat", *every) == 0
+    assert shard_hashes(tmp_path / "all") == shard_hashes(tmp_path / "flat")
 
 
 @pytest.mark.parametrize("extra, says", [
