@@ -71,7 +71,7 @@ def _add(stats: dict[str, Any], sample: dict[str, Any], n: int) -> None:
     stats["samples"] += 1
     layout = sample["layout"]
     stats["sizes"][f"{layout.shape[1]}x{layout.shape[0]}"] += 1
-    texturing = sample["meta"].get("texturing")  # synthetic: spade | pix2pix | composite
+    texturing = sample["meta"].get("texturing")  # synthetic: spade | pix2pix | composite | flat
     stats["sources"][str(sample["meta"].get("source", "?")) + (f" ({texturing})" if texturing else "")] += 1
     values, counts = np.unique(layout, return_counts=True)
     stats["pixels"].update(dict(zip(values.tolist(), counts.tolist())))

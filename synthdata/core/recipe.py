@@ -159,7 +159,8 @@ class CompositeConfig:
 
 @dataclass
 class ImageStageConfig(SpadeStageConfig):
-    """The image stage: a trained conditional generator, or composite texturing from real pixels."""
+    """The image stage: a trained conditional generator, composite texturing from real pixels, or flat
+    class colours (a baseline)."""
 
     # flat: each class its mean training colour, no network (a baseline for a generator's paint)
     arch: Literal["spade", "pix2pix", "composite", "flat"] = "spade"

@@ -26,6 +26,7 @@ import numpy as np
 from synthdata.core.contract import CheckpointError, ConfigError
 from synthdata.core.imageops import resize_labels
 from synthdata.generation.sampler import load_pipeline
+from synthdata.generation.stages import check_harmonise
 from synthdata.texturing.bank_building import thing_classes
 from synthdata.texturing.copy_paste import ObjectPool
 from synthdata.texturing.flat import describe_colours, flat_pipeline
@@ -44,6 +45,7 @@ class GanImages:
     name = "gan"
     trains_generator = True  # a mask-to-image generator SegGAN refinement can use
     real_pixels_everywhere = False  # true: every region is textured with real pixels already
+    varies_with_seed = True  # a layout's image depends on the sample's seed (hardness copies differ)
 
     def stages(self, recipe: "Recipe") -> list[str]:
         """The stages after the layout stage that must be trained."""
@@ -115,25 +117,29 @@ class FlatImages(GanImages):
 
     name = "flat"
     trains_generator = False
+    varies_with_seed = False
 
     def stages(self, recipe: "Recipe") -> list[str]:
         return ["image"]  # says what it will paint; nothing to train
 
     def prepare_image_training(self, recipe: "Recipe", run_dir: Path,
                                accelerator: Any) -> tuple[dict[str, Any] | None, Composites | None]:
-        colours = describe_colours(recipe)
-        if accelerator is None or accelerator.is_main_process:
+        check_harmonise(recipe.stages.image)  # flat has nothing a harmoniser could refine
+        main = accelerator is None or accelerator.is_main_process
+        colours = describe_colours(recipe, progress=main)
+        if main:
             print("image: stages.image.arch=flat: no weights to train; each class is painted its mean colour over "
                   "the training split: " + ", ".join(f"{name} {tuple(c['rgb'])}" for name, c in colours.items()))
         return {"stage": "image", "steps": 0, "step": 0, "colours": colours}, None
 
     def pipeline(self, recipe: "Recipe", run_dir: Path, *, accelerator: Any, autocast: bool):
-        try:  # trained stages give generated layouts when there are any
-            base = super().pipeline(recipe, run_dir, accelerator=accelerator, autocast=autocast)
-        except CheckpointError:
-            if recipe.produce.layouts != "real":
-                raise
-            base = None
+        base = None
+        if recipe.produce.layouts != "real":  # generated layouts need the layout stage; real ones need nothing
+            try:
+                base = super().pipeline(recipe, run_dir, accelerator=accelerator, autocast=autocast)
+            except CheckpointError as e:
+                raise CheckpointError(f"produce.layouts={recipe.produce.layouts} needs a trained layout stage "
+                                      f"(stages.image.arch=flat needs no other): {e}") from e
         return flat_pipeline(recipe, base=base, accelerator=accelerator,
                              progress=accelerator.is_local_main_process)
 

@@ -234,7 +234,8 @@ def resolve_paste_classes(recipe: "Recipe", classes: Any, pipeline: Any, reader:
 
 def resolve_class_list(recipe: "Recipe", key: str, classes: Any, pipeline: Any, reader: Any, *,
                        log=None) -> list[int] | None:
-    """A `produce` key that names classes (a list of names, `auto`, `all`, or None) as class indices."""
+    """A `produce` key that names classes (a list of names, `auto`, `all` where the key allows it, or None)
+    as class indices."""
     value = getattr(recipe.produce, key)
     if value is None:
         return None

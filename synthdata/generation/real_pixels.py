@@ -1,6 +1,6 @@
 """Real pixels for chosen classes of real layouts (`produce.real_pixel_classes`).
 
-With `produce.layouts=real|mixed` and a GAN image stage, the stage paints the whole of a real
+With `produce.layouts=real|mixed` and a GAN (or flat) image stage, the stage paints the whole of a real
 training layout. `RealPixels` wraps the stage's pipeline and puts the real photo's pixels back
 wherever the layout still holds its own labels of the chosen classes, so the generator paints the
 scene's regions while the objects it paints poorly (CamVid's pedestrians on a CPU budget:

@@ -90,6 +90,10 @@ def check_production_settings(recipe: "Recipe") -> None:
     if cfg.real_pixel_classes is not None and cfg.layouts == "generated":
         raise ConfigError("produce.real_pixel_classes keeps the photo's pixels of real layouts: it needs "
                           "produce.layouts=real or mixed")
+    if cfg.hardness_max_copies > 1 and not image_source(recipe).varies_with_seed:
+        raise ConfigError(f"produce.hardness_max_copies: stages.image.arch={recipe.stages.image.arch} paints a layout "
+                          "the same every time, "
+                          "so its copies would be identical; leave it at 1")
     if cfg.real_pixel_classes is not None and image_source(recipe).real_pixels_everywhere:
         raise ConfigError(f"produce.real_pixel_classes: stages.image.arch={recipe.stages.image.arch} textures every "
                           "region with real pixels already; leave it unset")

@@ -1,15 +1,16 @@
 """`stages.image.arch=flat`: every class painted one colour, its mean over the training photos.
 
 No network and no bank: a baseline that says what an image stage's paint is worth beyond the labels
-it is given. With `produce.layouts=real` and `produce.real_pixel_classes` naming every class, the
-photo keeps all its pixels and only the objects pasted into it (`produce.copy_paste`) are flat
-silhouettes in their class's colour: the same layouts as a trained image stage would paint (the
-objects are cut from the training layouts, as for `spade`), so the two productions differ only in
-what fills the pasted masks.
+it is given. With `produce.layouts=real`, `produce.copy_paste=N` and `produce.real_pixel_classes=all`,
+the photo keeps its labelled pixels and the objects pasted into it are flat in their class's colour
+(unlabelled pixels are the neutral grey): the same layouts a trained image stage would paint with
+the same seeds (the objects are cut from the training layouts, as for `spade`), so the two
+productions differ in what fills the pasted masks and the unlabelled pixels, nothing else.
 
 The colours are the per-class means of the training split's images (`data.train_split`, after
-`data.subset`) at the reader's resolution; a class no training pixel shows, and ignored pixels, are
-the neutral grey of composite texturing. Samples carry no depth.
+`data.subset`) at the reader's resolution, read once per production; a class no training pixel
+shows, ignored pixels and any value outside the classes are the neutral grey of composite texturing.
+Samples carry no depth, and a layout's image does not depend on its seed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from synthdata.core.contract import CheckpointError, ClassInfo
 from synthdata.data.readers import make_reader
 from synthdata.texturing.composite import IGNORE_FILL
+from synthdata.texturing.pipeline import production_frame
 
 if TYPE_CHECKING:
     from synthdata.core.recipe import Recipe
@@ -58,10 +60,9 @@ class FlatPipeline:
                  base: Any = None, device: torch.device | str = "cpu"):
         self.classes, self.height, self.width, self.depth_scale = classes, int(height), int(width), depth_scale
         self.base, self.device, self.has_depth = base, torch.device(device), False
-        ignore = classes.ignore_index
-        table = np.tile(np.asarray(IGNORE_FILL, np.uint8), (max(classes.num_classes, (ignore or 0) + 1), 1))
-        table[: len(colours)] = colours
-        self.table = torch.from_numpy(table).float().div_(255.0)  # (classes (+ ignore), 3) in [0, 1]
+        table = np.tile(np.asarray(IGNORE_FILL, np.uint8), (classes.num_classes + 1, 1))
+        table[: classes.num_classes] = colours[: classes.num_classes]
+        self.table = torch.from_numpy(table).float().div_(255.0)  # class colours, then grey, in [0, 1]
 
     def layouts_from_seeds(self, seeds: list[int]) -> torch.Tensor:
         if self.base is None:
@@ -76,7 +77,11 @@ class FlatPipeline:
         layouts = torch.as_tensor(layouts).long()
         if layouts.dim() != 3 or layouts.shape[0] != len(seeds):
             raise ValueError(f"layouts must be (B, H, W) with B = len(seeds) = {len(seeds)}, got {tuple(layouts.shape)}")
-        index = layouts.cpu().clamp(0, len(self.table) - 1)
+        if tuple(layouts.shape[1:]) != (self.height, self.width):
+            raise ValueError(f"layouts are {tuple(layouts.shape[1:])}, this production makes {(self.height, self.width)}")
+        index = layouts.cpu()
+        grey = len(self.table) - 1  # ignored pixels and anything outside the classes
+        index = torch.where((index >= 0) & (index < grey), index, torch.full_like(index, grey))
         image = self.table[index].permute(0, 3, 1, 2).contiguous()
         return {"layout": layouts.to(self.device), "depth": None, "image": image.to(self.device),
                 "meta": [{"texturing": "flat"} for _ in seeds]}
@@ -87,22 +92,20 @@ class FlatPipeline:
 
 def flat_pipeline(recipe: "Recipe", *, base: Any = None, accelerator: Any = None,
                   progress: bool = True) -> FlatPipeline:
-    """The training split's class colours as a pipeline; `base` from `load_pipeline` when stages
-    were trained (None: the recipe's reader gives classes and size)."""
+    """The training split's class colours as a pipeline; `base` from `load_pipeline` when layouts
+    are generated (None: real layouts, and the recipe's reader gives classes and size)."""
     reader = make_reader(recipe.data, recipe.data.train_split)
-    classes = base.classes if base is not None else reader.classes
+    classes, height, width, depth_scale = production_frame(recipe, base, reader)
     colours, _ = class_colours(reader, classes.num_classes, classes.ignore_index, progress=progress)
-    height, width = (base.height, base.width) if base is not None else (recipe.data.height, recipe.data.width)
-    depth_scale = base.depth_scale if base is not None else recipe.data.depth_scale
     return FlatPipeline(colours, classes=classes, height=height, width=width, depth_scale=depth_scale, base=base,
                         device=accelerator.device if accelerator is not None else "cpu")
 
 
-def describe_colours(recipe: "Recipe") -> dict[str, Any]:
+def describe_colours(recipe: "Recipe", *, progress: bool = True) -> dict[str, Any]:
     """`train stage=image` with arch=flat: nothing to train; the colours it will paint, per class."""
     reader = make_reader(recipe.data, recipe.data.train_split)
     classes = reader.classes
-    colours, counts = class_colours(reader, classes.num_classes, classes.ignore_index, progress=True)
+    colours, counts = class_colours(reader, classes.num_classes, classes.ignore_index, progress=progress)
     return {name: {"rgb": colours[c].tolist(), "pixels": int(counts[c])} for c, name in enumerate(classes.names)}
 
 

@@ -285,6 +285,15 @@ class CompositePipeline:
         return self.from_layouts(self.layouts_from_seeds(seeds), seeds)
 
 
+def production_frame(recipe: "Recipe", base: Any = None, reader: Any = None) -> tuple[ClassInfo, int, int, float]:
+    """`(classes, height, width, depth_scale)` of a production without an image network: the trained
+    stages' (`base`) when there are any, else the training reader's classes and the recipe's size."""
+    if base is not None:
+        return base.classes, base.height, base.width, base.depth_scale
+    reader = reader if reader is not None else make_reader(recipe.data, recipe.data.train_split)
+    return reader.classes, recipe.data.height, recipe.data.width, recipe.data.depth_scale
+
+
 def composite_pipeline(recipe: "Recipe", run_dir: str | Path, *, accelerator: Any = None, base: Any = None,
                        progress: bool = True) -> CompositePipeline:
     """The bank of `run_dir` (built when missing) wrapped as a pipeline; `base` from
@@ -300,12 +309,7 @@ def composite_pipeline(recipe: "Recipe", run_dir: str | Path, *, accelerator: An
             raise CheckpointError(f"{where}: the image stage there is not a {harmonise} harmoniser of composites "
                                   f"(arch {spec.arch}); retrain it with stages.image.harmonise={harmonise}")
     bank = prepare_bank(recipe, run_dir, accelerator=accelerator, progress=progress)
-    if base is not None:
-        classes, height, width = base.classes, base.height, base.width
-        depth_scale = base.depth_scale
-    else:
-        classes = make_reader(recipe.data, recipe.data.train_split).classes
-        height, width, depth_scale = recipe.data.height, recipe.data.width, recipe.data.depth_scale
+    classes, height, width, depth_scale = production_frame(recipe, base)
     device = accelerator.device if accelerator is not None else "cpu"
     return CompositePipeline(bank, recipe.stages.image.composite, base=base, classes=classes, height=height,
                              width=width, depth_scale=depth_scale, device=device,
@@ -383,5 +387,5 @@ def build_for_training(recipe: "Recipe", run_dir: str | Path,
 
 __all__ = ["BANK_FILE", "TEXTURE_TAG", "CompositePipeline", "LeaveOneOutComposites", "PerturbedImages", "bank_path",
            "build_for_training", "harmoniser_inputs", "image_batch",
-           "composite_pipeline", "paste_donor_pixels", "paste_owner", "prepare_bank",
+           "composite_pipeline", "paste_donor_pixels", "paste_owner", "prepare_bank", "production_frame",
            "scaled_mask"]

@@ -586,14 +586,42 @@ def test_flat_pastes_lie_on_the_layouts_the_image_stage_paints(run_dir, tmp_path
         image_g, image_f = (np.asarray(Image.open(io.BytesIO(s["image.png"]))).astype(int) for s in (g, f))
         own = json.loads(f["json"])["real_pixel_share"]
         assert own == json.loads(g["json"])["real_pixel_share"]
-        same = np.all(image_g == image_f, axis=-1)
-        assert same.mean() >= own - 1e-4  # the photo's pixels are the same in both (share rounded)
+        painted = np.any(image_g != image_f, axis=-1)  # the (random) image stage's paint is never flat grey 40
+        assert abs(painted.mean() - (1 - own)) < 1e-4  # the photo's pixels are the same in both (share rounded)
+        assert np.all(image_f[painted] == 40)  # every class's mean over the fixture's photos (greys 0, 40, 80)
         pasted += own < 1
     assert pasted > 0
     # `all` names every class
     every = [c.replace("[a, b, c, d]", "all") for c in common]
     assert produce(run_dir, f"produce.out={tmp_path / 'all'}", "stages.image.arch=flat", *every) == 0
     assert shard_hashes(tmp_path / "all") == shard_hashes(tmp_path / "flat")
+
+
+def test_flat_paints_generated_layouts_of_the_layout_stage(run_dir, tmp_path, capsys):
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    out = tmp_path / "flat"
+    assert produce(run_dir, f"produce.out={out}", "stages.image.arch=flat", "produce.layouts=generated") == 0
+    samples = list(wds.WebDataset([str(p) for p in sorted(out.glob("*.tar"))], shardshuffle=False))
+    assert len(samples) == 10
+    for sample in samples:
+        image = np.asarray(Image.open(io.BytesIO(sample["image.png"])))
+        assert np.all(image == 40) and json.loads(sample["json"])["layout_source"] == "generated"
+    capsys.readouterr()
+    # hardness copies of a flat image would be identical: refused in one line, nothing written
+    assert produce(run_dir, f"produce.out={tmp_path / 'hard'}", "stages.image.arch=flat",
+                   "produce.hardness_max_copies=2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "produce.hardness_max_copies" in err[0] and not (tmp_path / "hard").exists()
+    # without a layout stage, generated layouts name the one stage flat needs
+    empty = tmp_path / "empty"
+    assert produce(empty, f"produce.out={tmp_path / 'none'}", "stages.image.arch=flat",
+                   "produce.layouts=generated") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a trained layout stage" in err[0] and "stage=layout" in err[0]
 
 
 @pytest.mark.parametrize("extra, says", [

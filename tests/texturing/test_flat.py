@@ -51,12 +51,15 @@ def test_the_pipeline_paints_every_pixel_its_class_colour_and_ignore_grey():
     classes = ClassInfo(("a", "b", "c"), default_palette(3), ignore_index=255)
     colours = np.array([[10, 20, 30], [200, 100, 0], [0, 0, 255]], np.uint8)
     flat = FlatPipeline(colours, classes=classes, height=4, width=5, depth_scale=0.001)
-    layouts = torch.tensor([[[0, 1, 2, 255, 0]] * 4, [[2, 2, 1, 1, 0]] * 4])
+    layouts = torch.tensor([[[0, 1, 2, 255, 0]] * 4, [[2, 2, 1, -1, 7]] * 4])  # -1, 7: outside the classes
     out = flat.from_layouts(layouts, [7, 8])
     assert out["depth"] is None and out["image"].shape == (2, 3, 4, 5) and out["meta"][0]["texturing"] == "flat"
     painted = np.rint(out["image"].permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
-    expect = np.concatenate([colours, np.asarray([IGNORE_FILL], np.uint8)])[np.where(layouts == 255, 3, layouts)]
+    known = (layouts >= 0) & (layouts < 3)
+    expect = np.concatenate([colours, np.asarray([IGNORE_FILL], np.uint8)])[np.where(known, layouts, 3)]
     np.testing.assert_array_equal(painted, expect)
+    with pytest.raises(ValueError, match="this production makes"):
+        flat.from_layouts(torch.zeros((1, 3, 5), dtype=torch.long), [0])
     with pytest.raises(Exception, match="stage=layout"):
         flat.layouts_from_seeds([0])
 
@@ -96,9 +99,13 @@ def test_only_pasted_objects_are_flat_when_every_class_keeps_its_real_pixels(tmp
 
 def test_flat_refuses_a_harmoniser_in_one_line(tmp_path, capsys):
     from synthdata.produce import main as produce
+    from synthdata.train import main as train
 
     out = tmp_path / "bad"
     assert produce([f"run_dir={tmp_path / 'run'}", *FLAT, f"produce.out={out}", "stages.image.harmonise=spade"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stages.image.harmonise" in err[0] and not out.exists()
+    assert train([f"run_dir={tmp_path / 'run2'}", "stage=image", *FLAT[:4], "stages.image.harmonise=spade"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stages.image.harmonise" in err[0] and not (tmp_path / "run2" / "checkpoints").exists()
 
