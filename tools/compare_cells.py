@@ -3,11 +3,11 @@ subsets, which one study cannot vary): mIoU per seed, the difference paired by s
 t-interval, and Welch's interval of the two means; with `per_class=true` also each class's IoU
 difference paired by seed.
 
-    python tools/compare_cells.py RUN_DIR_A VARIANT_A RUN_DIR_B VARIANT_B [confidence=0.95] [per_class=true]
+    python tools/compare_cells.py RUN_DIR_A VARIANT_A RUN_DIR_B VARIANT_B [confidence=0.95] [per_class=true] [seeds=8,9,10]
 
 Prints A minus B in mIoU (IoU) points. Seeds present in both are paired; Welch's interval uses
-every seed of each side. A class whose IoU is undefined in a cell (NaN) is paired over the other
-seeds.
+every seed of each side. `seeds=` keeps only those seeds on both sides (a replication's new
+seeds). A class whose IoU is undefined in a cell (NaN) is paired over the other seeds.
 """
 
 from __future__ import annotations
@@ -71,6 +71,16 @@ def main(argv: list[str]) -> int:
     confidence = float(options.get("confidence", 0.95))
     per_class = options.get("per_class", "false").lower() in ("1", "true", "yes")
     cells_a, cells_b = results(Path(args[0]), args[1]), results(Path(args[2]), args[3])
+    if "seeds" in options:
+        try:
+            wanted = {int(v) for v in options["seeds"].split(",") if v.strip()}
+        except ValueError:
+            fail(f"seeds= must be comma-separated integers, e.g. seeds=8,9,10, got {options['seeds']!r}")
+        cells_a = {k: v for k, v in cells_a.items() if k in wanted}
+        cells_b = {k: v for k, v in cells_b.items() if k in wanted}
+        if not cells_a or not cells_b:
+            fail(f"seeds={options['seeds']}: no finished cells of those seeds on "
+                 f"{'both sides' if not (cells_a or cells_b) else 'side ' + ('A' if not cells_a else 'B')}")
     a = {seed: 100 * r["miou"] for seed, r in cells_a.items()}
     b = {seed: 100 * r["miou"] for seed, r in cells_b.items()}
     seeds = sorted(set(a) & set(b))

@@ -127,6 +127,21 @@ def test_compare_cells_pairs_seeds_across_two_studies(monkeypatch, capsys, tmp_p
     assert "| 2 | 55.0 | 49.0 | +6.0 |" in out and "A - B paired by seed (3): +4.3 [" in out and "Welch: +4.3 [" in out
 
 
+def test_compare_cells_keeps_only_the_seeds_asked_for(monkeypatch, capsys, tmp_path):
+    _cells(tmp_path / "a", "x6 0.5", [(0.50, None), (0.52, None), (0.55, None)])
+    _cells(tmp_path / "b", "real only", [(0.45, None), (0.50, None), (0.49, None)])
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "compare_cells.py", [str(tmp_path / "a"), "x6 0.5", str(tmp_path / "b"), "real only",
+                                                   "seeds=1,2"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "| 0 |" not in out and "A - B paired by seed (2): +4.0 [" in out and ": 2 seeds, 53.5" in out
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(monkeypatch, "compare_cells.py", [str(tmp_path / "a"), "x6 0.5", str(tmp_path / "b"), "real only",
+                                                   "seeds=7"])
+    assert exit_.value.code == 2 and "seeds=7: no finished cells" in capsys.readouterr().err
+
+
 def test_compare_cells_per_class_pairs_each_class_and_skips_undefined_ious(monkeypatch, capsys, tmp_path):
     _cells(tmp_path / "a", "gan", [(0.5, [0.90, 0.10]), (0.6, [0.92, float("nan")]), (0.55, [0.94, 0.20])])
     _cells(tmp_path / "b", "real only", [(0.4, [0.80, 0.00]), (0.5, [0.90, 0.30]), (0.45, [0.90, 0.10])])
