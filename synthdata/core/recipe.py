@@ -171,6 +171,12 @@ class ImageStageConfig(SpadeStageConfig):
     # the harmoniser's training input: leave-one-out (the real layout composited from other images'
     # segments) or perturbed (the real image with about half its segments' colours changed)
     harmonise_input: Literal["leave-one-out", "perturbed"] = "leave-one-out"
+    # weight the trained network's losses (adversarial, feature matching, L1) towards the pixels of
+    # these classes (auto: the object classes of the training layouts, as produce.copy_paste_classes=auto):
+    # in each batch they carry `object_share` of every loss's weight, the other pixels the rest
+    # (None: every pixel alike). For a generator that paints pasted objects (docs/studies.md)
+    object_classes: list[str] | Literal["auto"] | None = None
+    object_share: Annotated[float, Range(gt=0, lt=1)] = 0.5
 
 
 @dataclass

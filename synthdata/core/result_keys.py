@@ -33,7 +33,9 @@ ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "l
                                       ("data", "allow_train_as_val"): False, ("train", "minutes"): None,
                                       ("seg", "online_copy_paste"): 0, ("seg", "online_copy_paste_p"): 0.5,
                                       ("stages", "image", "composite", "leave_one_out"): False,
-                                      ("produce", "real_pixel_classes"): None}
+                                      ("produce", "real_pixel_classes"): None,
+                                      ("stages", "image", "object_classes"): None,
+                                      ("stages", "image", "object_share"): 0.5}
 # Keys added after studies existed but before the list above did: fingerprints and run keys made
 # since hold them, so they stay in; a cell finished before them matches without them (at default).
 ADDED_UNLISTED: dict[KeyPath, Any] = {("stages", "image", "harmonise"): "none"}

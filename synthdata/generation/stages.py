@@ -11,7 +11,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
@@ -291,20 +291,28 @@ class ConditionalSpec(StageSpec):
             real, fake = real * inp.mask, fake * inp.mask
         return torch.cat([inp.cond, real.to(inp.cond.dtype)], 1), torch.cat([inp.cond, fake.to(inp.cond.dtype)], 1)
 
+    def loss_weight(self, critic_input: torch.Tensor) -> torch.Tensor | None:
+        """Pixel weights (B, 1, H, W) of the losses from a critic input or condition (its first channels
+        the one-hot layout, after any augmentation), or None: every pixel alike."""
+        return None
+
     def d_loss(self, D, D_plain, inp, fake, augment, *, step):
         real_in, fake_in = self.critic_inputs(inp, inp.target, fake.detach(), augment)
         n = real_in.shape[0]
         real_o, fake_o = _split_scales(D(torch.cat([real_in, fake_in], 0)), n)  # one forward: one DDP reduction
-        loss = sum(losses.hinge_d_loss(r[-1].float(), f[-1].float()) for r, f in zip(real_o, fake_o))
+        weight = self.loss_weight(real_in)
+        loss = sum(losses.hinge_d_loss(r[-1].float(), f[-1].float(), weight) for r, f in zip(real_o, fake_o))
         return loss, {"d": loss.detach()}
 
     def g_loss(self, D_plain, inp, fake, augment):
         real_in, fake_in = self.critic_inputs(inp, inp.target, fake, augment)
         real_o, fake_o = _split_scales(D_plain(torch.cat([real_in, fake_in], 0)), real_in.shape[0])
-        adv = sum(losses.hinge_g_loss(f[-1].float()) for f in fake_o)
+        weight = self.loss_weight(real_in)
+        adv = sum(losses.hinge_g_loss(f[-1].float(), weight) for f in fake_o)
         fm = losses.feature_matching_loss([[t.detach().float() for t in r] for r in real_o],
-                                          [[t.float() for t in f] for f in fake_o])
-        l1 = losses.l1_loss(fake.float(), inp.target.float(), inp.mask)
+                                          [[t.float() for t in f] for f in fake_o], weight)
+        pixel_weight = self.loss_weight(inp.cond)  # object weights (image stage) or depth's known pixels
+        l1 = losses.l1_loss(fake.float(), inp.target.float(), inp.mask if pixel_weight is None else pixel_weight)
         loss = adv + self.lambda_fm * fm + self.lambda_l1 * l1
         return loss, {"g": adv.detach(), "fm": fm.detach(), "l1": l1.detach()}
 
@@ -345,10 +353,26 @@ class ImageSpec(ConditionalSpec):
     out_channels: ClassVar[int] = 3
     use_depth: bool
     composite_input: bool = False
+    # `stages.image.object_classes` as class indices (empty: unweighted losses) and their share of the weight
+    object_ids: tuple[int, ...] = ()
+    object_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.use_depth and (not self.max_depth or self.max_depth <= 0):
             raise ConfigError(f"the image stage conditioned on depth needs max_depth > 0, got {self.max_depth!r}")
+        bad = [c for c in self.object_ids if not 0 <= c < self.num_classes]
+        if bad:
+            raise ConfigError(f"object class indices {bad} outside 0..{self.num_classes - 1}")
+        if not 0 < self.object_share < 1:
+            raise ConfigError(f"object_share must be in (0, 1), got {self.object_share!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(super().to_dict(), object_ids=list(self.object_ids))
+
+    def loss_weight(self, critic_input: torch.Tensor) -> torch.Tensor | None:
+        if not self.object_ids:
+            return None
+        return losses.object_weights(critic_input[:, : self.num_classes], self.object_ids, self.object_share)
 
     @property
     def cond_channels(self) -> int:
@@ -402,6 +426,9 @@ def _check_type(value: Any, hint: Any, what: str, error: type[Exception]) -> Any
     args = typing.get_args(hint)
     if value is None and type(None) in args:
         return None
+    if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):  # tuple[int, ...]
+        return tuple(value)
     kind = next((a for a in args if a is not type(None)), hint)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -420,15 +447,16 @@ def check_harmonise(cfg: Any) -> None:
 
 
 def stage_spec(stage: str, recipe: Recipe, *, num_classes: int, use_depth: bool,
-               max_depth: float | None) -> StageSpec:
+               max_depth: float | None, object_ids: Sequence[int] = ()) -> StageSpec:
     """The spec of `stage` from its recipe section + data sizes; `use_depth`: the image stage is
-    conditioned on depth (other stages ignore it); `max_depth`: depth range (None: no depth)."""
+    conditioned on depth (other stages ignore it); `max_depth`: depth range (None: no depth);
+    `object_ids`: `stages.image.object_classes` as class indices (`object_class_ids`)."""
     cfg = getattr(recipe.stages, check_stage(stage))
     values = dict(dataclasses.asdict(cfg), num_classes=num_classes, height=recipe.data.height,
                   width=recipe.data.width, max_depth=max_depth, use_depth=use_depth)
     if stage == "image":
         check_harmonise(cfg)
-        values["composite_input"] = False
+        values.update(composite_input=False, object_ids=tuple(object_ids))
         if cfg.arch == "flat":
             raise ConfigError("stages.image.arch=flat paints class colours: it has no network to build")
         if cfg.arch == "composite":  # the only network of composite texturing is its harmoniser
@@ -450,8 +478,8 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
     if record["stage"] not in SPECS:
         raise CheckpointError(f"{where}: unknown stage {record['stage']!r} under key 'stage'. "
                               f"Valid stages: {', '.join(STAGES)}")
-    if record["stage"] == "image":  # records written before harmonisers existed
-        record = {"composite_input": False, **record}
+    if record["stage"] == "image":  # records written before harmonisers or object weights existed
+        record = {"composite_input": False, "object_ids": [], "object_share": 0.5, **record}
     if record["stage"] == "layout":  # records written before the presence term, the lazy or the partial
         # penalty, class conditioning or the presence loss's form
         record = {"presence_weight": 0.0, "presence_loss": "l1", "gp_every": 1, "gp_fraction": 1.0,

@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.checkpoint import check_classes, portable_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
+from synthdata.core.imageops import resize_labels
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.run_dir import CheckpointFolder, checkpoint_chunks, exact_batches, save_resolved_recipe
@@ -43,6 +45,7 @@ from synthdata.generation.image_sources import image_source
 from synthdata.generation.sampler import save_rows, stage_checkpoint
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
+from synthdata.texturing.bank_building import region_rule, thing_classes
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,6 +87,29 @@ def _batches(source, recipe: Recipe, *, seed: int, count: int, with_depth: bool,
                          num_workers=recipe.train.num_workers, seed=seed, with_depth=with_depth,
                          rank=rank, world_size=world)
     return exact_batches(loader, count)
+
+
+def object_class_ids(recipe: Recipe, stage: str, source, classes: ClassInfo) -> list[int]:
+    """`stages.image.object_classes` as class indices ([]: unweighted losses; other stages: [])."""
+    value = recipe.stages.image.object_classes
+    if stage != "image" or value is None:
+        return []
+    if value != "auto":
+        unknown = [c for c in value if c not in classes.names]
+        if unknown or not value:
+            raise ConfigError(f"stages.image.object_classes: {'unknown ' + str(unknown) if unknown else 'an empty list'}; "
+                              f"classes: {list(classes.names)}")
+        return [classes.names.index(c) for c in value]
+    if recipe.train.shards:
+        raise ConfigError("stages.image.object_classes=auto reads the layouts of the recipe's reader; "
+                          "with train.shards name the classes")
+    layouts = (resize_labels(np.asarray(source[i]["layout"]), recipe.data.height, recipe.data.width)
+               for i in range(len(source)))
+    found = thing_classes(layouts, classes.num_classes, ignore_index=classes.ignore_index)
+    if not found:
+        raise ConfigError(f"stages.image.object_classes=auto: no object classes in the {len(source)} training "
+                          f"layouts (every class is a region: {region_rule()}); name the classes")
+    return found
 
 
 def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
@@ -174,8 +200,9 @@ def prepare_stage(recipe: Recipe, stage: str, run_dir: Path, accelerator) -> Sta
         ckpt, path = stage_checkpoint(run_dir, stage)
         check_classes(ckpt, classes, path)
 
+    object_ids = object_class_ids(recipe, stage, source, classes)
     spec = stages.stage_spec(stage, recipe, num_classes=classes.num_classes, use_depth=use_depth,
-                             max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth))
+                             max_depth=_max_depth(run_dir, stage, source, recipe, needs_depth), object_ids=object_ids)
     run = build_networks(recipe, spec, accelerator)
     run.checkpoints = CheckpointFolder(accelerator, folder, extras={"ema": run.ema})
     run.source, run.classes, run.needs_depth = source, classes, needs_depth
@@ -184,6 +211,9 @@ def prepare_stage(recipe: Recipe, stage: str, run_dir: Path, accelerator) -> Sta
         print(f"{stage}: generator {type(run.G_plain).__name__} {format_count(count_parameters(run.G_plain))} params, "
               f"critic {type(run.D_plain).__name__} {format_count(count_parameters(run.D_plain))} params, "
               f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)")
+        if object_ids:
+            print(f"{stage}: losses weighted to {', '.join(classes.names[c] for c in object_ids)} "
+                  f"({recipe.stages.image.object_share:g} of the weight)")
     return run
 
 

@@ -27,15 +27,42 @@ def _mean_over_scales(pred: Pred, fn: Callable[[torch.Tensor], torch.Tensor]) ->
     return sum(fn(p) for p in preds) / len(preds)
 
 
-def hinge_d_loss(real_pred: Pred, fake_pred: Pred) -> torch.Tensor:
-    """Hinge discriminator loss (Lim & Ye 2017; used by SPADE): E[relu(1-D(x))] + E[relu(1+D(G(z)))]."""
+def weighted_mean(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of `x` (B, C, h, w); with `weight` (B, 1, H, W), a pixel-weight map of the full frame, the
+    weighted mean, the map area-averaged to x's size (a patch or feature map of the frame)."""
+    if weight is None:
+        return x.mean()
+    w = weight.float()
+    if w.shape[-2:] != x.shape[-2:]:
+        w = F.adaptive_avg_pool2d(w, x.shape[-2:])
+    w = w.expand_as(x)
+    return (x.float() * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def object_weights(onehot: torch.Tensor, class_ids: Sequence[int], share: float) -> torch.Tensor:
+    """Pixel weights (B, 1, H, W), mean 1 over the batch, under which the pixels of `class_ids` in the
+    one-hot layouts `onehot` (B, C, H, W) carry `share` of the total and the others the rest; a
+    batch with none of them (or nothing else) gets equal weights."""
+    inside = onehot[:, list(class_ids)].float().sum(1, keepdim=True).clamp_max(1.0)
+    p = inside.mean()
+    return inside * (share / p.clamp_min(1e-12)) + (1 - inside) * ((1 - share) / (1 - p).clamp_min(1e-12))
+
+
+def hinge_d_loss(real_pred: Pred, fake_pred: Pred, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Hinge discriminator loss (Lim & Ye 2017; used by SPADE): E[relu(1-D(x))] + E[relu(1+D(G(z)))];
+    `weight`: a pixel-weight map the patch terms are averaged under (`weighted_mean`)."""
+    if weight is not None:
+        return _mean_over_scales(real_pred, lambda p: weighted_mean(F.relu(1 - p), weight)) + _mean_over_scales(
+            fake_pred, lambda p: weighted_mean(F.relu(1 + p), weight))
     return _mean_over_scales(real_pred, lambda p: F.relu(1 - p).mean()) + _mean_over_scales(
         fake_pred, lambda p: F.relu(1 + p).mean()
     )
 
 
-def hinge_g_loss(fake_pred: Pred) -> torch.Tensor:
-    """Hinge generator loss: -E[D(G(z))]."""
+def hinge_g_loss(fake_pred: Pred, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Hinge generator loss: -E[D(G(z))] (`weight`: as for `hinge_d_loss`)."""
+    if weight is not None:
+        return _mean_over_scales(fake_pred, lambda p: -weighted_mean(p, weight))
     return _mean_over_scales(fake_pred, lambda p: -p.mean())
 
 
@@ -62,10 +89,12 @@ def nonsaturating_g_loss(fake_pred: Pred) -> torch.Tensor:
 
 
 def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]],
-                          fake_feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+                          fake_feats: Sequence[Sequence[torch.Tensor]],
+                          weight: torch.Tensor | None = None) -> torch.Tensor:
     """Discriminator feature matching (pix2pixHD, Wang et al. 2018; SPADE): L1 between the
     intermediate maps for real and fake inputs (predictions excluded, real ones detached),
-    averaged over layers and summed over scales divided by the number of scales.
+    averaged over layers and summed over scales divided by the number of scales; `weight`: a
+    pixel-weight map each layer's L1 is averaged under (`weighted_mean`).
     """
     if len(real_feats) != len(fake_feats):
         raise ValueError(f"{len(real_feats)} real scales vs {len(fake_feats)} fake scales")
@@ -74,7 +103,11 @@ def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]],
         layers = list(zip(real[:-1], fake[:-1]))
         if not layers:
             continue
-        total = total + sum(F.l1_loss(f.float(), r.detach().float()) for r, f in layers) / len(layers)
+        if weight is None:
+            total = total + sum(F.l1_loss(f.float(), r.detach().float()) for r, f in layers) / len(layers)
+        else:
+            total = total + sum(weighted_mean((f.float() - r.detach().float()).abs(), weight)
+                                for r, f in layers) / len(layers)
     return total / len(fake_feats)
 
 

@@ -80,6 +80,7 @@ def test_records_of_older_checkpoints_still_load(stage, use_depth):
     # plus keys added since at the value old records meant (no harmoniser)
     written = spec.to_dict()
     assert written.pop("composite_input", False) is False
+    assert written.pop("object_ids", []) == [] and written.pop("object_share", 0.5) == 0.5
     assert all(record[k] == v for k, v in written.items())
     assert spec.build_generator().state_dict().keys() == make(stage, use_depth=use_depth).build_generator().state_dict().keys()
 
@@ -270,3 +271,35 @@ def test_gradient_penalty_on_a_fraction_of_the_batch_and_old_records_use_all_of_
     assert stages.spec_from_dict(record).gp_fraction == 1.0
     with pytest.raises(ConfigError, match="gp_fraction"):
         make("layout", "stages.layout.gp_fraction=0")
+
+
+def test_object_weights_give_the_named_classes_their_share_of_every_image_loss():
+    b = batch()
+    onehot = torch.nn.functional.one_hot(b["layout"].clamp_max(C - 1), C).permute(0, 3, 1, 2).float()
+    onehot[:, :, 0, 0] = 0  # the ignore pixel
+    inside = onehot[:, 1:2]
+    p = float(inside.mean())
+    plain = make("image")
+    recipe = load_recipe("toy", TINY + ["stages.image.object_share=0.8"])
+    weighted = stages.stage_spec("image", recipe, num_classes=C, use_depth=True, max_depth=50.0, object_ids=[1])
+    fair = dataclasses.replace(weighted, object_share=p)  # the share the class has anyway: no reweighting
+    torch.manual_seed(0)
+    G, D = plain.build_generator(), plain.build_discriminator()
+    inp = plain.inputs(b, plain.noise(2, torch.Generator().manual_seed(1), "cpu"))
+    fake = plain.generate(G, inp).detach()
+    base, logs = plain.g_loss(D, inp, fake, None)
+    same, _ = fair.g_loss(D, inp, fake, None)
+    torch.testing.assert_close(same, base, rtol=1e-4, atol=1e-5)  # weights 1 up to float rounding of the share
+    torch.testing.assert_close(fair.d_loss(D, D, inp, fake, None, step=0)[0], plain.d_loss(D, D, inp, fake, None, step=0)[0],
+                               rtol=1e-4, atol=1e-5)
+    _, logs_w = weighted.g_loss(D, inp, fake, None)
+    diff = (fake - inp.target).abs().mean(1, keepdim=True)
+    expected = 0.8 * diff[inside.bool()].mean() + 0.2 * diff[~inside.bool()].mean()
+    torch.testing.assert_close(logs_w["l1"], expected)
+    assert not torch.allclose(logs_w["g"], logs["g"]) and not torch.allclose(logs_w["fm"], logs["fm"])
+    # the record round-trips; records from before object weights load unweighted
+    assert stages.spec_from_dict(weighted.to_dict()) == weighted
+    old = {k: v for k, v in plain.to_dict().items() if k not in ("object_ids", "object_share")}
+    assert stages.spec_from_dict(old) == plain and plain.object_ids == ()
+    with pytest.raises(ConfigError, match="outside 0..2"):
+        stages.stage_spec("image", recipe, num_classes=C, use_depth=True, max_depth=50.0, object_ids=[3])

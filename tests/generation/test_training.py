@@ -417,3 +417,17 @@ def test_a_second_training_of_one_stage_is_refused_while_one_runs_and_other_stag
         assert sorted(p.name for p in run.iterdir()) == [".lock-image"]  # nothing trained, nothing written
         assert main(args + ["stage=layout"]) == 0
     assert main(args + ["stage=image"]) == 0  # the holder is gone: no stale lock
+
+
+def test_object_weighted_image_stage_names_its_classes_records_them_and_refuses_unknown_ones(tmp_path, capsys):
+    run(tmp_path, "image", 1, "data.has_depth=false", "stages.image.use_depth=false",
+        "stages.image.object_classes=auto", "stages.image.object_share=0.7")
+    assert "image: losses weighted to box (0.7 of the weight)" in capsys.readouterr().out  # auto: the objects
+    ckpt, _ = stage_checkpoint(tmp_path / "run", "image")
+    assert ckpt["arch"]["object_ids"] == [2] and ckpt["arch"]["object_share"] == 0.7
+    assert stages.spec_from_dict(ckpt["arch"]).object_ids == (2,)
+    base = TINY + [f"run_dir={tmp_path / 'bad'}", "stage=image", "data.has_depth=false", "stages.image.use_depth=false"]
+    assert main(base + ["stages.image.object_classes=[box, boat]"]) == 2
+    assert "stages.image.object_classes: unknown ['boat']" in capsys.readouterr().err
+    assert main(base + ["stages.image.object_classes=[box]", "stages.image.object_share=1"]) == 2
+    assert "stages.image.object_share" in capsys.readouterr().err

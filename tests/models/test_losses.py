@@ -26,7 +26,9 @@ from synthdata.models.losses import (
     l1_loss,
     nonsaturating_d_loss,
     nonsaturating_g_loss,
+    object_weights,
     presence_divergence,
+    weighted_mean,
     wgan_d_loss,
     wgan_g_loss,
 )
@@ -203,3 +205,21 @@ def test_bce_presence_pulls_an_almost_dropped_class_much_harder_than_l1():
     assert class_presence_loss(logits, real, form="bce") > class_presence_loss(logits * 5, real, form="bce")
     with pytest.raises(ValueError, match="unknown presence form"):
         presence_divergence(p, p, "l2")
+
+
+def test_object_weights_give_the_classes_their_share_and_patch_maps_average_them():
+    layout = torch.zeros(2, 8, 8, dtype=torch.long)
+    layout[0, :2, :2] = 1  # 4 of 128 pixels
+    onehot = torch.nn.functional.one_hot(layout, 3).permute(0, 3, 1, 2).float()
+    w = object_weights(onehot, [1, 2], 0.5)
+    assert w.shape == (2, 1, 8, 8)
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+    torch.testing.assert_close(w[0, 0, :2, :2].sum() / w.sum(), torch.tensor(0.5))
+    none = object_weights(onehot[:, :1].repeat(1, 3, 1, 1) * 0, [1], 0.5)  # no object pixels: equal weights
+    assert torch.allclose(none, none.flatten()[0].expand_as(none))
+    x = torch.rand(2, 4, 2, 2)
+    torch.testing.assert_close(weighted_mean(x, torch.ones(2, 1, 8, 8)), x.mean())
+    only_first_patch = torch.zeros(2, 1, 8, 8)
+    only_first_patch[:, :, :4, :4] = 1  # one 2x2 patch of the 2x2 map per sample
+    torch.testing.assert_close(weighted_mean(x, only_first_patch), x[:, :, 0, 0].mean())
+    assert weighted_mean(x, None) == x.mean()
