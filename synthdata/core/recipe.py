@@ -251,6 +251,9 @@ class ProduceConfig:
     # the rest (None: it paints everything; auto: the object classes, as for copy_paste_classes; all:
     # every class, so only pasted objects and unlabelled pixels are painted)
     real_pixel_classes: list[str] | Literal["auto", "all"] | None = None
+    # with real_pixel_classes: the photo's unlabelled pixels (the reader's ignore label) keep the photo's
+    # pixels too, instead of being painted (false: the stage paints them; flat: neutral grey)
+    real_pixel_unlabelled: bool = False
 
 
 @dataclass

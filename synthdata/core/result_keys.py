@@ -34,6 +34,7 @@ ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "l
                                       ("seg", "online_copy_paste"): 0, ("seg", "online_copy_paste_p"): 0.5,
                                       ("stages", "image", "composite", "leave_one_out"): False,
                                       ("produce", "real_pixel_classes"): None,
+                                      ("produce", "real_pixel_unlabelled"): False,
                                       ("stages", "image", "object_classes"): None,
                                       ("stages", "image", "object_share"): 0.5}
 # Keys added after studies existed but before the list above did: fingerprints and run keys made

@@ -263,6 +263,8 @@ def real_pixels_pipeline(recipe: "Recipe", pipeline: Any, source: LayoutSource, 
     if recipe.produce.real_pixel_classes is None:
         return pipeline
     keep = resolve_class_list(recipe, "real_pixel_classes", classes, pipeline, reader, log=log)
+    if recipe.produce.real_pixel_unlabelled and classes.ignore_index is not None:
+        keep = [*keep, classes.ignore_index]  # an unlabelled pixel of the photo is still unlabelled in the layout
     return RealPixels(pipeline, source if isinstance(source, RealLayouts) else source.real, keep)
 
 

@@ -87,6 +87,9 @@ def check_production_settings(recipe: "Recipe") -> None:
         raise ConfigError(f"produce.image_format must be one of ['png', 'jpg'], got {cfg.image_format!r}")
     if not cfg.prefix or any(c in cfg.prefix for c in "./\\"):
         raise ConfigError(f"produce.prefix must be a non-empty name without dots or slashes, got {cfg.prefix!r}")
+    if cfg.real_pixel_unlabelled and cfg.real_pixel_classes is None:
+        raise ConfigError("produce.real_pixel_unlabelled keeps the photo's unlabelled pixels beside "
+                          "produce.real_pixel_classes: set that too (all: every class)")
     if cfg.real_pixel_classes is not None and cfg.layouts == "generated":
         raise ConfigError("produce.real_pixel_classes keeps the photo's pixels of real layouts: it needs "
                           "produce.layouts=real or mixed")

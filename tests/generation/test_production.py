@@ -628,6 +628,7 @@ def test_flat_paints_generated_layouts_of_the_layout_stage(run_dir, tmp_path, ca
     (["produce.real_pixel_classes=auto"], "produce.layouts=real or mixed"),
     (["produce.layouts=real", "produce.real_pixel_classes=[zebra]"], "zebra"),
     (["produce.layouts=real", "produce.real_pixel_classes=auto", "stages.image.arch=composite"], "real pixels already"),
+    (["produce.layouts=real", "produce.real_pixel_unlabelled=true"], "produce.real_pixel_unlabelled"),
 ])
 def test_bad_real_pixel_classes_are_one_line(run_dir, tmp_path, capsys, extra, says):
     out = tmp_path / "bad"

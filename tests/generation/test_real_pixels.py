@@ -91,3 +91,32 @@ class _Generated:
 
     def layouts(self, seeds):
         return torch.ones((len(seeds), H, W), dtype=torch.long), [{"layout_source": "generated"} for _ in seeds]
+
+
+def test_unlabelled_pixels_keep_the_photo_when_asked_and_are_painted_otherwise():
+    from synthdata.core.contract import ClassInfo
+    from synthdata.core.recipe_loading import load_recipe
+    from synthdata.generation.production import real_pixels_pipeline
+
+    dataset = [dict(s, layout=s["layout"].copy()) for s in DATASET]
+    for s in dataset:
+        s["layout"][0, :5] = 255  # unlabelled pixels at the top left
+    real = RealLayouts(dataset, height=H, width=W, hflip=False)
+    classes = ClassInfo(("road", "sky", "car"), np.zeros((3, 3), np.uint8), 255)
+    seeds = list(range(4))
+    layouts, metas = real.layouts(seeds)
+    for unlabelled in (False, True):
+        recipe = load_recipe("toy", ["produce.layouts=real", "produce.real_pixel_classes=[car]",
+                                     f"produce.real_pixel_unlabelled={str(unlabelled).lower()}"])
+        stage = real_pixels_pipeline(recipe, GreyStage(), real, classes, reader=None)
+        assert list(stage.keep_classes) == ([2, 255] if unlabelled else [2])
+        out = stage.from_layouts(layouts, seeds, metas)
+        for j, meta in enumerate(metas):
+            index = int(meta["layout_id"].removeprefix("scene"))
+            image = out["image"][j].permute(1, 2, 0).numpy()
+            void = layouts[j].numpy() == 255
+            assert void.sum() == 5
+            if unlabelled:
+                np.testing.assert_allclose(image[void], dataset[index]["image"][void] / 255.0, rtol=0, atol=1e-6)
+            else:
+                assert np.all(image[void] == PAINT)
