@@ -384,6 +384,9 @@ class StudyConfig:
     bootstrap: Annotated[int, COUNT] = 10000  # resamples of the per-image paired bootstrap
     report_only: bool = False  # write the report from the cells finished so far; run nothing
     only: list[str] | None = None  # run and report only these variants (and the baseline); None: all
+    # productions: train the generators and make the productions, then stop before any cell trains, so
+    # their samples and layout checks can be read first; a rerun without it trains the cells
+    stop_after: Literal["productions", "cells"] = "cells"
     # local: worker processes here; submitit: submitit jobs (SLURM from a login node, else local
     # subprocesses), study.workers at a time, with study.executor_parameters (e.g. slurm_partition)
     executor: Literal["local", "submitit"] = "local"

@@ -419,6 +419,9 @@ def _run(plan: Plan) -> dict[str, Any]:
 
     log(f"study: {len(plan.variants)} variants x {len(plan.seeds)} seeds, {len(plan.jobs)} jobs, "
         f"{recipe.study.workers} workers x {recipe.study.threads} threads")
+    jobs = plan.jobs
+    if recipe.study.stop_after == "productions":
+        jobs = [j for j in jobs if j.id.startswith(("generators/", "productions/"))]
     if recipe.study.report_only:  # e.g. of a study stopped part way: missing cells are listed
         summary = {"ran": [], "skipped": sorted(j.id for j in plan.jobs if j.done()), "failed": {}}
     else:
@@ -426,7 +429,7 @@ def _run(plan: Plan) -> dict[str, Any]:
         if recipe.study.executor == "submitit":
             executor = make_executor(study_dir / "submitit", recipe.study.executor_parameters)
             log(f"executor: submitit ({executor.cluster}), {recipe.study.workers} jobs at a time")
-        summary = execute(plan.jobs, workers=recipe.study.workers, threads=recipe.study.threads,
+        summary = execute(jobs, workers=recipe.study.workers, threads=recipe.study.threads,
                           log_dir=study_dir / "logs", log=log, executor=executor)
     summary["report"] = write_study_report(plan)
     report = json.loads((study_dir / "report.json").read_text())
@@ -435,4 +438,9 @@ def _run(plan: Plan) -> dict[str, Any]:
         c["verdict_line"] for r in rows for c in r.get("controls", []) if c.get("verdict_line")]
     summary["verdicts"] += [report["summary"][w] for w in ("code_warning", "machines_warning", "labels_warning")
                             if report["summary"].get(w)]
+    if recipe.study.stop_after == "productions":
+        folders = [str(prod["shards"]) for prod in plan.productions.values()]
+        summary["verdicts"].append(
+            f"stopped before the cells (study.stop_after=productions): read the productions ({', '.join(folders) or 'none'}; "
+            "`synthdata inspect FOLDER`, the layout checks in the report), then rerun without it to train the cells")
     return summary

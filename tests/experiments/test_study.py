@@ -523,3 +523,17 @@ def test_an_online_copy_paste_variant_trains_no_generator_and_its_paste_options_
     assert a["online"] != b["online"] and a["real only"] == b["real only"]
     with pytest.raises(ConfigError, match="mixes no synthetic"):  # without online copy-paste: refused as before
         plan_for(tmp_path, {"offline": {"produce.copy_paste_classes": ["car"]}})
+
+
+def test_stop_after_productions_makes_them_and_trains_no_cell(tmp_path, capsys, study_tiny, write_variants):
+    variants = write_variants(tmp_path, {"flat": {"seg.synthetic_ratio": 0.5, "produce.layouts": "real",
+                                                  "stages.image.arch": "flat"}})
+    run_dir = tmp_path / "run"
+    args = ["recipe=toy", *study_tiny, f"study.variants={variants}", "study.workers=1", f"run_dir={run_dir}"]
+    assert study_main(args + ["study.stop_after=productions"]) == 0
+    out = capsys.readouterr().out
+    (production,) = (run_dir / "productions").iterdir()
+    assert (production / "done.json").is_file() and len(list((production / "shards").glob("*.tar"))) == 2
+    assert not list(run_dir.glob("cells/*/*/result.json"))
+    assert "stopped before the cells (study.stop_after=productions)" in out and str(production / "shards") in out
+    assert "study: ran 2 jobs, 0 already done, 0 failed" in out  # the flat stage (its colours) and the production
