@@ -1,7 +1,7 @@
 """Whole training steps of a generator stage, side by side with what they should cost.
 
     python tools/bench_stage_step.py [stage=image|layout] [steps=5] [rounds=3] [reference=PATH]
-        [classes=12] [diffaugment=off] [loop=false] [profile=false] recipe=R [key.sub=value ...]
+        [classes=12] [diffaugment=off] [loop=false] [profile=false] [objects=0] recipe=R [key.sub=value ...]
 
 Every run trains on one fixed batch of random layouts (and images) already on the device, so
 the loader is out of it; the runs take turns, `steps` steps each per round, and the best of
@@ -20,6 +20,8 @@ the loader is out of it; the runs take turns, `steps` steps each per round, and 
   networks (PyTorch's `F.gumbel_softmax(hard=True)` for the one-hot): critic loss with the gradient
   penalty, then a fresh generator forward for its loss; its critic is always the WGAN-GP one
   (layer norm; with `stages.layout.loss=hinge` a copy of the recipe's critic without spectral norm).
+`objects=N` (image stage) adds the stage step with its losses weighted to the first N classes
+(`stages.image.object_classes`, at `stages.image.object_share`).
 `compile=true` adds the stage step with the generator under `torch.compile` (its first step, with
 the compilation, is timed apart). `loop=true` adds the full `train_stage` loop on the recipe's data (loader, logging, one checkpoint
 and one sample grid at its end), as `tools/bench_train.py speed` times it.
@@ -50,7 +52,7 @@ from synthdata.models import build_layout_critic, losses  # noqa: E402
 from synthdata.models.augment import diff_augment  # noqa: E402
 
 ARGUMENTS = {"stage": "image", "steps": 5, "rounds": 3, "reference": None, "classes": 12, "diffaugment": "off",
-             "loop": False, "profile": False, "compile": False}
+             "loop": False, "profile": False, "compile": False, "objects": 0}
 
 
 def random_batch(recipe: Recipe, classes: int, device) -> dict[str, torch.Tensor]:
@@ -257,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         sync(device)
         print(f"torch.compile: first step {time.perf_counter() - started:.0f} s (compilation included)", flush=True)
         runs["stage step, compiled G"] = step
+    if stage == "image" and int(args["objects"]) > 0:  # `stages.image.object_classes`: the first N classes
+        weighted = dataclasses.replace(spec, object_ids=tuple(range(int(args["objects"]))))
+        runs["stage step, object-weighted"] = ours(build_networks(recipe, weighted, accelerator), recipe, batch,
+                                                   args["diffaugment"] == "on")
     if stage == "layout" and recipe.stages.layout.class_conditioning:
         print("plain loop: left out (the textbook WGAN-GP loop is unconditional; the generator here is "
               "class-conditioned)")

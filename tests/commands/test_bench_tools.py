@@ -73,7 +73,8 @@ def test_bench_toy_prints_a_row_per_size(monkeypatch, capsys):
     assert "allocator: " in out and re.search(r"\| 32x64 \| \d+ \| \d+ \|", out) and "| 64x128 |" in out, out
 
 
-@pytest.mark.parametrize("stage,third,extra", [("image", None, []), ("layout", "plain loop", []),
+@pytest.mark.parametrize("stage,third,extra", [("image", None, []), ("image", "stage step, object-weighted", ["objects=2"]),
+                                               ("layout", "plain loop", []),
                                                ("layout", "plain loop", ["stages.layout.loss=hinge"])])
 def test_bench_stage_step_times_the_step_beside_its_networks(monkeypatch, capsys, stage, third, extra):
     with pytest.raises(SystemExit) as exit_:
