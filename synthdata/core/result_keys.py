@@ -24,7 +24,7 @@ KeyPath = tuple[str, ...]
 # log_with: where losses are logged as well (experiment trackers)
 NOT_RESULTS: tuple[KeyPath, ...] = (("data", "cache_mb"), ("study", "only"), ("seg", "model", "channels_last"),
                                     ("log_with",), ("study", "executor"), ("study", "executor_parameters"),
-                                    ("train", "compile"), ("train", "init_from"))
+                                    ("train", "compile"), ("train", "init_from"), ("study", "stop_after"))
 ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "leave-one-out", ("eval", "flips"): [],
                                       ("stages", "layout", "presence_weight"): 0.0,
                                       ("stages", "layout", "class_conditioning"): False,

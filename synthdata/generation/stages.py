@@ -311,7 +311,7 @@ class ConditionalSpec(StageSpec):
         adv = sum(losses.hinge_g_loss(f[-1].float(), weight) for f in fake_o)
         fm = losses.feature_matching_loss([[t.detach().float() for t in r] for r in real_o],
                                           [[t.float() for t in f] for f in fake_o], weight)
-        pixel_weight = self.loss_weight(inp.cond)  # object weights (image stage) or depth's known pixels
+        pixel_weight = self.loss_weight(inp.cond)  # object weights (image stage; it has no mask), else depth's known pixels
         l1 = losses.l1_loss(fake.float(), inp.target.float(), inp.mask if pixel_weight is None else pixel_weight)
         loss = adv + self.lambda_fm * fm + self.lambda_l1 * l1
         return loss, {"g": adv.detach(), "fm": fm.detach(), "l1": l1.detach()}

@@ -45,7 +45,8 @@ def object_weights(onehot: torch.Tensor, class_ids: Sequence[int], share: float)
     batch with none of them (or nothing else) gets equal weights."""
     inside = onehot[:, list(class_ids)].float().sum(1, keepdim=True).clamp_max(1.0)
     p = inside.mean()
-    return inside * (share / p.clamp_min(1e-12)) + (1 - inside) * ((1 - share) / (1 - p).clamp_min(1e-12))
+    weights = inside * (share / p.clamp_min(1e-12)) + (1 - inside) * ((1 - share) / (1 - p).clamp_min(1e-12))
+    return torch.where((p > 0) & (p < 1), weights, torch.ones_like(weights))  # no host sync
 
 
 def hinge_d_loss(real_pred: Pred, fake_pred: Pred, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -297,6 +297,7 @@ def test_object_weights_give_the_named_classes_their_share_of_every_image_loss()
     expected = 0.8 * diff[inside.bool()].mean() + 0.2 * diff[~inside.bool()].mean()
     torch.testing.assert_close(logs_w["l1"], expected)
     assert not torch.allclose(logs_w["g"], logs["g"]) and not torch.allclose(logs_w["fm"], logs["fm"])
+    assert not torch.allclose(weighted.d_loss(D, D, inp, fake, None, step=0)[0], plain.d_loss(D, D, inp, fake, None, step=0)[0])
     # the record round-trips; records from before object weights load unweighted
     assert stages.spec_from_dict(weighted.to_dict()) == weighted
     old = {k: v for k, v in plain.to_dict().items() if k not in ("object_ids", "object_share")}

@@ -215,8 +215,8 @@ def test_object_weights_give_the_classes_their_share_and_patch_maps_average_them
     assert w.shape == (2, 1, 8, 8)
     torch.testing.assert_close(w.mean(), torch.tensor(1.0))
     torch.testing.assert_close(w[0, 0, :2, :2].sum() / w.sum(), torch.tensor(0.5))
-    none = object_weights(onehot[:, :1].repeat(1, 3, 1, 1) * 0, [1], 0.5)  # no object pixels: equal weights
-    assert torch.allclose(none, none.flatten()[0].expand_as(none))
+    assert torch.equal(object_weights(onehot * 0, [1], 0.5), torch.ones(2, 1, 8, 8))  # no object pixels: equal weights
+    assert torch.equal(object_weights(onehot, [0, 1, 2], 0.3), torch.ones(2, 1, 8, 8))  # nothing else
     x = torch.rand(2, 4, 2, 2)
     torch.testing.assert_close(weighted_mean(x, torch.ones(2, 1, 8, 8)), x.mean())
     only_first_patch = torch.zeros(2, 1, 8, 8)
