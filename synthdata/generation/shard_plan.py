@@ -87,6 +87,10 @@ def check_production_settings(recipe: "Recipe") -> None:
         raise ConfigError(f"produce.image_format must be one of ['png', 'jpg'], got {cfg.image_format!r}")
     if not cfg.prefix or any(c in cfg.prefix for c in "./\\"):
         raise ConfigError(f"produce.prefix must be a non-empty name without dots or slashes, got {cfg.prefix!r}")
+    image = recipe.stages.image
+    if image.object_classes is not None and (image.arch == "flat" or (image.arch == "composite" and image.harmonise == "none")):
+        raise ConfigError(f"stages.image.object_classes weights a trained image stage's losses: stages.image.arch="
+                          f"{image.arch} trains none; leave it unset")
     if cfg.real_pixel_unlabelled and cfg.real_pixel_classes is None:
         raise ConfigError("produce.real_pixel_unlabelled keeps the photo's unlabelled pixels beside "
                           "produce.real_pixel_classes: set that too (all: every class)")

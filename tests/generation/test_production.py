@@ -636,3 +636,12 @@ def test_bad_real_pixel_classes_are_one_line(run_dir, tmp_path, capsys, extra, s
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "produce.real_pixel_classes" in err[0] and says in err[0]
     assert not out.exists()
+
+
+def test_object_weights_of_an_image_stage_that_trains_nothing_are_refused(run_dir, tmp_path, capsys):
+    out = tmp_path / "bad"
+    assert produce(run_dir, f"produce.out={out}", "produce.layouts=real", "stages.image.arch=flat",
+                   "stages.image.object_classes=[a]") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stages.image.object_classes" in err[0] and "arch=flat trains none" in err[0]
+    assert not out.exists()
