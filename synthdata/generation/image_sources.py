@@ -52,6 +52,10 @@ class GanImages:
         depth = recipe.data.has_depth and recipe.stages.image.use_depth
         return ["depth", "image"] if depth else ["image"]
 
+    def trains_image_network(self, recipe: "Recipe") -> bool:
+        """Whether the image stage trains a network (whose losses `stages.image.object_classes` weights)."""
+        return True
+
     def prepare_image_training(self, recipe: "Recipe", run_dir: Path,
                                accelerator: Any) -> tuple[dict[str, Any] | None, Composites | None]:
         """`(summary, composites)`: a summary when nothing is left to train, and the extra input of
@@ -83,6 +87,9 @@ class CompositeImages(GanImages):
 
     def stages(self, recipe: "Recipe") -> list[str]:
         return ["image"]  # builds the bank (and trains the harmoniser, if any)
+
+    def trains_image_network(self, recipe: "Recipe") -> bool:
+        return recipe.stages.image.harmonise != "none"
 
     def prepare_image_training(self, recipe: "Recipe", run_dir: Path,
                                accelerator: Any) -> tuple[dict[str, Any] | None, Composites | None]:
@@ -121,6 +128,9 @@ class FlatImages(GanImages):
 
     def stages(self, recipe: "Recipe") -> list[str]:
         return ["image"]  # says what it will paint; nothing to train
+
+    def trains_image_network(self, recipe: "Recipe") -> bool:
+        return False
 
     def prepare_image_training(self, recipe: "Recipe", run_dir: Path,
                                accelerator: Any) -> tuple[dict[str, Any] | None, Composites | None]:

@@ -88,7 +88,7 @@ def check_production_settings(recipe: "Recipe") -> None:
     if not cfg.prefix or any(c in cfg.prefix for c in "./\\"):
         raise ConfigError(f"produce.prefix must be a non-empty name without dots or slashes, got {cfg.prefix!r}")
     image = recipe.stages.image
-    if image.object_classes is not None and (image.arch == "flat" or (image.arch == "composite" and image.harmonise == "none")):
+    if image.object_classes is not None and not image_source(recipe).trains_image_network(recipe):
         raise ConfigError(f"stages.image.object_classes weights a trained image stage's losses: stages.image.arch="
                           f"{image.arch} trains none; leave it unset")
     if cfg.real_pixel_unlabelled and cfg.real_pixel_classes is None:

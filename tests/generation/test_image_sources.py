@@ -28,6 +28,9 @@ def test_each_arch_names_its_source_and_stages(arch, has_depth, use_depth, want)
     assert source.stages(recipe) == want
     assert source.trains_generator is (arch in ("spade", "pix2pix"))
     assert source.real_pixels_everywhere is (arch == "composite")
+    assert source.trains_image_network(recipe) is (arch in ("spade", "pix2pix"))
+    if arch == "composite":  # its harmoniser is a network
+        assert source.trains_image_network(load_recipe("toy", {"stages.image.arch": arch, "stages.image.harmonise": "spade"}))
     assert stages_needed(recipe) == ["layout"] + want
     real = load_recipe("toy", {"stages.image.arch": arch, "data.has_depth": has_depth,
                                "stages.image.use_depth": use_depth, "produce.layouts": "real"})
