@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 Composites = Callable[[dict[str, Any], int], Any]
 
 
+def reader_object_classes(reader: Any, height: int, width: int, num_classes: int,
+                          ignore_index: int | None) -> list[int]:
+    """The object classes (not regions, `bank_building.thing_classes`) of a reader's layouts at height x width."""
+    layouts: Iterable[np.ndarray] = (
+        resize_labels(np.asarray(reader[i]["layout"]), height, width) for i in range(len(reader)))
+    return thing_classes(layouts, num_classes, ignore_index=ignore_index)
+
+
 class GanImages:
     """Images from the trained image stage (SPADE or pix2pix)."""
 
@@ -73,9 +81,8 @@ class GanImages:
                        ignore_index: int | None) -> tuple[list[int], str]:
         """`copy_paste_classes=auto`: the object classes (not regions) of the training layouts at
         the production size, and where they were found."""
-        layouts: Iterable[np.ndarray] = (
-            resize_labels(np.asarray(reader[i]["layout"]), pipeline.height, pipeline.width) for i in range(len(reader)))
-        return thing_classes(layouts, num_classes, ignore_index=ignore_index), f"{len(reader)} training layouts"
+        found = reader_object_classes(reader, pipeline.height, pipeline.width, num_classes, ignore_index)
+        return found, f"{len(reader)} training layouts"
 
 
 class CompositeImages(GanImages):

@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from synthdata.core.atomic import write_json_atomic
 from synthdata.core.checkpoint import check_classes, portable_checkpoint
 from synthdata.core.contract import CheckpointError, ClassInfo, ConfigError
-from synthdata.core.imageops import resize_labels
 from synthdata.core.recipe import Recipe
 from synthdata.core.recipe_loading import recipe_to_dict
 from synthdata.core.run_dir import CheckpointFolder, checkpoint_chunks, exact_batches, save_resolved_recipe
@@ -41,11 +39,11 @@ from synthdata.data.shards import read_manifest
 from synthdata.generation import stages
 from synthdata.generation.continuation import continue_from_donor
 from synthdata.generation.encodings import depth_range
-from synthdata.generation.image_sources import image_source
+from synthdata.generation.image_sources import image_source, reader_object_classes
 from synthdata.generation.sampler import save_rows, stage_checkpoint
 from synthdata.models.augment import diff_augment
 from synthdata.models.ema import EMA
-from synthdata.texturing.bank_building import region_rule, thing_classes
+from synthdata.texturing.bank_building import region_rule
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,9 +101,8 @@ def object_class_ids(recipe: Recipe, stage: str, source, classes: ClassInfo) -> 
     if recipe.train.shards:
         raise ConfigError("stages.image.object_classes=auto reads the layouts of the recipe's reader; "
                           "with train.shards name the classes")
-    layouts = (resize_labels(np.asarray(source[i]["layout"]), recipe.data.height, recipe.data.width)
-               for i in range(len(source)))
-    found = thing_classes(layouts, classes.num_classes, ignore_index=classes.ignore_index)
+    found = reader_object_classes(source, recipe.data.height, recipe.data.width, classes.num_classes,
+                                  classes.ignore_index)
     if not found:
         raise ConfigError(f"stages.image.object_classes=auto: no object classes in the {len(source)} training "
                           f"layouts (every class is a region: {region_rule()}); name the classes")

@@ -52,19 +52,13 @@ def object_weights(onehot: torch.Tensor, class_ids: Sequence[int], share: float)
 def hinge_d_loss(real_pred: Pred, fake_pred: Pred, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Hinge discriminator loss (Lim & Ye 2017; used by SPADE): E[relu(1-D(x))] + E[relu(1+D(G(z)))];
     `weight`: a pixel-weight map the patch terms are averaged under (`weighted_mean`)."""
-    if weight is not None:
-        return _mean_over_scales(real_pred, lambda p: weighted_mean(F.relu(1 - p), weight)) + _mean_over_scales(
-            fake_pred, lambda p: weighted_mean(F.relu(1 + p), weight))
-    return _mean_over_scales(real_pred, lambda p: F.relu(1 - p).mean()) + _mean_over_scales(
-        fake_pred, lambda p: F.relu(1 + p).mean()
-    )
+    return _mean_over_scales(real_pred, lambda p: weighted_mean(F.relu(1 - p), weight)) + _mean_over_scales(
+        fake_pred, lambda p: weighted_mean(F.relu(1 + p), weight))
 
 
 def hinge_g_loss(fake_pred: Pred, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Hinge generator loss: -E[D(G(z))] (`weight`: as for `hinge_d_loss`)."""
-    if weight is not None:
-        return _mean_over_scales(fake_pred, lambda p: -weighted_mean(p, weight))
-    return _mean_over_scales(fake_pred, lambda p: -p.mean())
+    return _mean_over_scales(fake_pred, lambda p: -weighted_mean(p, weight))
 
 
 def wgan_d_loss(real_score: Pred, fake_score: Pred) -> torch.Tensor:
