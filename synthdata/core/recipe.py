@@ -118,6 +118,9 @@ class LayoutStageConfig:
     # how the presence term compares presence with its target: l1, or bce (binary cross-entropy less
     # its floor, whose gradient does not vanish for a class the generator gives ~0 probability)
     presence_loss: Literal["l1", "bce"] = "l1"
+    # a second critic beside the first whose patches see 20 pixels (the first's about 80 at 144x192),
+    # its mean score added: judges the thin, many-piece structure of a layout (docs/studies.md)
+    local_critic: bool = False
     lr_g: float = 2.0e-4
     lr_d: float = 2.0e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])

@@ -29,6 +29,7 @@ ADDED_DEFAULTS: dict[KeyPath, Any] = {("stages", "image", "harmonise_input"): "l
                                       ("stages", "layout", "presence_weight"): 0.0,
                                       ("stages", "layout", "class_conditioning"): False,
                                       ("stages", "layout", "presence_loss"): "l1",
+                                      ("stages", "layout", "local_critic"): False,
                                       ("stages", "layout", "gp_every"): 1, ("stages", "layout", "gp_fraction"): 1.0, ("data", "val_fraction"): None,
                                       ("data", "allow_train_as_val"): False, ("train", "minutes"): None,
                                       ("seg", "online_copy_paste"): 0, ("seg", "online_copy_paste_p"): 0.5,

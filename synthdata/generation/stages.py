@@ -177,6 +177,7 @@ class LayoutSpec(StageSpec):
     presence_weight: float
     presence_loss: str
     class_conditioning: bool
+    local_critic: bool
 
     def __post_init__(self) -> None:
         if self.loss not in LAYOUT_LOSSES:
@@ -481,9 +482,9 @@ def spec_from_dict(record: Any, *, where: str = "checkpoint arch record") -> Sta
     if record["stage"] == "image":  # records written before harmonisers or object weights existed
         record = {"composite_input": False, "object_ids": [], "object_share": 0.5, **record}
     if record["stage"] == "layout":  # records written before the presence term, the lazy or the partial
-        # penalty, class conditioning or the presence loss's form
+        # penalty, class conditioning, the presence loss's form or the local critic
         record = {"presence_weight": 0.0, "presence_loss": "l1", "gp_every": 1, "gp_fraction": 1.0,
-                  "class_conditioning": False, **record}
+                  "class_conditioning": False, "local_critic": False, **record}
     spec = _typed(SPECS[record["stage"]], record, where, CheckpointError)
     derived = spec.to_dict()
     for key in ("use_depth", "cond_channels", "out_channels"):

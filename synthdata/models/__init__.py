@@ -84,11 +84,12 @@ def _patchgan(cfg: SpadeStageConfig, in_channels: int) -> nn.Module:
 def _layout_critic(cfg: LayoutStageConfig, num_classes: int, height: int, width: int) -> nn.Module:
     # WGAN-GP forbids batch norm in the critic; the non-saturating loss can live with layer norm too.
     # hinge is SN-GAN's critic: spectral norm on every conv takes the place of norm layers and penalty.
-    # class-conditioned: the critic sees the class set as C constant planes beside the layout
+    # class-conditioned: the critic sees the class set as C constant planes beside the layout;
+    # local_critic: a second critic of 20-pixel patches beside it (LayoutCritic)
     sn = cfg.loss == "hinge"
     return LayoutCritic(num_classes=num_classes, height=height, width=width, ndf=cfg.ndf,
                         norm="none" if sn else "layer", spectral=sn,
-                        condition_channels=num_classes if cfg.class_conditioning else 0)
+                        condition_channels=num_classes if cfg.class_conditioning else 0, local=cfg.local_critic)
 
 
 LAYOUT_GENERATORS: dict[str, Callable[..., nn.Module]] = {"dcgan": _dcgan, "style": _style}

@@ -88,23 +88,43 @@ class LayoutCritic(nn.Module):
     batch norm: the WGAN-GP penalty is per sample and batch norm couples samples.
     `condition_channels` more input channels follow the layout's (a class-conditioned critic).
     `spectral=True` spectral-normalises every conv (SN-GAN's critic, with `norm="none"`).
+
+    The patches of the score map see 3 + 3 (2^k - 1) + 2^(k+1) pixels (80 at 144x192, k = 4): about
+    the frame's height. `local=True` adds a second, shallow critic of two stride-2 convs whose patches
+    see 20 pixels, and the score is the sum of both means: pix2pixHD's several scales, here the
+    finer one, which judges the thin, many-piece structure (poles, signs, people) a layout is made of.
+    (Pixels, as the convolutions see them: layer norm's statistics span the whole map.)
     """
 
+    LOCAL_DOWNSAMPLINGS = 2
+
     def __init__(self, *, num_classes: int, height: int, width: int, ndf: int = 64, norm: str = "layer",
-                 condition_channels: int = 0, spectral: bool = False):
+                 condition_channels: int = 0, spectral: bool = False, local: bool = False):
         super().__init__()
         _, _, k = base_grid(height, width)
-        layers: list[nn.Module] = [maybe_spectral(nn.Conv2d(num_classes + condition_channels, ndf, 3, padding=1), spectral),
+        in_channels = num_classes + condition_channels
+        self.net = self._patch_critic(in_channels, ndf, k, norm, spectral)
+        init_weights(self)
+        # built after the first critic's initialisation: without it, the same draws as before it existed
+        self.local = self._patch_critic(in_channels, ndf, self.LOCAL_DOWNSAMPLINGS, norm, spectral) if local else None
+        if self.local is not None:
+            init_weights(self.local)
+
+    @staticmethod
+    def _patch_critic(in_channels: int, ndf: int, downsamplings: int, norm: str, spectral: bool) -> nn.Sequential:
+        layers: list[nn.Module] = [maybe_spectral(nn.Conv2d(in_channels, ndf, 3, padding=1), spectral),
                                    nn.LeakyReLU(0.2, inplace=True)]
         channels = ndf
-        for i in range(k):
+        for i in range(downsamplings):
             out = ndf * 2 ** min(i + 1, 3)
             layers += [maybe_spectral(nn.Conv2d(channels, out, 4, stride=2, padding=1), spectral), make_norm(norm, out),
                        nn.LeakyReLU(0.2, inplace=True)]
             channels = out
         layers.append(maybe_spectral(nn.Conv2d(channels, 1, 3, padding=1), spectral))
-        self.net = nn.Sequential(*layers)
-        init_weights(self)
+        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).mean(dim=(1, 2, 3))
+        score = self.net(x).mean(dim=(1, 2, 3))
+        if self.local is not None:
+            score = score + self.local(x).mean(dim=(1, 2, 3))
+        return score

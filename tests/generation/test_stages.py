@@ -252,6 +252,16 @@ def test_lazy_gradient_penalty_runs_every_nth_critic_step_weighted_n_times_and_o
         make("layout", "stages.layout.gp_every=0")
 
 
+def test_local_critic_is_recorded_and_old_records_have_none():
+    plain, local = make("layout"), make("layout", "stages.layout.local_critic=true")
+    assert local.build_discriminator().local is not None and plain.build_discriminator().local is None
+    assert stages.spec_from_dict(local.to_dict()).local_critic is True
+    record = {k: v for k, v in plain.to_dict().items() if k != "local_critic"}  # a checkpoint from before
+    assert stages.spec_from_dict(record).local_critic is False
+    D, inp, fake, d_loss = critic_case(local)
+    assert d_loss(local)[1]["gp"] > 0  # the penalty runs through both critics
+
+
 def test_gradient_penalty_on_a_fraction_of_the_batch_and_old_records_use_all_of_it():
     from synthdata.models import losses
 

@@ -183,6 +183,13 @@ def test_class_conditioned_layout_resume_repeats_the_uninterrupted_run(tmp_path)
         torch.testing.assert_close(a["model"][k], b["model"][k])
 
 
+def test_layout_stage_trains_with_the_local_critic_and_records_it(tmp_path):
+    summary = run(tmp_path, "layout", 2, "stages.layout.local_critic=true")
+    assert all(np.isfinite(v) for v in summary["losses"].values()) and summary["losses"]["gp"] > 0
+    ckpt, _ = stage_checkpoint(tmp_path / "run", "layout")
+    assert ckpt["arch"]["local_critic"] is True
+
+
 def test_hinge_layout_stage_has_no_penalty_and_resumes_to_the_uninterrupted_run(tmp_path):
     """SN-GAN's critic keeps its power-iteration vectors in the checkpoint, so a resumed run equals
     the uninterrupted one; the hinge loss logs no penalty."""

@@ -48,10 +48,38 @@ def test_hinge_loss_builds_the_sn_gan_critic():
     assert sn(torch.rand(2, C, 32, 64)).shape == (2,)
 
 
+def test_local_critic_adds_a_20_pixel_patch_critic_and_leaves_the_first_as_it_was():
+    """local_critic: a second critic whose patch scores each see 20x20 pixels, its mean added to the
+    first's; without it the critic is built as before (same parameters, same initial values)."""
+    torch.manual_seed(0)
+    plain = build_layout_critic(LayoutStageConfig(ndf=4), num_classes=C, height=64, width=64)
+    torch.manual_seed(0)
+    both = build_layout_critic(LayoutStageConfig(ndf=4, local_critic=True), num_classes=C, height=64, width=64)
+    assert plain.local is None and not any(k.startswith("local.") for k in plain.state_dict())
+    for key, value in plain.state_dict().items():  # the first critic: the same draws, local or not
+        torch.testing.assert_close(both.state_dict()[key], value)
+    x = torch.rand(2, C, 64, 64)
+    torch.testing.assert_close(both(x), plain(x) + both.local(x).mean(dim=(1, 2, 3)))
+    # one local patch score depends on a 20x20 window of the input, the first critic's on far more
+    # (seen without norm layers, whose statistics span the map: the SN-GAN critic of loss=hinge)
+    both = build_layout_critic(LayoutStageConfig(ndf=4, local_critic=True, loss="hinge"), num_classes=C,
+                               height=64, width=64)
+    x.requires_grad_(True)
+    patches = both.local(x)
+    assert patches.shape[-2:] == (16, 16)
+    (grad,) = torch.autograd.grad(patches[0, 0, 8, 8], x)
+    rows, cols = torch.nonzero(grad[0].abs().sum(0)).unbind(1)
+    assert rows.max() - rows.min() + 1 == 20 and cols.max() - cols.min() + 1 == 20
+    (grad,) = torch.autograd.grad(both.net(x)[0, 0, 2, 2], x)
+    rows, _ = torch.nonzero(grad[0].abs().sum(0)).unbind(1)
+    assert rows.max() - rows.min() + 1 > 40
+
+
 @pytest.mark.parametrize("arch", ["dcgan", "style"])
 def test_every_parameter_gets_a_gradient(arch):
     # DDP (find_unused_parameters=False) fails on parameters that forward never uses.
     cfg = tiny(arch)
+    cfg.local_critic = True  # both critics
     gen = build_layout_generator(cfg, num_classes=C, height=32, width=64)
     critic = build_layout_critic(cfg, num_classes=C, height=32, width=64)
     critic(straight_through_onehot(gen(torch.randn(2, 8)))).sum().backward()
