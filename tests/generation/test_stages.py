@@ -258,8 +258,11 @@ def test_local_critic_is_recorded_and_old_records_have_none():
     assert stages.spec_from_dict(local.to_dict()).local_critic is True
     record = {k: v for k, v in plain.to_dict().items() if k != "local_critic"}  # a checkpoint from before
     assert stages.spec_from_dict(record).local_critic is False
-    D, inp, fake, d_loss = critic_case(local)
-    assert d_loss(local)[1]["gp"] > 0  # the penalty runs through both critics
+    D, _, _, d_loss = critic_case(local)
+    loss, logs = d_loss(local)
+    loss.backward()  # the critic loss, penalty included, trains the local critic too
+    assert logs["gp"] > 0 and all(p.grad is not None for p in D.local.parameters())
+    assert D.local[0].weight.grad.abs().sum() > 0  # (a score's bias cancels between real and fake)
 
 
 def test_gradient_penalty_on_a_fraction_of_the_batch_and_old_records_use_all_of_it():
